@@ -1,0 +1,51 @@
+# poller: developer and CI entry points.  See scripts/services for the local stack.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+BENCH_ARGS ?=
+
+.PHONY: help venv services-up services-down test demo lint bench
+
+help:
+	@echo "make venv           create $(VENV) and pip install -e '.[dev]'"
+	@echo "make services-up    start Kafka, PostgreSQL, MariaDB (127.0.0.1) and install Prometheus"
+	@echo "make services-down  stop them"
+	@echo "make test           venv + services-up + pytest"
+	@echo "make demo           venv + Kafka + poller demo"
+	@echo "make lint           ruff check, ruff format --check, mypy"
+	@echo "make bench          venv + services-up + python -m bench.run \$$(BENCH_ARGS)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if [ ! -x $(VENV)/bin/python ]; then \
+	  $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || scripts/services deps; \
+	  $(PYTHON) -m venv $(VENV); \
+	fi
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+services-up:
+	scripts/services up
+
+services-down:
+	scripts/services down
+
+test: venv services-up
+	$(VENV)/bin/pytest
+
+demo: venv
+	scripts/services up kafka
+	$(VENV)/bin/poller demo
+
+lint: venv
+	$(VENV)/bin/ruff check poller tests bench
+	$(VENV)/bin/ruff format --check poller tests bench
+	$(VENV)/bin/mypy
+
+bench: venv services-up
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)

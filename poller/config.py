@@ -1,0 +1,329 @@
+"""Configuration: YAML in, a validated, typed `AppConfig` out, or one `ConfigError` listing
+every problem with its path.
+
+Secrets never live in the file: `${NAME}` is replaced by the environment variable NAME and
+`${file:/path}` by the file's content (trailing newline stripped).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zoneinfo
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy.engine import make_url
+
+from poller.errors import ConfigError
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$#]*$")
+_PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+
+
+class Mode(StrEnum):
+    ID = "id"
+    TIMESTAMP = "timestamp"
+    TIMESTAMP_ID = "timestamp+id"
+
+
+def check_identifier(value: str, what: str, qualified: bool = False) -> str:
+    parts = value.split(".") if qualified else [value]
+    if not all(IDENTIFIER.match(p) for p in parts):
+        raise ValueError(
+            f"{what} {value!r} is not a plain identifier (letters, digits, _; "
+            f"{'schema.table' if qualified else 'no dots'}); use `query:` for anything else"
+        )
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Model):
+    url: str = Field(description="SQLAlchemy URL; put the password in ${ENV} or ${file:...}")
+    tenant_column: str | None = None
+    timezone: str = Field("UTC", description="zone of naive timestamps in the database")
+    statement_timeout_s: float = Field(300, gt=0)
+    connect_timeout_s: float = Field(10, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        try:
+            make_url(v)
+        except Exception as exc:  # SQLAlchemy raises ArgumentError with the URL in it
+            raise ValueError("not a valid SQLAlchemy URL (value hidden: it may hold a password)") from exc
+        return v
+
+    @field_validator("tenant_column")
+    @classmethod
+    def _tenant_column(cls, v: str | None) -> str | None:
+        return None if v is None else check_identifier(v, "tenant_column")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name like Europe/Berlin)") from exc
+        return v
+
+    @property
+    def safe_url(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+
+class KafkaConfig(_Model):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="extra librdkafka producer options"
+    )
+    topic_prefix: str = "retail"
+    topic_template: str = "{prefix}.{entity}"
+    watermark_topic: str = "{prefix}.watermarks"
+    dead_letter_topic: str = "{prefix}.dead_letter"
+    transactional_id_prefix: str = "poller"
+    topic_partitions: int = Field(3, ge=1)
+    topic_replication: int = Field(1, ge=1)
+    topic_config: dict[str, str] = Field(default_factory=lambda: {"cleanup.policy": "compact"})
+    transaction_timeout_s: float = Field(60, gt=0)
+
+    @field_validator("topic_template", "watermark_topic", "dead_letter_topic")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        try:
+            v.format(prefix="p", entity="e", tenant="t")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"only {{prefix}}, {{entity}} and {{tenant}} may appear ({exc})") from exc
+        return v
+
+    def topic_for(self, entity: str, tenant: str) -> str:
+        return self.topic_template.format(prefix=self.topic_prefix, entity=entity, tenant=tenant)
+
+    def watermark_topic_name(self, tenant: str) -> str:
+        return self.watermark_topic.format(prefix=self.topic_prefix, entity="", tenant=tenant)
+
+    def dead_letter_topic_name(self, tenant: str) -> str:
+        return self.dead_letter_topic.format(prefix=self.topic_prefix, entity="", tenant=tenant)
+
+
+class Batching(_Model):
+    mode: Mode
+    column: str = Field(description="the change-tracking column (cursor)")
+    id_column: str | None = Field(None, description="timestamp+id: the unique tie-breaker")
+
+    @field_validator("column", "id_column")
+    @classmethod
+    def _ident(cls, v: str | None) -> str | None:
+        return None if v is None else check_identifier(v, "column")
+
+    @model_validator(mode="after")
+    def _id_column(self) -> Batching:
+        if self.mode is Mode.TIMESTAMP_ID and self.id_column is None:
+            raise ValueError("mode timestamp+id needs id_column (the unique tie-breaker)")
+        if self.mode is not Mode.TIMESTAMP_ID and self.id_column is not None:
+            raise ValueError("id_column is only used with mode timestamp+id")
+        return self
+
+
+class EntityConfig(_Model):
+    table: str | None = None
+    query: str | None = None
+    fields: dict[str, str] = Field(description="canonical field -> source column or SQL expression")
+    key: str = Field(description="the row's unique key column")
+    batching: Batching
+    batch_size: int = Field(10_000, ge=1, le=1_000_000)
+    poll_interval_s: float = Field(30, gt=0)
+    settle_delay_s: float = Field(5, ge=0)
+    start: str | int = "earliest"
+    on_bad_row: Literal["fail", "dead_letter"] = "fail"
+    enabled: bool = True
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str | None) -> str | None:
+        return None if v is None else check_identifier(v, "table", qualified=True)
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        return check_identifier(v, "key")
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        body = v.strip().rstrip(";").strip()
+        if not re.match(r"(?is)^\s*(select|with)\b", body):
+            raise ValueError("query must be a SELECT (it is wrapped as a subquery)")
+        if ";" in body:
+            raise ValueError("query must be a single statement (found ';')")
+        return body
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [f for f, expr in v.items() if not expr.strip() or ";" in expr or "--" in expr]
+        if bad:
+            raise ValueError(f"empty expression, ';' or '--' in mapping of {', '.join(bad)}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EntityConfig:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of `table` or `query`")
+        return self
+
+    @property
+    def tiebreak(self) -> str:
+        return self.batching.id_column or self.key
+
+    @property
+    def is_time_mode(self) -> bool:
+        return self.batching.mode is not Mode.ID
+
+
+class MetricsConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(9400, ge=0, le=65535)
+    enabled: bool = True
+
+
+class LoggingConfig(_Model):
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class RetryConfig(_Model):
+    initial_backoff_s: float = Field(0.5, gt=0)
+    max_backoff_s: float = Field(30, gt=0)
+    max_attempts: int = Field(0, ge=0, description="0 = retry transient errors forever")
+    startup_timeout_s: float = Field(
+        30, ge=0, description="how long to wait for the database and Kafka at start"
+    )
+
+
+class AppConfig(_Model):
+    tenant: str = Field(min_length=1, max_length=200)
+    source: SourceConfig
+    kafka: KafkaConfig = KafkaConfig()
+    entities: dict[str, EntityConfig] = Field(min_length=1)
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    retry: RetryConfig = RetryConfig()
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant(cls, v: str) -> str:
+        if any(ord(c) < 32 for c in v):
+            raise ValueError("tenant must not contain control characters")
+        return v
+
+    def transactional_id(self) -> str:
+        """Stable per tenant so a restarted or duplicate poller fences the old one."""
+        return f"{self.kafka.transactional_id_prefix}.{self.tenant}"
+
+    def enabled_entities(self) -> dict[str, EntityConfig]:
+        return {n: e for n, e in self.entities.items() if e.enabled}
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def _expand(node: Any, path: str, problems: list[str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _expand(v, f"{path}.{k}" if path else str(k), problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def sub(m: re.Match[str]) -> str:
+        ref = m.group(1)
+        if ref.startswith("file:"):
+            try:
+                return Path(ref[5:]).read_text(encoding="utf-8").rstrip("\n")
+            except OSError as exc:
+                problems.append(f"{path}: cannot read secret file {ref[5:]!r}: {exc.strerror}")
+                return ""
+        if ref not in os.environ:
+            problems.append(f"{path}: environment variable {ref} is not set")
+            return ""
+        return os.environ[ref]
+
+    return _PLACEHOLDER.sub(sub, node)
+
+
+def _format_pydantic(err: ValidationError) -> list[str]:
+    out = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        out.append(f"{loc}: {msg}")
+    return out
+
+
+def _schema_problems(raw: Mapping[str, Any]) -> list[str]:
+    """Entity names and field mappings checked against `schemas/`, on the raw dict so these
+    problems are listed together with the structural ones."""
+    from poller.avro import ENTITIES, load_schema
+
+    problems: list[str] = []
+    entities = raw.get("entities")
+    if not isinstance(entities, dict):
+        return problems
+    for name, ent in entities.items():
+        if name not in ENTITIES:
+            problems.append(f"entities.{name}: unknown entity (known: {', '.join(ENTITIES)})")
+            continue
+        fields = ent.get("fields") if isinstance(ent, dict) else None
+        if not isinstance(fields, dict):
+            continue
+        schema = load_schema(name)
+        for f in fields:
+            if f not in schema.field_names:
+                problems.append(
+                    f"entities.{name}.fields.{f}: not a field of schema {name} "
+                    f"(fields: {', '.join(schema.field_names)})"
+                )
+        for f in sorted(schema.required - set(fields)):
+            problems.append(f"entities.{name}.fields: required field {f!r} is not mapped")
+    return problems
+
+
+def parse_config(raw: Any, source: str = "configuration") -> AppConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(["(top level): expected a mapping"], source)
+    problems: list[str] = []
+    expanded = _expand(raw, "", problems)
+    cfg: AppConfig | None = None
+    try:
+        cfg = AppConfig.model_validate(expanded)
+    except ValidationError as err:
+        problems.extend(_format_pydantic(err))
+    problems.extend(_schema_problems(expanded))
+    if problems or cfg is None:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def load_config(path: str | Path) -> AppConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read {p}: {exc.strerror}"], str(p)) from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"YAML syntax: {exc}"], str(p)) from exc
+    return parse_config(raw, str(p))

@@ -1,0 +1,133 @@
+"""Prometheus metrics. Labels are tenant and entity only (plus small fixed enums), so the
+series count is bounded by configuration, never by data."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from poller import __version__
+
+log = logging.getLogger(__name__)
+
+PHASE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+PHASES = ("fetch", "encode", "commit")
+OUTCOMES = ("committed", "aborted")
+# Error kinds the run loop counts for the whole tenant (entity=""): the transient errors it
+# retries. Per entity it counts "bad_row". Other kinds still appear when they happen.
+TENANT_ERROR_KINDS = ("SourceError", "PublishError", "BrokerUnavailableError")
+LATENCY_STATS = ("int_latency_p99", "rtt_p99", "int_latency_avg", "rtt_avg")
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        te = ("tenant", "entity")
+        self.rows_read = Counter("poller_rows_read", "Rows read from the source", te, registry=r)
+        self.rows_published = Counter(
+            "poller_rows_published", "Rows published in committed transactions", te, registry=r
+        )
+        self.rows_dead_lettered = Counter(
+            "poller_rows_dead_lettered", "Rows sent to the dead-letter topic", te, registry=r
+        )
+        self.batches = Counter("poller_batches", "Batches committed", te, registry=r)
+        self.transactions = Counter(
+            "poller_transactions", "Kafka transactions by outcome", ("tenant", "outcome"),
+            registry=r,
+        )
+        self.phase_seconds = Histogram(
+            "poller_batch_phase_seconds", "Time per batch phase (fetch, encode, commit)",
+            (*te, "phase"), buckets=PHASE_BUCKETS, registry=r,
+        )
+        self.lag_seconds = Gauge(
+            "poller_watermark_lag_seconds",
+            "Database now minus the watermark's cursor time (timestamp modes)", te, registry=r,
+        )
+        self.watermark_value = Gauge(
+            "poller_watermark_value",
+            "The watermark cursor (id, or Unix seconds in timestamp modes)", te, registry=r,
+        )
+        self.last_success = Gauge(
+            "poller_last_success_timestamp_seconds",
+            "Unix time of the last committed batch or caught-up poll (the process start time "
+            "until then)", te, registry=r,
+        )
+        self.errors = Counter(
+            "poller_errors", "Errors by kind", ("tenant", "entity", "kind"), registry=r
+        )
+        self.retries = Counter("poller_retries", "Retries after transient errors", te, registry=r)
+        self.producer_queue = Gauge(
+            "poller_producer_queue_messages", "Messages waiting in librdkafka's queue",
+            ("tenant",), registry=r,
+        )
+        self.delivery_latency = Gauge(
+            "poller_producer_delivery_latency_seconds",
+            "librdkafka produce latency (queue + broker round trip), from its statistics",
+            ("tenant", "stat"), registry=r,
+        )
+        self.db_up = Gauge("poller_database_up", "1 if the last database call worked",
+                           ("tenant",), registry=r)
+        self.kafka_up = Gauge("poller_kafka_up", "1 if the last Kafka call worked",
+                              ("tenant",), registry=r)
+        self.build = Info("poller_build", "Build information", registry=r)
+        self.build.info({"version": __version__})
+
+    def init_labels(
+        self, tenant: str, entities: Iterable[str], started_at: float | None = None
+    ) -> None:
+        """Create the tenant's series up front: counters at 0 (so rate()/increase() count the
+        first increment and alerts see it), and the last-success time at the process start
+        (so a poller that never succeeds still goes stale)."""
+        started = time.time() if started_at is None else started_at
+        for entity in entities:
+            labels = (tenant, entity)
+            for counter in (self.rows_read, self.rows_published, self.rows_dead_lettered,
+                            self.batches, self.retries):
+                counter.labels(*labels)
+            self.errors.labels(*labels, "bad_row")
+            for phase in PHASES:
+                self.phase_seconds.labels(*labels, phase)
+            self.last_success.labels(*labels).set(started)
+        for outcome in OUTCOMES:
+            self.transactions.labels(tenant, outcome)
+        for kind in TENANT_ERROR_KINDS:
+            self.errors.labels(tenant, "", kind)
+        self.retries.labels(tenant, "")
+
+    def on_stats(self, tenant: str, stats_json: str) -> None:
+        """librdkafka statistics callback: queue depth and latency (microseconds → seconds)."""
+        try:
+            stats = json.loads(stats_json)
+        except ValueError:
+            return
+        self.producer_queue.labels(tenant).set(stats.get("msg_cnt", 0))
+        lat = dict.fromkeys(LATENCY_STATS, 0.0)
+        for b in stats.get("brokers", {}).values():
+            for name in ("int_latency", "rtt"):
+                w = b.get(name) or {}
+                lat[f"{name}_p99"] = max(lat[f"{name}_p99"], w.get("p99", 0) / 1e6)
+                lat[f"{name}_avg"] = max(lat[f"{name}_avg"], w.get("avg", 0) / 1e6)
+        for stat, v in lat.items():
+            self.delivery_latency.labels(tenant, stat).set(v)
+
+
+@dataclass
+class Health:
+    """What /readyz reports; the run loop keeps it current."""
+
+    database_ok: bool = False
+    kafka_ok: bool = False
+    last_batch_ok: bool = True
+    detail: str = ""
+
+    @property
+    def ready(self) -> bool:
+        return self.database_ok and self.kafka_ok and self.last_batch_ok

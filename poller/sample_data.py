@@ -1,0 +1,545 @@
+"""Sample source tables shaped like a real retailer's CRM, deterministic seed data for several
+tenants, and the poller configuration that maps them onto the canonical schemas.
+
+The tables keep the source system's own names (`cheques`, `goods`, `f_name`, `post_index`...)
+on purpose: the demo shows the configuration doing the renaming, as it must for real customers.
+Ids are global across tenants (one integer primary key per table, like the shared CRM database
+this imitates), so tenant isolation rests on the `user_id` column alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import unicodedata
+from collections.abc import Iterable, Sequence
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect, make_url
+
+DEFAULT_TENANTS: tuple[str, ...] = ("acme-corp", "globex")
+PASSWORD_ENV = "POLLER_DEMO_DB_PASSWORD"
+INSERT_CHUNK = 2_000
+CENT, MILLI = Decimal("0.01"), Decimal("0.001")
+
+# Seeded timestamps all lie in this past window: with settle_delay_s 0 the reader still bounds
+# time-mode batches by the database's "now", so a future timestamp would never be read.
+T0, T1 = dt.datetime(2024, 1, 1), dt.datetime(2025, 6, 30)
+
+
+class ExactDecimal(sa.types.TypeDecorator[Decimal]):
+    """DECIMAL(p, s); TEXT on SQLite, which has no exact decimal type (its NUMERIC affinity
+    would turn 19.90 into the float 19.9). The text is `format(Decimal, 'f')`, never a float."""
+
+    impl = sa.Numeric
+    cache_ok = True
+
+    def __init__(self, precision: int, scale: int) -> None:
+        super().__init__(precision, scale, asdecimal=True)
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.String(40))
+        return dialect.type_descriptor(self.impl_instance)
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is not None and dialect.name == "sqlite":
+            return format(value, "f")
+        return value
+
+
+def _money() -> ExactDecimal:
+    return ExactDecimal(18, 2)
+
+
+# Microsecond precision on MariaDB/MySQL too (plain DATETIME there drops the fraction).
+_TS = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+metadata = sa.MetaData()
+
+
+def _table(name: str, pk: str, *columns: sa.Column[Any]) -> sa.Table:
+    """A CRM table: global integer id, tenant column, updated_at maintained by the app."""
+    return sa.Table(
+        name, metadata,
+        sa.Column(pk, sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("user_id", sa.String(64), nullable=False),
+        *columns,
+        sa.Column("updated_at", _TS, nullable=False),
+        # The poller's queries filter on the tenant and order by the cursor.
+        sa.Index(f"ix_{name}_tenant_updated", "user_id", "updated_at"),
+        mysql_charset="utf8mb4",
+    )  # fmt: skip
+
+
+def _col(name: str, type_: Any, nullable: bool = True) -> sa.Column[Any]:
+    return sa.Column(name, type_, nullable=nullable)
+
+
+customers = _table(
+    "customers", "customer_id",
+    _col("f_name", sa.String(100), False), _col("m_name", sa.String(100)),
+    _col("l_name", sa.String(100), False), _col("email", sa.String(200)),
+    _col("phone", sa.String(40)), _col("gender", sa.String(1)), _col("b_date", sa.Date),
+    _col("country", sa.String(60)), _col("area", sa.String(100)), _col("city", sa.String(100)),
+    _col("post_index", sa.String(20)), _col("reg_date", _TS),
+)  # fmt: skip
+cheques = _table(
+    "cheques", "cheque_id",
+    _col("customer_id", sa.Integer), _col("shop_code", sa.String(20)),
+    _col("cheque_no", sa.String(40)), _col("cheque_dt", _TS, False),
+    _col("total_sum", _money(), False), _col("discount_sum", _money()),
+    _col("bonus_add", _money()), _col("bonus_spent", _money()),
+    _col("currency_code", sa.String(3)), _col("op_type", sa.String(10)),
+    _col("state", sa.String(10)),
+)  # fmt: skip
+cheque_items = _table(
+    "cheque_items", "item_id",
+    _col("cheque_id", sa.Integer, False), _col("pos_no", sa.Integer),
+    _col("goods_id", sa.Integer), _col("qty", ExactDecimal(18, 3), False),
+    _col("unit_price", _money()), _col("line_sum", _money(), False),
+    _col("line_discount", _money()),
+)  # fmt: skip
+crm_events = _table(
+    "crm_events", "event_id",
+    _col("customer_id", sa.Integer), _col("ev_type", sa.String(40), False),
+    _col("ev_time", _TS, False), _col("channel", sa.String(20)),
+    _col("ev_comment", sa.String(500)), _col("ev_data", sa.Text),
+)  # fmt: skip
+goods = _table(
+    "goods", "goods_id",
+    _col("goods_name", sa.String(200), False), _col("article", sa.String(40)),
+    _col("ean13", sa.String(13)), _col("group_id", sa.Integer),
+    _col("brand_name", sa.String(100)), _col("measure", sa.String(10)),
+    _col("retail_price", _money()), _col("active", sa.Boolean),
+)  # fmt: skip
+goods_groups = _table(
+    "goods_groups", "group_id",
+    _col("group_name", sa.String(200), False), _col("parent_group_id", sa.Integer),
+    _col("depth", sa.Integer), _col("full_path", sa.String(500)),
+)  # fmt: skip
+bonus_accounts = _table(
+    "bonus_accounts", "account_id",
+    _col("customer_id", sa.Integer, False), _col("bonus_sum", _money(), False),
+    _col("bonus_pending", _money()), _col("burn_date", _TS), _col("currency_code", sa.String(3)),
+)  # fmt: skip
+coupons = _table(
+    "coupons", "coupon_id",
+    _col("coupon_code", sa.String(40), False), _col("campaign_name", sa.String(200)),
+    _col("discount_pct", ExactDecimal(9, 4)), _col("discount_sum", _money()),
+    _col("valid_from", _TS), _col("valid_to", _TS), _col("customer_id", sa.Integer),
+    _col("used", sa.Boolean), _col("used_at", _TS),
+)  # fmt: skip
+
+# canonical entity -> source table
+ENTITY_TABLES: dict[str, str] = {
+    "customers": "customers", "receipts": "cheques", "receipt_lines": "cheque_items",
+    "events": "crm_events", "products": "goods", "product_categories": "goods_groups",
+    "bonus_balances": "bonus_accounts", "promo_codes": "coupons",
+}  # fmt: skip
+# rows per tenant at scale 1 (the category tree is a fixed size)
+BASE_COUNTS: dict[str, int] = {
+    "customers": 300, "cheques": 800, "cheque_items": 2_000, "crm_events": 600, "goods": 150,
+    "bonus_accounts": 300, "coupons": 100,
+}  # fmt: skip
+
+# --- vocabularies ---------------------------------------------------------------------------
+
+_RU_M = ("Иван", "Алексей", "Дмитрий", "Сергей", "Михаил", "Артём", "Никита", "Юрий")
+_RU_F = ("Анна", "Мария", "Елена", "Ольга", "Татьяна", "Юлия", "Наталья", "Алёна")
+_RU_PATR = ("Иванов", "Петров", "Сергеев", "Алексеев", "Николаев", "Андреев")
+_RU_LAST = ("Иванов", "Смирнов", "Кузнецов", "Попов", "Соколов", "Лебедев", "Фёдоров")
+_LATIN = (  # first, last, gender, country, area, city, zip
+    ("José", "García", "M", "Spain", "Andalucía", "Málaga", "29001"),
+    ("Zoë", "Müller", "F", "Germany", "Bayern", "München", "80331"),
+    ("François", "Lefèvre", "M", "France", "Bourgogne-Franche-Comté", "Besançon", "25000"),
+    ("Łukasz", "Wąsik", "M", "Poland", "Małopolskie", "Kraków", "30-001"),
+    ("Chloé", "Dubois", "F", "France", "Île-de-France", "Paris", "75004"),
+    ("Björn", "Åström", "M", "Sweden", "Skåne", "Malmö", "211 20"),
+    ("Inês", "Gonçalves", "F", "Portugal", "Lisboa", "Lisboa", "1100-148"),
+)
+_CJK = (  # first, last, gender, country, area, city, zip
+    ("伟", "王", "M", "China", "北京市", "北京", "100000"),
+    ("娜", "李", "F", "China", "上海市", "上海", "200000"),
+    ("花子", "田中", "F", "Japan", "東京都", "東京", "100-0001"),
+    ("민준", "김", "M", "South Korea", "서울특별시", "서울", "04524"),
+)
+_RU_PLACES = (("Московская обл.", "Москва", "101000"), ("Ленинградская обл.", "Санкт-Петербург",
+              "190000"), ("Республика Татарстан", "Казань", "420111"))  # fmt: skip
+_CATEGORIES = (  # name, parent index
+    ("Продукты", None), ("Молочные продукты", 0), ("Сыры", 1), ("Молоко и кефир", 1),
+    ("Бакалея", 0), ("Крупы", 4), ("Чай и кофе", 4), ("Зелёный чай", 6),
+    ("Фрукты и овощи", 0), ("Фрукты", 8), ("Овощи", 8), ("Напитки", None), ("Соки", 11),
+    ("Вода", 11), ("Boissons gazeuses", 11), ("Дом и сад", None), ("Бытовая химия", 15),
+    ("Посуда", 15), ("Товары для кухни", 17), ("Сад", 15),
+)  # fmt: skip
+_PRODUCTS = (  # name, unit, price
+    ("Молоко 3,2% 1 л", "pcs", "89.90"), ("Кефир 2,5% 900 г", "pcs", "74.50"),
+    ("Сыр Российский (весовой)", "kg", "749.00"), ("Гречка ядрица 900 г", "pcs", "112.00"),
+    ("Café moulu 250 g", "pcs", "389.99"), ("緑茶 煎茶 100g", "pcs", "455.00"),
+    ("Яблоки Гала", "kg", "139.90"), ("Bananen", "kg", "119.00"), ("Огурцы", "kg", "189.50"),
+    ("Сок яблочный 1 л", "pcs", "129.00"), ("Eau minérale 1,5 l", "pcs", "59.90"),
+    ("Средство для посуды 500 мл", "pcs", "149.00"), ("Сковорода 28 см", "pcs", "1999.00"),
+    ("Семена томатов «Бычье сердце»", "pcs", "35.00"), ("Limonade 0,33 l", "pcs", "79.00"),
+)  # fmt: skip
+_LEAF_FOR_PRODUCT = (3, 3, 2, 5, 6, 7, 9, 9, 10, 12, 13, 16, 18, 19, 14)
+_BRANDS = ("Простоквашино", "Ферма «Заря»", "Nestlé", "Öko Hof", "Global Village", "Каждый день",
+           "無印良品", "Bon Appétit", "Домик в деревне", "Señorita")  # fmt: skip
+_EVENTS = ("login", "purchase", "bonus_accrual", "coupon_issued", "profile_update", "push_open",
+           "email_click")  # fmt: skip
+_COMMENTS = ("Клиент открыл push-уведомление", "Начислены бонусы за покупку",
+             "Profil mis à jour via l'appli", "Купон выдан на кассе", "登录成功", None, None)
+_PAYLOAD_NOTES = ("Спасибо за покупку! 🎉", "Merci ! À bientôt 😊", "ありがとう 🙏", "ok")
+_CAMPAIGNS = ("Весенняя распродажа", "Soldes d'été", "Black Friday", "День рождения 🎂",
+              "Neujahrsrabatt", None)  # fmt: skip
+
+
+def _ts(rng: random.Random, start: dt.datetime = T0, end: dt.datetime = T1) -> dt.datetime:
+    """A timestamp in [start, end); half of them carry microseconds, like app-written rows."""
+    seconds = rng.randrange(max(1, int((end - start).total_seconds())))
+    micros = rng.randrange(1_000_000) if rng.random() < 0.5 else 0
+    return start + dt.timedelta(seconds=seconds, microseconds=micros)
+
+
+def _money_between(rng: random.Random, lo: int, hi: int) -> Decimal:
+    return Decimal(rng.randrange(lo * 100, hi * 100)) / 100
+
+
+def _ean13(rng: random.Random) -> str:
+    digits = [4, 6, 0] + [rng.randrange(10) for _ in range(9)]
+    check = (10 - sum(d * (3 if i % 2 else 1) for i, d in enumerate(digits)) % 10) % 10
+    return "".join(map(str, digits)) + str(check)
+
+
+def _ascii(text: str) -> str:
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+
+
+def _share_timestamp(rng: random.Random, rows: list[dict[str, Any]], fraction: float) -> None:
+    """Give a sample of rows one common updated_at (a bulk UPDATE). The median is chosen so the
+    run sits mid-table, where it straddles a batch boundary as often as possible."""
+    if len(rows) < 4:
+        return
+    median = sorted(r["updated_at"] for r in rows)[len(rows) // 2]
+    for row in rng.sample(rows, max(2, int(len(rows) * fraction))):
+        row["updated_at"] = median
+
+
+class _Ids:
+    """Global id counters: ids stay unique across tenants, as in one shared CRM database."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, int] = {}
+
+    def take(self, table: str, n: int) -> range:
+        first = self._next.get(table, 1)
+        self._next[table] = first + n
+        return range(first, first + n)
+
+
+def _customer(rng: random.Random, cid: int, tenant: str) -> dict[str, Any]:
+    kind = rng.random()
+    middle: str | None = None
+    if kind < 0.6:  # Russian: patronymic present most of the time
+        gender = rng.choice("MF")
+        first = rng.choice(_RU_M if gender == "M" else _RU_F)
+        last = rng.choice(_RU_LAST) + ("" if gender == "M" else "а")
+        if rng.random() < 0.8:
+            middle = rng.choice(_RU_PATR) + ("ич" if gender == "M" else "на")
+        area, city, zip_code = rng.choice(_RU_PLACES)
+        country, email_name = "Россия", f"client{cid}"
+        phone = f"+7 9{rng.randrange(10, 99)} {rng.randrange(100, 999)}-{rng.randrange(10, 99)}-" \
+                f"{rng.randrange(10, 99)}"  # fmt: skip
+    else:
+        first, last, gender, country, area, city, zip_code = rng.choice(
+            _LATIN if kind < 0.88 else _CJK
+        )
+        if first in ("José", "Chloé") and rng.random() < 0.5:
+            middle = "María" if first == "José" else "Anaïs"
+        email_name = f"{_ascii(first)}.{_ascii(last)}{cid}".strip(".") or f"client{cid}"
+        phone = f"+{rng.randrange(30, 90)} {rng.randrange(100_000_000, 999_999_999)}"
+    reg = _ts(rng, dt.datetime(2019, 1, 1), T0)
+    return {
+        "customer_id": cid, "user_id": tenant, "f_name": first, "m_name": middle,
+        "l_name": last, "email": None if rng.random() < 0.1 else f"{email_name}@example.com",
+        "phone": None if rng.random() < 0.15 else phone,
+        "gender": None if rng.random() < 0.05 else gender,
+        "b_date": None if rng.random() < 0.1 else dt.date(1950, 1, 1)
+        + dt.timedelta(days=rng.randrange(20_000)),
+        "country": country, "area": area, "city": city, "post_index": zip_code,
+        "reg_date": reg, "updated_at": _ts(rng),
+    }  # fmt: skip
+
+
+def _tenant_rows(
+    rng: random.Random, tenant: str, currency: str, counts: dict[str, int], ids: _Ids
+) -> dict[str, list[dict[str, Any]]]:
+    rows: dict[str, list[dict[str, Any]]] = {}
+    customer_ids = list(ids.take("customers", counts["customers"]))
+    rows["customers"] = [_customer(rng, cid, tenant) for cid in customer_ids]
+
+    group_ids = list(ids.take("goods_groups", len(_CATEGORIES)))
+    paths: list[str] = []
+    depths: list[int] = []
+    rows["goods_groups"] = []
+    for gid, (name, parent) in zip(group_ids, _CATEGORIES, strict=True):
+        paths.append(name if parent is None else f"{paths[parent]} / {name}")
+        depths.append(1 if parent is None else depths[parent] + 1)
+        rows["goods_groups"].append({
+            "group_id": gid, "user_id": tenant, "group_name": name,
+            "parent_group_id": None if parent is None else group_ids[parent],
+            "depth": depths[-1], "full_path": paths[-1], "updated_at": _ts(rng),
+        })  # fmt: skip
+
+    rows["goods"] = []
+    for n, gid in enumerate(ids.take("goods", counts["goods"])):
+        name, unit, price = _PRODUCTS[n % len(_PRODUCTS)]
+        brand = _BRANDS[(n // len(_PRODUCTS)) % len(_BRANDS)]
+        rows["goods"].append({
+            "goods_id": gid, "user_id": tenant, "goods_name": f"{name} — {brand}",
+            "article": f"SKU-{gid:06d}", "ean13": None if rng.random() < 0.1 else _ean13(rng),
+            "group_id": group_ids[_LEAF_FOR_PRODUCT[n % len(_PRODUCTS)]], "brand_name": brand,
+            "measure": unit, "retail_price": Decimal(price) + Decimal(n // len(_PRODUCTS)),
+            "active": rng.random() < 0.9, "updated_at": _ts(rng),
+        })  # fmt: skip
+
+    rows["cheques"], rows["cheque_items"] = [], []
+    cheque_ids = list(ids.take("cheques", counts["cheques"]))
+    # Every cheque has at least one line; the rest are spread at random.
+    owner = cheque_ids + [rng.choice(cheque_ids) for _ in range(counts["cheques_extra"])]
+    owner.sort()
+    item_ids = iter(ids.take("cheque_items", len(owner)))
+    by_cheque: dict[int, list[dict[str, Any]]] = {c: [] for c in cheque_ids}
+    for cheque_id in owner:
+        product = rng.choice(rows["goods"])
+        weighed = product["measure"] == "kg"
+        qty = Decimal(rng.randrange(100, 2500)) * MILLI if weighed else Decimal(rng.randint(1, 5))
+        qty = qty.quantize(MILLI)
+        gross = (qty * product["retail_price"]).quantize(CENT, ROUND_HALF_UP)
+        discount = (gross * Decimal("0.05")).quantize(CENT, ROUND_HALF_UP)
+        line = by_cheque[cheque_id]
+        line.append({
+            "item_id": next(item_ids), "user_id": tenant, "cheque_id": cheque_id,
+            "pos_no": len(line) + 1, "goods_id": product["goods_id"], "qty": qty,
+            "unit_price": product["retail_price"], "line_sum": gross - discount,
+            "line_discount": discount if discount else None,
+        })  # fmt: skip
+    for cheque_id in cheque_ids:
+        sold_at = _ts(rng)
+        lines = by_cheque[cheque_id]
+        for item in lines:
+            item["updated_at"] = sold_at + dt.timedelta(milliseconds=rng.randrange(1, 900))
+        total = sum((i["line_sum"] for i in lines), Decimal("0.00"))
+        customer = rng.choice(customer_ids) if rng.random() < 0.85 else None
+        spent = min(total, _money_between(rng, 0, 300)) if customer and rng.random() < 0.2 else None
+        rows["cheques"].append({
+            "cheque_id": cheque_id, "user_id": tenant, "customer_id": customer,
+            "shop_code": f"S{rng.randrange(1, 25):03d}", "cheque_no": f"{cheque_id:08d}",
+            "cheque_dt": sold_at, "total_sum": total,
+            "discount_sum": sum((i["line_discount"] or Decimal(0) for i in lines), Decimal("0.00")),
+            "bonus_add": (total * Decimal("0.05")).quantize(CENT) if customer else None,
+            "bonus_spent": spent, "currency_code": currency,
+            "op_type": "return" if rng.random() < 0.05 else "sale",
+            "state": "cancelled" if rng.random() < 0.02 else "closed",
+            "updated_at": sold_at + dt.timedelta(seconds=rng.randrange(1, 120)),
+        })  # fmt: skip
+        rows["cheque_items"].extend(lines)
+
+    rows["crm_events"] = []
+    for eid in ids.take("crm_events", counts["crm_events"]):
+        at = _ts(rng)
+        payload = None
+        if rng.random() < 0.7:
+            payload = json.dumps({"device": rng.choice(("iOS", "Android", "web", "POS")),
+                                  "note": rng.choice(_PAYLOAD_NOTES)}, ensure_ascii=False)
+        rows["crm_events"].append({
+            "event_id": eid, "user_id": tenant,
+            "customer_id": rng.choice(customer_ids) if rng.random() < 0.9 else None,
+            "ev_type": rng.choice(_EVENTS), "ev_time": at,
+            "channel": rng.choice(("app", "web", "pos", "email", None)),
+            "ev_comment": rng.choice(_COMMENTS), "ev_data": payload, "updated_at": at,
+        })  # fmt: skip
+
+    accounts = ids.take("bonus_accounts", counts["bonus_accounts"])
+    rows["bonus_accounts"] = [{
+        "account_id": aid, "user_id": tenant, "customer_id": customer_ids[n % len(customer_ids)],
+        "bonus_sum": _money_between(rng, 0, 5000),
+        "bonus_pending": _money_between(rng, 1, 200) if rng.random() < 0.3 else None,
+        "burn_date": _ts(rng, T1, T1 + dt.timedelta(days=365)) if rng.random() < 0.6 else None,
+        "currency_code": currency, "updated_at": _ts(rng),
+    } for n, aid in enumerate(accounts)]  # fmt: skip
+
+    rows["coupons"] = []
+    for cid in ids.take("coupons", counts["coupons"]):
+        start = _ts(rng)
+        used = rng.random() < 0.3
+        pct = Decimal(rng.randrange(50_000, 300_000)) / 10_000 if rng.random() < 0.6 else None
+        rows["coupons"].append({
+            "coupon_id": cid, "user_id": tenant,
+            "coupon_code": f"{tenant[:3].upper()}-{rng.randrange(16**6):06X}-{cid}",
+            "campaign_name": rng.choice(_CAMPAIGNS), "discount_pct": pct,
+            "discount_sum": None if pct is not None else _money_between(rng, 50, 1000),
+            "valid_from": start, "valid_to": start + dt.timedelta(days=rng.choice((7, 30, 90))),
+            "customer_id": rng.choice(customer_ids) if rng.random() < 0.5 else None,
+            "used": used, "used_at": start + dt.timedelta(hours=rng.randrange(1, 150))
+            if used else None, "updated_at": start,
+        })  # fmt: skip
+
+    for table, fraction in (("cheques", 0.05), ("cheque_items", 0.08), ("goods", 0.1),
+                            ("bonus_accounts", 0.1), ("coupons", 0.1)):  # fmt: skip
+        _share_timestamp(rng, rows[table], fraction)
+    return rows
+
+
+def _counts(tenant_index: int, scale: int) -> dict[str, int]:
+    # Later tenants get somewhat fewer rows, so a leak between tenants also shows in the counts.
+    factor = 4 / (4 + tenant_index)
+    counts = {t: max(1, int(n * scale * factor)) for t, n in BASE_COUNTS.items()}
+    counts["cheque_items"] = max(counts["cheque_items"], counts["cheques"])
+    counts["cheques_extra"] = counts.pop("cheque_items") - counts["cheques"]
+    return counts
+
+
+def _chunks(rows: Sequence[dict[str, Any]], size: int) -> Iterable[Sequence[dict[str, Any]]]:
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
+
+
+def create_and_seed(
+    engine: sa.Engine, tenants: Sequence[str] = DEFAULT_TENANTS, scale: int = 1, seed: int = 42
+) -> dict[tuple[str, str], int]:
+    """Drop and recreate the sample tables, fill them for every tenant, return the row count
+    per (tenant, source table). The same arguments always produce the same rows."""
+    if scale < 1:
+        raise ValueError("scale must be >= 1")
+    ids = _Ids()
+    result: dict[tuple[str, str], int] = {}
+    metadata.drop_all(engine)
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        for index, tenant in enumerate(tenants):
+            # A string seed is hashed deterministically (unlike hash() of a str).
+            rng = random.Random(f"{seed}:{tenant}")
+            currency = ("RUB", "EUR", "USD")[index % 3]
+            rows = _tenant_rows(rng, tenant, currency, _counts(index, scale), ids)
+            for table in metadata.sorted_tables:
+                for chunk in _chunks(rows[table.name], INSERT_CHUNK):
+                    conn.execute(table.insert(), list(chunk))
+                result[(tenant, table.name)] = len(rows[table.name])
+    return result
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+def url_secret(url: str) -> tuple[str, dict[str, str]]:
+    """The URL with its password replaced by `${POLLER_DEMO_DB_PASSWORD}`, and the environment
+    that placeholder needs. The value is the password exactly as escaped in the URL, because
+    the config loader substitutes it into the URL text before parsing it."""
+    parsed = make_url(url)
+    if parsed.password is None:
+        return url, {}
+    marker = "PollerPasswordMarker"  # alphanumeric: rendered without escaping
+    real = parsed.render_as_string(hide_password=False)
+    before, after = parsed.set(password=marker).render_as_string(hide_password=False).split(marker)
+    escaped = real[len(before) : len(real) - len(after)]
+    return f"{before}${{{PASSWORD_ENV}}}{after}", {PASSWORD_ENV: escaped}
+
+
+def full_name_sql(dialect: str) -> str:
+    """First, middle and last name joined by single spaces, skipping a NULL middle name."""
+    if dialect == "sqlite":
+        return "f_name || ' ' || COALESCE(m_name || ' ', '') || l_name"
+    return "CONCAT_WS(' ', f_name, m_name, l_name)"
+
+
+def _entity(
+    table: str, key: str, fields: dict[str, str], mode: str, id_column: str | None = None
+) -> dict[str, Any]:
+    batching: dict[str, str] = {"mode": mode, "column": key if mode == "id" else "updated_at"}
+    if id_column is not None:
+        batching["id_column"] = id_column
+    return {"table": table, "key": key, "fields": fields, "batching": batching,
+            "batch_size": 1000, "poll_interval_s": 5, "settle_delay_s": 0}  # fmt: skip
+
+
+def _same(*columns: str) -> dict[str, str]:
+    return {c: c for c in columns}
+
+
+def demo_config(url: str, tenant: str, bootstrap: str, topic_prefix: str) -> dict[str, Any]:
+    """The poller configuration for the sample tables. The URL's password (if any) is replaced
+    by a placeholder: see `url_secret` for the variable to set."""
+    safe_url, _env = url_secret(url)
+    dialect = make_url(url).get_backend_name()
+    return {
+        "tenant": tenant,
+        "source": {"url": safe_url, "tenant_column": "user_id", "timezone": "UTC"},
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "topic_prefix": topic_prefix,
+            # Own transactional id per run: never fences another poller of this tenant.
+            "transactional_id_prefix": topic_prefix,
+        },
+        "metrics": {"enabled": False},
+        "retry": {"max_attempts": 5, "max_backoff_s": 5},
+        "entities": {
+            "customers": _entity("customers", "customer_id", {
+                "local_id": "customer_id", "full_name": full_name_sql(dialect),
+                "first_name": "f_name", "middle_name": "m_name", "last_name": "l_name",
+                "sex": "gender", "birth_date": "b_date", "zip": "post_index",
+                "register_date": "reg_date",
+                **_same("email", "phone", "country", "area", "city", "updated_at"),
+            }, "id"),
+            "receipts": _entity("cheques", "cheque_id", {
+                "local_id": "cheque_id", "customer_id": "customer_id", "store_id": "shop_code",
+                "receipt_number": "cheque_no", "purchased_at": "cheque_dt",
+                "total_amount": "total_sum", "discount_amount": "discount_sum",
+                "bonus_accrued": "bonus_add", "bonus_redeemed": "bonus_spent",
+                "currency": "currency_code", "operation_type": "op_type", "status": "state",
+                "updated_at": "updated_at",
+            }, "timestamp"),
+            "receipt_lines": _entity("cheque_items", "item_id", {
+                "local_id": "item_id", "receipt_id": "cheque_id", "line_number": "pos_no",
+                "product_id": "goods_id", "quantity": "qty", "price": "unit_price",
+                "amount": "line_sum", "discount_amount": "line_discount",
+                "updated_at": "updated_at",
+            }, "timestamp+id", "item_id"),
+            "events": _entity("crm_events", "event_id", {
+                "local_id": "event_id", "customer_id": "customer_id", "event_type": "ev_type",
+                "occurred_at": "ev_time", "channel": "channel", "description": "ev_comment",
+                "payload": "ev_data", "updated_at": "updated_at",
+            }, "id"),
+            "products": _entity("goods", "goods_id", {
+                "local_id": "goods_id", "name": "goods_name", "sku": "article",
+                "barcode": "ean13", "category_id": "group_id", "brand": "brand_name",
+                "unit": "measure", "price": "retail_price", "is_active": "active",
+                "updated_at": "updated_at",
+            }, "timestamp+id", "goods_id"),
+            "product_categories": _entity("goods_groups", "group_id", {
+                "local_id": "group_id", "name": "group_name", "parent_id": "parent_group_id",
+                "level": "depth", "path": "full_path", "updated_at": "updated_at",
+            }, "id"),
+            "bonus_balances": _entity("bonus_accounts", "account_id", {
+                "local_id": "account_id", "customer_id": "customer_id", "balance": "bonus_sum",
+                "pending": "bonus_pending", "expires_at": "burn_date",
+                "currency": "currency_code", "updated_at": "updated_at",
+            }, "timestamp"),
+            "promo_codes": _entity("coupons", "coupon_id", {
+                "local_id": "coupon_id", "code": "coupon_code", "campaign": "campaign_name",
+                "discount_percent": "discount_pct", "discount_amount": "discount_sum",
+                "valid_until": "valid_to", "is_used": "used",
+                **_same("valid_from", "customer_id", "used_at", "updated_at"),
+            }, "timestamp+id", "coupon_id"),
+        },
+    }  # fmt: skip
+
+
+def apply_secret_env(url: str) -> None:
+    """Set the placeholder's variable in this process, so the written config loads here."""
+    os.environ.update(url_secret(url)[1])

@@ -1,0 +1,235 @@
+"""The SELECTs that read an entity's rows changed since a watermark.
+
+SQL text is made only from identifiers of the validated config (quoted by SQLAlchemy where the
+dialect needs it) and from the operator's own SQL (`query:` and non-identifier field mappings),
+which is trusted configuration, never data. Every value - the tenant id, the watermark, the upper
+bound - is a bound parameter.
+
+Rows are read in keyset order `(cursor, tie-breaker)`: a batch holds the rows strictly after the
+last row of the previous batch, so a batch boundary inside a run of equal cursor values (thousands
+of rows touched by one UPDATE share one timestamp) neither repeats nor skips a row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import ColumnElement, FromClause, Select
+
+from poller.config import IDENTIFIER, EntityConfig, Mode, SourceConfig
+
+# Statements of any number of columns (SQLAlchemy 2.1 types Select by its column types).
+AnySelect: TypeAlias = Select[*tuple[Any, ...]]
+
+CURSOR_LABEL = "_wm_cursor"
+KEY_LABEL = "_wm_key"
+
+# Dialects whose row-value comparison `(a, b) > (x, y)` is correct and index-friendly. SQL Server
+# has no row values; Oracle has them only for equality, so both get the expanded OR form.
+_ROW_VALUE_DIALECTS = frozenset({"postgresql", "mysql", "mariadb", "sqlite"})
+
+# The database's current instant, as UTC (or time-zone aware). Naive local "now" functions are
+# avoided on purpose: they follow the server's or session's zone, which need not be the zone the
+# cursor column is written in (`source.timezone`); the reader converts this instant to that zone.
+_NOW_SQL = {
+    "postgresql": "statement_timestamp()",
+    "mysql": "UTC_TIMESTAMP(6)",
+    "mariadb": "UTC_TIMESTAMP(6)",
+    "sqlite": "strftime('%Y-%m-%d %H:%M:%f', 'now')",
+    "mssql": "SYSUTCDATETIME()",
+    "oracle": "SYS_EXTRACT_UTC(SYSTIMESTAMP)",
+}
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where an entity's stream stands: the next batch holds rows strictly after (cursor, key).
+
+    `cursor` None means from the beginning; `key` None with a cursor means "after this cursor
+    value" (a `start:` value, where no row has been read yet).
+    """
+
+    cursor: object | None = None
+    key: object | None = None
+
+
+BEGINNING = Position()
+
+
+def is_identifier(mapping: str) -> bool:
+    """A field mapping that is a plain column name (quoted) rather than an SQL expression."""
+    return IDENTIFIER.match(mapping) is not None
+
+
+def split_table(table: str) -> tuple[str | None, str]:
+    """`schema.table` -> ("schema", "table"); a three-part SQL Server name keeps `db.schema`."""
+    schema, _, name = table.rpartition(".")
+    return (schema or None), name
+
+
+class EntityQuery:
+    """Builds and caches the statements of one entity for one dialect.
+
+    The statements are built once per shape (with/without a watermark key, with/without an upper
+    bound); values are supplied as parameters on each call, so SQLAlchemy's compiled cache and
+    the database's plan cache see the same SQL text every batch.
+    """
+
+    def __init__(
+        self,
+        entity: EntityConfig,
+        source: SourceConfig,
+        tenant: str,
+        field_names: Sequence[str],
+        dialect: Dialect,
+        *,
+        name: str | None = None,
+    ) -> None:
+        self.entity = entity
+        self.source = source
+        self.tenant = tenant
+        self.field_names = tuple(field_names)
+        self.dialect = dialect
+        self.name = name or entity.table or "query"
+        self.n_fields = len(self.field_names)
+        self.src = self._from_clause()
+        self.cursor_col = self.column(entity.batching.column)
+        self.key_col = self.column(entity.tiebreak)
+        self._same_column = entity.batching.column == entity.tiebreak
+        self._tenant_col = (
+            self.column(source.tenant_column) if source.tenant_column is not None else None
+        )
+        self._cache: dict[tuple[str, bool], AnySelect] = {}
+
+    # ------------------------------------------------------------------ building blocks
+
+    def _referenced_columns(self) -> list[str]:
+        names = [v for v in self.entity.fields.values() if is_identifier(v)]
+        names += [self.entity.batching.column, self.entity.tiebreak, self.entity.key]
+        if self.source.tenant_column is not None:
+            names.append(self.source.tenant_column)
+        return list(dict.fromkeys(names))  # de-duplicated, order kept for stable SQL
+
+    def _from_clause(self) -> FromClause:
+        cols: list[sa.ColumnClause[Any]] = [sa.column(c) for c in self._referenced_columns()]
+        if self.entity.table is not None:
+            schema, table = split_table(self.entity.table)
+            return sa.table(table, *cols, schema=schema)
+        assert self.entity.query is not None  # config guarantees exactly one of table/query
+        # A ':' in the operator's query ('12:30', ':=') must stay text, not become a bind
+        # parameter: escaped, SQLAlchemy emits it unchanged.
+        text = sa.text(self.entity.query.replace(":", "\\:"))
+        return text.columns(*cols).subquery("src")
+
+    def column(self, name: str) -> ColumnElement[Any]:
+        """A quoted column of the FROM (table or `(query) AS src`)."""
+        return self.src.c[name]
+
+    def field_expression(self, field: str) -> ColumnElement[Any]:
+        """The SELECT expression of one canonical field, labelled with the field's name.
+
+        A mapping that is not a plain identifier is the operator's SQL expression. It is
+        configuration text (validated: no ';' or '--'), never a value taken from data, so it is
+        emitted verbatim on purpose.
+        """
+        mapping = self.entity.fields.get(field)
+        if mapping is None:
+            return sa.null().label(field)
+        if is_identifier(mapping):
+            return self.column(mapping).label(field)
+        return sa.literal_column(mapping).label(field)
+
+    def _tenant_filter(self) -> list[ColumnElement[bool]]:
+        if self._tenant_col is None:
+            return []
+        return [self._tenant_col == sa.bindparam("tenant", self.tenant)]
+
+    def _keyset(self, kind: str) -> list[ColumnElement[bool]]:
+        c, k = self.cursor_col, self.key_col
+        wm_c: sa.BindParameter[Any] = sa.bindparam("wm_cursor")
+        if kind == "none":
+            return []
+        if kind == "cursor" or self._same_column:
+            return [c > wm_c]
+        wm_k: sa.BindParameter[Any] = sa.bindparam("wm_key")
+        if self.dialect.name in _ROW_VALUE_DIALECTS:
+            return [sa.tuple_(c, k) > sa.tuple_(wm_c, wm_k)]
+        # The leading `c >= :c` is implied by the OR but gives the optimizer a plain range on
+        # the cursor index; an OR alone is often planned as a full scan.
+        return [c >= wm_c, sa.or_(c > wm_c, sa.and_(c == wm_c, k > wm_k))]
+
+    def _build(self, kind: str, bounded: bool) -> AnySelect:
+        columns = [self.field_expression(f) for f in self.field_names]
+        columns += [self.cursor_col.label(CURSOR_LABEL), self.key_col.label(KEY_LABEL)]
+        where = self._tenant_filter() + self._keyset(kind)
+        if bounded:
+            where.append(self.cursor_col <= sa.bindparam("upper"))
+        order = [self.cursor_col] if self._same_column else [self.cursor_col, self.key_col]
+        stmt = sa.select(*columns).select_from(self.src)
+        if where:
+            stmt = stmt.where(*where)
+        return stmt.order_by(*order).limit(self.entity.batch_size)
+
+    # ------------------------------------------------------------------ public statements
+
+    def batch(
+        self, position: Position, upper_bound: object | None
+    ) -> tuple[AnySelect, dict[str, object]]:
+        """The next batch after `position`, and its parameters.
+
+        `upper_bound` (time modes only) excludes rows whose cursor is newer: the run loop passes
+        the database's now minus the settle delay, so rows of transactions still in flight are
+        read in a later batch instead of being skipped.
+        """
+        params: dict[str, object] = {}
+        if self._tenant_col is not None:
+            params["tenant"] = self.tenant
+        if position.cursor is None:
+            kind = "none"
+        elif position.key is None or self._same_column:
+            kind = "cursor"
+            params["wm_cursor"] = self._bind_value(position.cursor)
+        else:
+            kind = "keyset"
+            params["wm_cursor"] = self._bind_value(position.cursor)
+            params["wm_key"] = self._bind_value(position.key)
+        bounded = upper_bound is not None and self.entity.batching.mode is not Mode.ID
+        if bounded:
+            params["upper"] = self._bind_value(upper_bound)
+        stmt = self._cache.get((kind, bounded))
+        if stmt is None:
+            stmt = self._cache[(kind, bounded)] = self._build(kind, bounded)
+        return stmt, params
+
+    def _bind_value(self, value: object) -> object:
+        """SQLite keeps timestamps as text and compares them as text. Python's default adapter
+        drops a zero microsecond part ("10:00:00" sorts before "10:00:00.000000"), so bind the
+        fixed-width form SQLAlchemy and SQLite's own functions write. A value read back from a
+        row (text) is bound unchanged and therefore compares exactly."""
+        if self.dialect.name == "sqlite" and isinstance(value, dt.datetime):
+            return value.isoformat(sep=" ", timespec="microseconds")
+        return value
+
+    def now(self) -> AnySelect:
+        """SELECT of the database's current instant: UTC (naive) or time-zone aware.
+
+        Use `SourceReader.db_now()` for a value comparable with the cursor column: it converts
+        this instant to `source.timezone` (the zone naive timestamps are written in).
+        """
+        return sa.select(sa.literal_column(_NOW_SQL[self.dialect.name]).label("now"))
+
+    def max_cursor(self) -> AnySelect:
+        """SELECT max(cursor) of this tenant's rows (for `start: now` / lag metrics)."""
+        stmt = sa.select(sa.func.max(self.cursor_col).label("max_cursor")).select_from(self.src)
+        where = self._tenant_filter()
+        return stmt.where(*where) if where else stmt
+
+    def probe(self, *expressions: ColumnElement[Any]) -> AnySelect:
+        """A zero-row SELECT of the given expressions from the entity's FROM: checks that they
+        compile and execute and reports their types, without reading data."""
+        return sa.select(*expressions).select_from(self.src).where(sa.false()).limit(0)

@@ -1,0 +1,63 @@
+"""Creates the poller's topics when they are missing: entity topics, the compacted watermark
+topic and the dead-letter topic."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from poller.config import AppConfig
+from poller.errors import BrokerUnavailableError, KafkaFatalError
+
+log = logging.getLogger(__name__)
+
+
+def wanted_topics(cfg: AppConfig) -> dict[str, tuple[int, dict[str, str]]]:
+    k = cfg.kafka
+    topics = {
+        cfg.kafka.topic_for(name, cfg.tenant): (k.topic_partitions, dict(k.topic_config))
+        for name in cfg.enabled_entities()
+    }
+    topics[k.watermark_topic_name(cfg.tenant)] = (1, {"cleanup.policy": "compact"})
+    if any(e.on_bad_row == "dead_letter" for e in cfg.enabled_entities().values()):
+        topics[k.dead_letter_topic_name(cfg.tenant)] = (k.topic_partitions, {})
+    return topics
+
+
+def ensure_topics(
+    bootstrap: str,
+    topics: Mapping[str, tuple[int, dict[str, str]]],
+    replication: int = 1,
+    timeout_s: float = 30.0,
+    admin_options: Mapping[str, object] | None = None,
+) -> None:
+    admin = AdminClient({**(admin_options or {}), "bootstrap.servers": bootstrap})
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise BrokerUnavailableError(f"Kafka at {bootstrap} did not answer: {exc}") from exc
+    missing = [
+        NewTopic(name, num_partitions=parts, replication_factor=replication, config=conf)
+        for name, (parts, conf) in topics.items()
+        if name not in existing
+    ]
+    if not missing:
+        return
+    for name, fut in admin.create_topics(missing, request_timeout=timeout_s).items():
+        try:
+            fut.result()
+            log.info("created topic %s", name)
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            if err.code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                              KafkaError.CLUSTER_AUTHORIZATION_FAILED):
+                raise KafkaFatalError(
+                    f"not allowed to create topic {name}: create it beforehand or grant "
+                    "CREATE on it"
+                ) from exc
+            raise BrokerUnavailableError(f"creating topic {name} failed: {err.str()}") from exc
