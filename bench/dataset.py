@@ -23,7 +23,8 @@ TENANT = "bench-tenant"
 
 ADMIN_URLS = {
     "postgresql": os.environ.get(
-        "POLLER_BENCH_PG_ADMIN_URL", "postgresql+psycopg2://poller:poller@127.0.0.1:5432/poller_test"
+        "POLLER_BENCH_PG_ADMIN_URL",
+        "postgresql+psycopg2://poller:poller@127.0.0.1:5432/poller_test",
     ),
     "mariadb": os.environ.get(
         "POLLER_BENCH_MARIADB_ADMIN_URL",
@@ -43,8 +44,10 @@ SURNAMES = ("Иванов", "Смирнов", "Кузнецов", "Попов", 
 LATIN = ("ivan", "alex", "dmitry", "sergey", "anna", "maria", "elena", "olga", "pavel", "yulia")
 DOMAINS = ("mail.ru", "yandex.ru", "gmail.com", "example.com", "bk.ru")
 COUNTRIES = ("Россия",) * 8 + ("Казахстан", "Беларусь")
-AREAS = ("Московская обл.", "Ленинградская обл.", "Свердловская обл.", "Новосибирская обл.",
-         "Краснодарский край", "Республика Татарстан", "Самарская обл.", "Ростовская обл.")  # fmt: skip
+AREAS = ("Московская обл.", "Ленинградская обл.", "Свердловская обл.",
+         "Новосибирская обл.", "Краснодарский край", "Республика Татарстан", "Самарская обл.",
+         "Ростовская обл.")  # fmt: skip
+FEMININE = "\u0430"  # Cyrillic small a: Иванов -> Иванова
 CITIES = ("Москва", "Санкт-Петербург", "Екатеринбург", "Новосибирск", "Краснодар", "Казань",
           "Самара", "Ростов-на-Дону", "Нижний Новгород", "Челябинск", "Омск", "Уфа")  # fmt: skip
 
@@ -111,12 +114,13 @@ def select_rows(d: Dialect, g: str) -> str:
         f"CASE WHEN {male} THEN {d.pick(MALE, f'{g} * 7')} ELSE {d.pick(FEMALE, f'{g} * 7')} END",
         f"CASE WHEN {g} % 5 < 2 THEN NULL WHEN {male} THEN {d.pick(PATRONYMIC_M, f'{g} * 3')} "
         f"ELSE {d.pick(PATRONYMIC_F, f'{g} * 3')} END",
-        f"concat({d.pick(SURNAMES, f'{g} * 13')}, CASE WHEN {male} THEN '' ELSE 'а' END)",
+        f"concat({d.pick(SURNAMES, f'{g} * 13')}, CASE WHEN {male} THEN '' ELSE '{FEMININE}' END)",
         f"concat({d.pick(LATIN, f'{g} * 11')}, '.', {d.text(g)}, '@', {d.pick(DOMAINS, g)})",
         f"CASE WHEN {g} % 10 = 3 THEN NULL ELSE concat('+7 9', "
         f"lpad({d.text(f'{g} * 7919 % 1000000000')}, 9, '0')) END",
         f"CASE WHEN {male} THEN 'M' ELSE 'F' END",
-        f"CASE WHEN {g} % 20 = 7 THEN NULL ELSE {d.plus_days('1950-01-01', f'{g} * 7919 % 20000')} END",
+        f"CASE WHEN {g} % 20 = 7 THEN NULL "
+        f"ELSE {d.plus_days('1950-01-01', f'{g} * 7919 % 20000')} END",
         d.pick(COUNTRIES, f"{g} * 17"),
         d.pick(AREAS, f"{g} * 19"),
         d.pick(CITIES, f"{g} * 23"),
@@ -148,7 +152,9 @@ def ensure_database(database: str) -> Engine:
     admin = sa.create_engine(ADMIN_URLS[database], isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         if database == "postgresql":
-            found = c.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": BENCH_DB})
+            found = c.scalar(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": BENCH_DB}
+            )
             if not found:
                 c.exec_driver_sql(f"CREATE DATABASE {BENCH_DB}")
         else:
@@ -170,6 +176,12 @@ def _stored_rows(c: Connection, table: str) -> int | None:
     return int(row[0])
 
 
+def _exec(c: Connection, sql: str) -> None:
+    """Run generated SQL (made from this module's constants and integers only) through the
+    driver, whose paramstyle needs '%' doubled."""
+    c.exec_driver_sql(sql.replace("%", "%%"))
+
+
 def ensure_table(engine: Engine, database: str, table: str, rows: int) -> float:
     """Make `table` hold exactly `rows` generated rows; returns seconds spent (0 if reused)."""
     d = Dialect(database)
@@ -180,18 +192,20 @@ def ensure_table(engine: Engine, database: str, table: str, rows: int) -> float:
         c.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
         c.exec_driver_sql(_ddl(d, table))
         if database == "postgresql":
-            c.exec_driver_sql(
-                f"INSERT INTO {table} SELECT {select_rows(d, 'g')} "
-                f"FROM generate_series(1::bigint, {rows}) AS g"
+            _exec(
+                c,
+                f"INSERT INTO {table} SELECT {select_rows(d, 'g')} "  # noqa: S608
+                f"FROM generate_series(1::bigint, {rows}) AS g",
             )
             c.exec_driver_sql(f"VACUUM (ANALYZE, FREEZE) {table}")  # no hint-bit writes later
         else:
             step = 100_000
             for lo in range(1, rows + 1, step):
                 hi = min(rows, lo + step - 1)
-                c.exec_driver_sql(
-                    f"INSERT INTO {table} SELECT {select_rows(d, 's.seq')} "
-                    f"FROM seq_{lo}_to_{hi} AS s"
+                _exec(
+                    c,
+                    f"INSERT INTO {table} SELECT {select_rows(d, 's.seq')} "  # noqa: S608
+                    f"FROM seq_{lo}_to_{hi} AS s",
                 )
             c.exec_driver_sql(f"ANALYZE TABLE {table}")
         c.execute(sa.text("DELETE FROM bench_meta WHERE table_name = :t"), {"t": table})

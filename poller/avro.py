@@ -30,6 +30,7 @@ from poller.avro_types import (
     INT_RANGE,
     LONG_RANGE,
     FieldSpec,
+    decimal_encoders,
     field_encoder,
     fixed_offset_micros,
     length_prefixes,
@@ -270,11 +271,8 @@ def _fast_path(
             f"    {d} = b'\\x01' if {v} else b'\\x00'",
         ], False
     if spec.kind == "decimal":
-        ns[f"_dec{i}"] = field_encoder(
-            FieldSpec(spec.name, "decimal", False, precision=spec.precision, scale=spec.scale),
-            ns["_TZ"],
-        )
-        return [f"if type({v}) is _Decimal:", *pre, f"    {d} = _dec{i}({v})"], False
+        ns[f"_dec{i}"] = decimal_encoders(spec.name, spec.precision, spec.scale)[0]
+        return [f"if type({v}) is _Decimal:", *pre, f"    {d} = _dec{i}({v}, {v})"], False
     if spec.kind == "date":
         return [
             f"if type({v}) is _date:",

@@ -125,11 +125,15 @@ def to_integer(field: str, v: object, bits: int) -> int:
     elif isinstance(v, Decimal):
         if not v.is_finite():
             raise BadValueError(field, v, f"{v} is not a finite number")
-        if v and v.adjusted() > 20:  # far beyond 64 bits; spares as_integer_ratio a huge power
+        fractional = f"{v} has a fractional part; integers are never rounded"
+        # The two guards spare as_integer_ratio a huge power of ten (1E+999999999, 1E-999999999).
+        if v and v.adjusted() > 20:
             raise BadValueError(field, v, f"{v} is out of range for a {bits}-bit integer")
+        if v and v.adjusted() < 0:
+            raise BadValueError(field, v, fractional)
         n, den = v.as_integer_ratio()
         if den != 1:
-            raise BadValueError(field, v, f"{v} has a fractional part; integers are never rounded")
+            raise BadValueError(field, v, fractional)
     elif isinstance(v, str):
         raise BadValueError(
             field, v, "text where a number belongs; cast to an integer type in the source query"
@@ -163,9 +167,15 @@ _DECIMAL_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _FLOAT_REASON = "float cannot be stored exactly; cast to DECIMAL/TEXT in the source query"
 
 
-def decimal_encoder(field: str, precision: int, scale: int) -> Encoder:
-    """Encoder of the `bytes` decimal body: varint length + minimal two's-complement."""
-    factor, limit = 10**scale, 10**precision
+DecimalEncoder = Callable[[Decimal, object], bytes]
+
+
+def decimal_encoders(field: str, precision: int, scale: int) -> tuple[DecimalEncoder, Encoder]:
+    """Encoders of the `bytes` decimal body (varint length + minimal two's-complement, as
+    Java's BigInteger.toByteArray): one for a Decimal (the hot path; `original` is the value
+    to name in errors) and one for any value (Decimal, int, or text as SQLite returns it)."""
+    factor: int = 10**scale
+    limit: int = 10**precision
     max_adjusted = precision - scale  # |v| < 10**max_adjusted, i.e. at most p unscaled digits
     too_long = f"needs more than {precision} digits (decimal({precision},{scale}))"
     too_fine = f"has more than {scale} fractional digits; values are never rounded"
@@ -192,7 +202,8 @@ def decimal_encoder(field: str, precision: int, scale: int) -> Encoder:
             u, rest = divmod(u, den)
             if rest:
                 raise BadValueError(field, original, f"{v} {too_fine}")
-        return encode_unscaled(u)
+        size = ((u if u >= 0 else ~u).bit_length() + 8) >> 3  # encode_unscaled, inlined
+        return lengths[size] + u.to_bytes(size, "big", signed=True)
 
     def enc(v: object) -> bytes:
         if isinstance(v, Decimal):
@@ -212,7 +223,7 @@ def decimal_encoder(field: str, precision: int, scale: int) -> Encoder:
             raise BadValueError(field, v, _FLOAT_REASON)
         raise BadValueError(field, v, "cannot be stored in a decimal field")
 
-    return enc
+    return from_decimal, enc
 
 
 # --- dates and timestamps -------------------------------------------------------------------
@@ -311,7 +322,7 @@ def field_encoder(spec: FieldSpec, tz: tzinfo) -> Encoder:
     elif spec.kind == "boolean":
         body = lambda v: b"\x01" if to_bool(name, v) else b"\x00"  # noqa: E731
     elif spec.kind == "decimal":
-        body = decimal_encoder(name, spec.precision, spec.scale)
+        body = decimal_encoders(name, spec.precision, spec.scale)[1]
     elif spec.kind == "date":
         body = lambda v: write_long(to_days(name, v))  # noqa: E731
     elif spec.kind == "timestamp":

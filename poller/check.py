@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient
 from poller.avro import EntitySchema, load_schema
 from poller.config import AppConfig
 from poller.errors import PollerError, SchemaMismatchError, StartupError
+from poller.logs import KAFKA_LOGGER
 from poller.reader import check_entity, make_engine
 from poller.source import EntityQuery
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def avro_type_name(avro_type: Any) -> str:
-    """"string", "long", "int", "boolean", "decimal(p,s)", "date" or "timestamp"."""
+    """ "string", "long", "int", "boolean", "decimal(p,s)", "date" or "timestamp"."""
     if isinstance(avro_type, list):
         branch = [t for t in avro_type if t != "null"]
         return avro_type_name(branch[0]) if branch else "null"
@@ -45,9 +46,9 @@ def field_types(schema: EntitySchema) -> dict[str, str]:
 
 def _kafka_problem(cfg: AppConfig, timeout_s: float) -> str | None:
     try:
-        AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers}).list_topics(
-            timeout=max(timeout_s, 1)
-        )
+        AdminClient(
+            {"bootstrap.servers": cfg.kafka.bootstrap_servers}, logger=KAFKA_LOGGER
+        ).list_topics(timeout=max(timeout_s, 1))
     except KafkaException as exc:
         return f"kafka {cfg.kafka.bootstrap_servers}: not reachable ({exc.args[0].str()})"
     return None
@@ -57,8 +58,13 @@ def _database_problem(cfg: AppConfig, engine: sa.Engine) -> str | None:
     try:
         with engine.connect() as conn:
             conn.execute(sa.select(sa.literal(1))).scalar()
+    except sa.exc.DBAPIError as exc:
+        cause = (
+            str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+        )
+        return f"database {cfg.source.safe_url}: not reachable ({cause})"
     except sa.exc.SQLAlchemyError as exc:
-        return f"database {cfg.source.safe_url}: not reachable ({type(exc.orig or exc).__name__})"
+        return f"database {cfg.source.safe_url}: not reachable ({type(exc).__name__})"
     return None
 
 
@@ -90,7 +96,9 @@ def check_all(cfg: AppConfig, timeout_s: float = 10.0) -> list[str]:
     """Everything that is wrong, for `poller check`."""
     engine = make_engine(cfg.source)
     try:
-        problems = [p for p in (_kafka_problem(cfg, timeout_s), _database_problem(cfg, engine)) if p]
+        problems = [
+            p for p in (_kafka_problem(cfg, timeout_s), _database_problem(cfg, engine)) if p
+        ]
         if not any(p.startswith("database") for p in problems):
             problems.extend(mapping_problems(cfg, engine))
         return problems

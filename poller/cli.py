@@ -45,8 +45,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         from poller.probes import probes
 
         serve(cfg.metrics.host, cfg.metrics.port, metrics, health, probes(cfg, poller.engine))
-    log.info("tenant %s: polling %s from %s", cfg.tenant, ", ".join(cfg.enabled_entities()),
-             cfg.source.safe_url)
+    log.info(
+        "tenant %s: polling %s from %s",
+        cfg.tenant,
+        ", ".join(cfg.enabled_entities()),
+        cfg.source.safe_url,
+    )
     poller.run(once=args.once)
     log.info("stopped")
     return 0
@@ -141,7 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except PollerError as exc:
         log.debug("stopping on error", exc_info=True)
-        print(f"poller: error: {exc}", file=sys.stderr)
+        from poller.logs import redact
+
+        print(f"poller: error: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

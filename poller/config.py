@@ -58,7 +58,9 @@ class SourceConfig(_Model):
         try:
             make_url(v)
         except Exception as exc:  # SQLAlchemy raises ArgumentError with the URL in it
-            raise ValueError("not a valid SQLAlchemy URL (value hidden: it may hold a password)") from exc
+            raise ValueError(
+                "not a valid SQLAlchemy URL (value hidden: it may hold a password)"
+            ) from exc
         return v
 
     @field_validator("tenant_column")
@@ -72,7 +74,9 @@ class SourceConfig(_Model):
         try:
             zoneinfo.ZoneInfo(v)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {v!r} (use an IANA name like Europe/Berlin)") from exc
+            raise ValueError(
+                f"unknown time zone {v!r} (use an IANA name like Europe/Berlin)"
+            ) from exc
         return v
 
     @property
@@ -101,7 +105,9 @@ class KafkaConfig(_Model):
         try:
             v.format(prefix="p", entity="e", tenant="t")
         except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"only {{prefix}}, {{entity}} and {{tenant}} may appear ({exc})") from exc
+            raise ValueError(
+                f"only {{prefix}}, {{entity}} and {{tenant}} may appear ({exc})"
+            ) from exc
         return v
 
     def topic_for(self, entity: str, tenant: str) -> str:
@@ -214,11 +220,11 @@ class RetryConfig(_Model):
 class AppConfig(_Model):
     tenant: str = Field(min_length=1, max_length=200)
     source: SourceConfig
-    kafka: KafkaConfig = KafkaConfig()
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     entities: dict[str, EntityConfig] = Field(min_length=1)
-    metrics: MetricsConfig = MetricsConfig()
-    logging: LoggingConfig = LoggingConfig()
-    retry: RetryConfig = RetryConfig()
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
 
     @field_validator("tenant")
     @classmethod

@@ -44,7 +44,7 @@ def serve(
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             return  # scrapes every few seconds would drown the real log lines
 
     server = ThreadingHTTPServer((host, port), Handler)

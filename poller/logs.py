@@ -8,6 +8,10 @@ import json
 import logging
 import re
 
+# librdkafka's own log lines (connection refused, broker down, ...) go through this logger, so
+# they are JSON/text like ours and redacted, instead of raw lines on stderr.
+KAFKA_LOGGER = logging.getLogger("poller.kafka")
+
 # user:password@ after a scheme, up to the last '@' of the word (an unescaped '@' in a
 # password must not end the redaction early); the user name may be empty.
 _PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)\S*@")
@@ -50,7 +54,9 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s [%(tenant)s%(entity_sep)s%(entity)s] %(message)s")
+        super().__init__(
+            "%(asctime)s %(levelname)s [%(tenant)s%(entity_sep)s%(entity)s] %(message)s"
+        )
 
     def format(self, record: logging.LogRecord) -> str:
         record.entity_sep = "/" if getattr(record, "entity", "") else ""

@@ -40,43 +40,59 @@ class Metrics:
         )
         self.batches = Counter("poller_batches", "Batches committed", te, registry=r)
         self.transactions = Counter(
-            "poller_transactions", "Kafka transactions by outcome", ("tenant", "outcome"),
+            "poller_transactions",
+            "Kafka transactions by outcome",
+            ("tenant", "outcome"),
             registry=r,
         )
         self.phase_seconds = Histogram(
-            "poller_batch_phase_seconds", "Time per batch phase (fetch, encode, commit)",
-            (*te, "phase"), buckets=PHASE_BUCKETS, registry=r,
+            "poller_batch_phase_seconds",
+            "Time per batch phase (fetch, encode, commit)",
+            (*te, "phase"),
+            buckets=PHASE_BUCKETS,
+            registry=r,
         )
         self.lag_seconds = Gauge(
             "poller_watermark_lag_seconds",
-            "Database now minus the watermark's cursor time (timestamp modes)", te, registry=r,
+            "Database now minus the watermark's cursor time (timestamp modes)",
+            te,
+            registry=r,
         )
         self.watermark_value = Gauge(
             "poller_watermark_value",
-            "The watermark cursor (id, or Unix seconds in timestamp modes)", te, registry=r,
+            "The watermark cursor (id, or Unix seconds in timestamp modes)",
+            te,
+            registry=r,
         )
         self.last_success = Gauge(
             "poller_last_success_timestamp_seconds",
             "Unix time of the last committed batch or caught-up poll (the process start time "
-            "until then)", te, registry=r,
+            "until then)",
+            te,
+            registry=r,
         )
         self.errors = Counter(
             "poller_errors", "Errors by kind", ("tenant", "entity", "kind"), registry=r
         )
         self.retries = Counter("poller_retries", "Retries after transient errors", te, registry=r)
         self.producer_queue = Gauge(
-            "poller_producer_queue_messages", "Messages waiting in librdkafka's queue",
-            ("tenant",), registry=r,
+            "poller_producer_queue_messages",
+            "Messages waiting in librdkafka's queue",
+            ("tenant",),
+            registry=r,
         )
         self.delivery_latency = Gauge(
             "poller_producer_delivery_latency_seconds",
             "librdkafka produce latency (queue + broker round trip), from its statistics",
-            ("tenant", "stat"), registry=r,
+            ("tenant", "stat"),
+            registry=r,
         )
-        self.db_up = Gauge("poller_database_up", "1 if the last database call worked",
-                           ("tenant",), registry=r)
-        self.kafka_up = Gauge("poller_kafka_up", "1 if the last Kafka call worked",
-                              ("tenant",), registry=r)
+        self.db_up = Gauge(
+            "poller_database_up", "1 if the last database call worked", ("tenant",), registry=r
+        )
+        self.kafka_up = Gauge(
+            "poller_kafka_up", "1 if the last Kafka call worked", ("tenant",), registry=r
+        )
         self.build = Info("poller_build", "Build information", registry=r)
         self.build.info({"version": __version__})
 
@@ -89,8 +105,13 @@ class Metrics:
         started = time.time() if started_at is None else started_at
         for entity in entities:
             labels = (tenant, entity)
-            for counter in (self.rows_read, self.rows_published, self.rows_dead_lettered,
-                            self.batches, self.retries):
+            for counter in (
+                self.rows_read,
+                self.rows_published,
+                self.rows_dead_lettered,
+                self.batches,
+                self.retries,
+            ):
                 counter.labels(*labels)
             self.errors.labels(*labels, "bad_row")
             for phase in PHASES:

@@ -42,8 +42,10 @@ def reset(cfg: AppConfig, entity: str, to: str) -> None:
     ent = cfg.entities.get(entity)
     if ent is None:
         raise ConfigError([f"--entity: {entity!r} is not configured"])
-    position = Position(None, None) if to == "earliest" else Position(
-        parse_cursor(to, ent.batching.mode), None
+    position = (
+        Position(None, None)
+        if to == "earliest"
+        else Position(parse_cursor(to, ent.batching.mode), None)
     )
     topic = cfg.kafka.watermark_topic_name(cfg.tenant)
     ensure_topics(cfg.kafka.bootstrap_servers, {topic: wanted_topics(cfg)[topic]})
@@ -53,8 +55,14 @@ def reset(cfg: AppConfig, entity: str, to: str) -> None:
     try:
         pub.start()
         pub.begin()
-        wm = watermark.Watermark(cfg.tenant, entity, ent.batching.mode.value, position,
-                                 old.rows_total if old else 0, dt.datetime.now(dt.UTC))
+        wm = watermark.Watermark(
+            cfg.tenant,
+            entity,
+            ent.batching.mode.value,
+            position,
+            old.rows_total if old else 0,
+            dt.datetime.now(dt.UTC),
+        )
         pub.send(topic, watermark.key_bytes(cfg.tenant, entity), watermark.encode(wm))
         pub.commit()
     finally:

@@ -9,8 +9,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from poller.source import Position
 from poller.reader import Batch
+from poller.source import Position
 
 _END = object()
 
@@ -31,8 +31,9 @@ class Prefetcher:
         self._on_fetch = on_fetch
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(start,), daemon=True,
-                                        name="prefetch")
+        self._thread = threading.Thread(
+            target=self._run, args=(start,), daemon=True, name="prefetch"
+        )
         self._thread.start()
 
     def _put(self, item: object) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import sqlalchemy as sa
@@ -9,9 +10,20 @@ from confluent_kafka.admin import AdminClient
 
 from poller.config import AppConfig
 
+log = logging.getLogger(__name__)
+
+
+class _DebugLog:
+    """librdkafka's log callback target for the probe client: its per-connect-attempt lines
+    go through logging (JSON, redacted) at DEBUG, not raw to stderr at every /readyz while
+    Kafka is down. The outcome is in /readyz and the run loop's own log lines."""
+
+    def log(self, _level: int, msg: str, *args: object) -> None:
+        log.debug(msg, *args)
+
 
 def probes(cfg: AppConfig, engine: sa.Engine) -> dict[str, Callable[[], bool]]:
-    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers}, logger=_DebugLog())
 
     def database() -> bool:
         with engine.connect() as conn:
@@ -19,7 +31,10 @@ def probes(cfg: AppConfig, engine: sa.Engine) -> dict[str, Callable[[], bool]]:
         return True
 
     def kafka() -> bool:
-        admin.list_topics(timeout=3)
+        try:
+            admin.list_topics(timeout=3)
+        finally:
+            admin.poll(0)  # serve the queued log lines
         return True
 
     return {"database": database, "kafka": kafka}

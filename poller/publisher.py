@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from poller.config import KafkaConfig
 from poller.errors import BrokerUnavailableError, FencedError, KafkaFatalError, PublishError
+from poller.logs import KAFKA_LOGGER
 
 log = logging.getLogger(__name__)
 
-Headers = Sequence[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 
 _FENCED_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 _PERMISSION_CODES = {
@@ -76,6 +77,7 @@ class TransactionalPublisher:
             "enable.idempotence": True,
             "transaction.timeout.ms": int(kafka.transaction_timeout_s * 1000),
             "error_cb": self._on_error,
+            "logger": KAFKA_LOGGER,
         }
         if stats_cb is not None:
             conf["stats_cb"] = stats_cb
@@ -106,8 +108,9 @@ class TransactionalPublisher:
                     time.sleep(0.5)
                     continue
                 if err.txn_requires_abort():
-                    raise PublishError(f"Kafka {what} failed, transaction must be aborted: "
-                                       f"{err.str()}") from exc
+                    raise PublishError(
+                        f"Kafka {what} failed, transaction must be aborted: {err.str()}"
+                    ) from exc
                 raise classify(exc, what) from exc
 
     def start(self) -> None:
@@ -167,9 +170,7 @@ class TransactionalPublisher:
         if not self._in_txn:
             return
         try:
-            self._call(
-                "abort_transaction", lambda: self._producer.abort_transaction(self._timeout)
-            )
+            self._call("abort_transaction", lambda: self._producer.abort_transaction(self._timeout))
         finally:
             self._in_txn = False
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import decimal
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,10 +20,22 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from poller.config import EntityConfig, Mode, SourceConfig
 from poller.errors import ConfigError, PollerError, SchemaMismatchError, SourceError
-from poller.source import BEGINNING, EntityQuery, Position, is_identifier, split_table
+from poller.source import (
+    BEGINNING,
+    AnySelect,
+    EntityQuery,
+    Position,
+    column_kind,
+    description_kind,
+    fits,
+    is_identifier,
+    kind_text,
+    split_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,54 +140,67 @@ def _cause(exc: BaseException) -> str:
     return f"{type(orig).__name__}: {text[:500]}"
 
 
-def _is_schema_error(exc: sa_exc.DBAPIError) -> bool:
-    orig = exc.orig
+def _is_schema_error(orig: BaseException, wrapper: BaseException) -> bool:
     pgcode = getattr(orig, "pgcode", None)
     if isinstance(pgcode, str):  # 42: syntax/undefined object/privilege, 22: data, 0A: unsupported
         return pgcode[:2] in ("42", "22", "0A")
+    sqlite_code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(sqlite_code, int):  # SQLITE_ERROR: SQL error or missing table/column
+        return sqlite_code & 0xFF == 1  # (BUSY, LOCKED, IOERR, CANTOPEN... are transient)
     args = getattr(orig, "args", ())
     if args and isinstance(args[0], int):  # PyMySQL: (errno, message)
         return args[0] in _MYSQL_SCHEMA_ERRORS
     if args and isinstance(args[0], str) and len(args[0]) == 5:  # pyodbc: (SQLSTATE, message)
         return args[0][:2] in ("42", "22")
-    text = str(orig)
-    if any(code in text for code in _ORACLE_SCHEMA_ERRORS):
+    if any(code in str(orig) for code in _ORACLE_SCHEMA_ERRORS):
         return True
-    return isinstance(exc, sa_exc.ProgrammingError | sa_exc.DataError)
+    names = {type(e).__name__ for e in (orig, wrapper)}
+    return bool(names & {"ProgrammingError", "DataError"})
 
 
-def translate_error(exc: sa_exc.SQLAlchemyError, what: str, source: SourceConfig) -> PollerError:
-    """Driver/SQLAlchemy error -> SourceError (retry after a backoff) or a terminal error."""
-    if isinstance(exc, sa_exc.DBAPIError):
-        if not exc.connection_invalidated and _is_schema_error(exc):
-            return SchemaMismatchError(
-                f"{what}: the query does not fit the source database {source.safe_url} "
-                f"({_cause(exc)}); check the table, columns and field mapping in the config"
-            )
-        return SourceError(f"{what}: source database {source.safe_url} failed: {_cause(exc)}")
-    if isinstance(exc, sa_exc.TimeoutError | sa_exc.DisconnectionError):
-        return SourceError(f"{what}: source database {source.safe_url} failed: {_cause(exc)}")
-    return ConfigError([f"source.url ({source.safe_url}): {_cause(exc)}"])
+def translate_error(exc: BaseException, what: str, source: SourceConfig) -> PollerError:
+    """SQLAlchemy or raw driver error -> SourceError (retry after a backoff) or a terminal one.
+
+    Anything not recognised as a schema/SQL problem counts as transient: retrying a query that
+    is wrong costs log lines, stopping on a network blip loses availability.
+    """
+    if isinstance(exc, sa_exc.DBAPIError | sa_exc.DisconnectionError | sa_exc.TimeoutError):
+        orig = getattr(exc, "orig", None) or exc
+        invalidated = getattr(exc, "connection_invalidated", False)
+    elif isinstance(exc, sa_exc.SQLAlchemyError):  # no driver involved: URL, driver module, ...
+        return ConfigError([f"source.url ({source.safe_url}): {_cause(exc)}"])
+    else:
+        orig, invalidated = exc, False
+    if not invalidated and _is_schema_error(orig, exc):
+        return SchemaMismatchError(
+            f"{what}: the query does not fit the source database {source.safe_url} "
+            f"({_cause(exc)}); check the table, columns and field mapping in the config"
+        )
+    return SourceError(f"{what}: source database {source.safe_url} failed: {_cause(exc)}")
 
 
 @contextlib.contextmanager
 def _connection(engine: sa.Engine, what: str, source: SourceConfig) -> Iterator[sa.Connection]:
-    """A pooled connection whose errors come out translated. A connection that failed with a
-    transient error is invalidated so the pool opens a fresh one for the next attempt, even when
-    the driver's message was not recognised as a disconnect."""
+    """A pooled connection whose errors (SQLAlchemy's and the raw driver's) come out translated.
+
+    A connection that failed with a transient error is invalidated before it goes back to the
+    pool, so the next attempt opens a fresh one even when the driver's message was not
+    recognised as a disconnect.
+    """
+    driver_error: type[Exception] = getattr(engine.dialect.loaded_dbapi, "Error", Exception)
     conn: sa.Connection | None = None
     try:
         conn = engine.connect()
-        try:
-            yield conn
-        finally:
-            conn.close()
-    except sa_exc.SQLAlchemyError as exc:
+        yield conn
+    except (sa_exc.SQLAlchemyError, driver_error) as exc:
         err = translate_error(exc, what, source)
         if isinstance(err, SourceError) and conn is not None and not conn.invalidated:
             with contextlib.suppress(Exception):
                 conn.invalidate()
         raise err from exc
+    finally:
+        if conn is not None:
+            conn.close()
 
 
 def to_zone(value: object, zone: ZoneInfo) -> dt.datetime:
@@ -201,7 +225,8 @@ class Batch:
 
 
 class SourceReader:
-    """Reads one entity's batches; holds no connection between batches."""
+    """Reads one entity's batches; holds no connection between batches (thread-safe as long as
+    one thread fetches at a time, which the run loop's prefetcher guarantees)."""
 
     def __init__(
         self, engine: sa.Engine, query: EntityQuery, entity: EntityConfig, source: SourceConfig
@@ -214,13 +239,12 @@ class SourceReader:
         self._settle = dt.timedelta(seconds=entity.settle_delay_s)
         self._what = f"entity {query.name!r}"
         self._n = query.n_fields
-        # yield_per turns on the dialect's server-side cursor (psycopg2 named cursor, PyMySQL
-        # SSCursor, ...), so neither driver nor SQLAlchemy buffers more than one chunk.
-        self._options = {"stream_results": True, "yield_per": min(_CHUNK, entity.batch_size)}
+        self._chunk = min(_CHUNK, entity.batch_size)
+        self._driver = engine.dialect.driver
+        self._compiled: dict[AnySelect, SQLCompiler] = {}
 
     def fetch(self, position: Position) -> Batch:
         """The next batch (at most batch_size rows) after `position`, in keyset order."""
-        rows: list[Sequence[object]] = []
         db_now: dt.datetime | None = None
         with _connection(self._engine, self._what, self._source) as conn:
             upper: dt.datetime | None = None
@@ -228,12 +252,51 @@ class SourceReader:
                 db_now = self._now(conn)
                 upper = db_now - self._settle
             stmt, params = self._query.batch(position, upper)
-            result = conn.execution_options(**self._options).execute(stmt, params)
-            # Row objects are tuples built in C; copying them into plain tuples would cost more.
-            for chunk in result.partitions():
-                rows.extend(chunk)
+            sql, values = self._driver_statement(stmt, params)
+            dbapi_conn = conn.connection.dbapi_connection
+            assert dbapi_conn is not None  # an open Connection always has one
+            rows = self._read(dbapi_conn, sql, values)
         last = Position(rows[-1][self._n], rows[-1][self._n + 1]) if rows else None
         return Batch(rows=rows, last=last, db_now=db_now)
+
+    def _driver_statement(self, stmt: AnySelect, params: dict[str, object]) -> tuple[str, Any]:
+        """SQL text and parameters in the driver's own paramstyle.
+
+        Rows are read from the driver's cursor, not through SQLAlchemy's Result: building a Row
+        per row (and its buffering deque) cost ~20% of the raw fetch rate. SQLAlchemy still
+        renders the SQL (compiled once per statement shape); the expanded state inlines what it
+        renders at execution time (SQL Server TOP n, Oracle FETCH FIRST n: the configured batch
+        size, never data). The bind parameters are untyped, so there are no bind processors.
+        """
+        compiled = self._compiled.get(stmt)
+        if compiled is None:
+            compiled = self._compiled[stmt] = stmt.compile(dialect=self._engine.dialect)
+        state = compiled.construct_expanded_state(params)
+        if self._engine.dialect.positional:
+            return state.statement, state.positional_parameters
+        return state.statement, state.parameters
+
+    def _read(self, dbapi_conn: Any, sql: str, values: Any) -> list[Sequence[object]]:
+        # A server-side cursor where the driver buffers the whole result otherwise, so memory
+        # stays at one chunk in the driver plus the batch itself.
+        if self._driver == "psycopg2":
+            cur = dbapi_conn.cursor(name="poller_batch")  # DECLARE ... CURSOR, FETCH chunks
+            cur.itersize = self._chunk
+        elif self._driver == "pymysql":
+            import pymysql.cursors
+
+            cur = dbapi_conn.cursor(pymysql.cursors.SSCursor)  # unbuffered, reads the socket
+        else:  # sqlite3, pyodbc and oracledb stream by default
+            cur = dbapi_conn.cursor()
+            cur.arraysize = self._chunk
+        rows: list[Sequence[object]] = []
+        try:
+            cur.execute(sql, values)
+            while chunk := cur.fetchmany(self._chunk):
+                rows.extend(chunk)
+        finally:
+            cur.close()
+        return rows
 
     def db_now(self) -> object:
         """The database's current time as a naive datetime in `source.timezone`."""
@@ -256,104 +319,6 @@ class SourceReader:
 # ------------------------------------------------------------------------------ check
 
 
-def _codes(spec: str) -> dict[int, str]:
-    """ "int: 1 2 3; string: 15" -> {1: "int", 2: "int", 3: "int", 15: "string"}."""
-    kinds = (part.split(":") for part in spec.split(";"))
-    return {int(code): kind.strip() for kind, codes in kinds for code in codes.split()}
-
-
-# Driver type codes of cursor.description, for expressions and `query:` columns (reflection
-# gives tables' types). A code not listed is "unknown" and not judged.
-_PG_OIDS = _codes(
-    "bool: 16; int: 20 21 23 26; float: 700 701; decimal: 1700; string: 18 19 25 1042 1043;"
-    "date: 1082; datetime: 1114 1184; time: 1083 1266; binary: 17"
-)
-_MYSQL_TYPES = _codes(  # TEXT arrives as BLOB (252): taken as string, being lenient
-    "decimal: 0 246; int: 1 2 3 8 9 13; float: 4 5; datetime: 7 12; date: 10 14; time: 11;"
-    "string: 15 245 247 248 252 253 254"
-)
-_PY_TYPES = {  # pyodbc reports Python types
-    bool: "bool", int: "int", float: "float", decimal.Decimal: "decimal", str: "string",
-    dt.datetime: "datetime", dt.date: "date", dt.time: "time", bytes: "binary",
-}  # fmt: skip
-_ORACLE_TYPES = {
-    **dict.fromkeys(("NUMBER",), "decimal"),
-    **dict.fromkeys(("BINARY_INTEGER",), "int"),
-    **dict.fromkeys(("BINARY_FLOAT", "BINARY_DOUBLE"), "float"),
-    **dict.fromkeys(("BOOLEAN",), "bool"),
-    **dict.fromkeys(("DATE", "TIMESTAMP", "TIMESTAMP_TZ", "TIMESTAMP_LTZ"), "datetime"),
-    **dict.fromkeys(("VARCHAR", "CHAR", "NVARCHAR", "NCHAR", "CLOB", "NCLOB", "LONG"), "string"),
-    **dict.fromkeys(("RAW", "BLOB"), "binary"),
-}
-
-
-def _decimal_kind(scale: object) -> str:
-    """decimal0 (whole numbers), decimal (fraction) or decimal? (scale unknown: PG numeric,
-    Oracle NUMBER): the last is accepted wherever a number fits, being unsure."""
-    if not isinstance(scale, int) or scale < 0 or scale > 1000:
-        return "decimal?"
-    return "decimal0" if scale == 0 else "decimal"
-
-
-def _kind_of_type(t: sa.types.TypeEngine[Any]) -> str:
-    if isinstance(t, sa.Boolean):
-        return "bool"
-    if isinstance(t, sa.Float):
-        return "float"
-    if isinstance(t, sa.Numeric):  # before Integer: Oracle NUMBER is both
-        return _decimal_kind(t.scale)
-    if isinstance(t, sa.Integer):
-        return "int"
-    if isinstance(t, sa.DateTime):
-        return "datetime"
-    if isinstance(t, sa.Date):
-        return "date"
-    if isinstance(t, sa.Time):
-        return "time"
-    if isinstance(t, sa.String):
-        return "string"
-    if isinstance(t, sa.LargeBinary):
-        return "binary"
-    return "unknown"
-
-
-def _kind_of_description(dialect: str, desc: Sequence[Any]) -> str:
-    code, scale = desc[1], desc[5] if len(desc) > 5 else None
-    kind: str | None = None
-    if dialect == "postgresql" and isinstance(code, int):
-        kind = _PG_OIDS.get(code)
-    elif dialect in ("mysql", "mariadb") and isinstance(code, int):
-        kind = _MYSQL_TYPES.get(code)
-    elif isinstance(code, type):  # pyodbc reports the Python type
-        kind = _PY_TYPES.get(code)
-    elif code is not None:  # oracledb DbType
-        kind = _ORACLE_TYPES.get(str(getattr(code, "name", "")).removeprefix("DB_TYPE_"))
-    if kind == "decimal":
-        return _decimal_kind(scale)
-    return kind or "unknown"
-
-
-_NUMBERS = {"int", "decimal0", "decimal?"}
-_FITS = {
-    "long": _NUMBERS | {"bool"},
-    "int": _NUMBERS | {"bool"},
-    "boolean": _NUMBERS | {"bool"},
-    "decimal": _NUMBERS | {"decimal", "float"},
-    "date": {"date", "datetime"},
-    "timestamp": {"date", "datetime"},
-}
-
-
-def _fits(avro: str, kind: str, dialect: str) -> bool:
-    base = avro.strip().lower().split("(")[0]
-    allowed = _FITS.get(base)
-    if allowed is None or kind == "unknown":
-        return True  # string fields take anything; unknown types are not judged
-    if dialect == "sqlite" and kind == "string" and base in ("date", "timestamp"):
-        return True  # SQLite keeps dates as text whatever the declared type
-    return kind in allowed
-
-
 def check_entity(
     engine: sa.Engine, query: EntityQuery, entity: EntityConfig, field_types: Mapping[str, str]
 ) -> list[str]:
@@ -372,7 +337,7 @@ def check_entity(
                 result = conn.execute(query.probe(expr))
                 desc = result.cursor.description[0] if result.cursor is not None else None
                 result.close()
-                return None, _kind_of_description(dialect, desc) if desc else "unknown"
+                return None, description_kind(dialect, desc) if desc else "unknown"
             except sa_exc.DBAPIError as exc:
                 err = translate_error(exc, what, query.source)
                 if isinstance(err, SourceError):
@@ -387,7 +352,7 @@ def check_entity(
                 columns = sa.inspect(conn).get_columns(table, schema=schema)
             except sa_exc.NoSuchTableError:
                 return [f"{what}: table {entity.table!r} does not exist (or is not visible)"]
-            reflected = {c["name"]: _kind_of_type(c["type"]) for c in columns}
+            reflected = {c["name"]: column_kind(c["type"]) for c in columns}
         else:
             error, _ = probe(sa.literal_column("*"))
             if error is not None:
@@ -408,8 +373,8 @@ def check_entity(
                 continue
             kind = kind_of(mapping, kind) if plain else kind
             avro = field_types.get(field)
-            if avro is not None and not _fits(avro, kind, dialect):
-                problems.append(f"{label}: a {kind} column cannot fill Avro type {avro}")
+            if avro is not None and not fits(avro, kind, dialect):
+                problems.append(f"{label}: a {kind_text(kind)} column cannot fill Avro {avro}")
 
         mode = entity.batching.mode
         roles = [("batching.column", entity.batching.column), ("key", entity.key)]
@@ -426,11 +391,11 @@ def check_entity(
                 continue
             kind = kind_of(column, kind)
             wanted = "long" if mode is Mode.ID else "timestamp"
-            if not _fits(wanted, kind, dialect) or (mode is Mode.ID and kind == "bool"):
+            if not fits(wanted, kind, dialect) or (mode is Mode.ID and kind == "bool"):
                 need = "an integer" if mode is Mode.ID else "a date/timestamp"
                 problems.append(
-                    f"{what}: batching.column {column!r} is {kind}; mode {mode.value} needs "
-                    f"{need} column"
+                    f"{what}: batching.column {column!r} is {kind_text(kind)}; "
+                    f"mode {mode.value} needs {need} column"
                 )
 
         if not problems:  # the whole statement, as the reader will run it

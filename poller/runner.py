@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 
+from poller import watermark
 from poller.avro import EntitySchema, load_schema
 from poller.check import preflight
 from poller.config import AppConfig, EntityConfig, Mode
@@ -29,7 +30,6 @@ from poller.reader import Batch, SourceReader, make_engine
 from poller.source import EntityQuery, Position
 from poller.stream import EntityStream, cursor_number, make_streams, publish_batch
 from poller.topics import ensure_topics, wanted_topics
-from poller import watermark
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,9 @@ class Poller:
         self.schemas: dict[str, EntitySchema] = {n: load_schema(n) for n in cfg.enabled_entities()}
         self.readers: dict[str, SourceReader] = {}
         for name, ent in cfg.enabled_entities().items():
-            query = EntityQuery(ent, cfg.source, cfg.tenant, self.schemas[name].field_names,
-                                self.engine.dialect)
+            query = EntityQuery(
+                ent, cfg.source, cfg.tenant, self.schemas[name].field_names, self.engine.dialect
+            )
             self.readers[name] = SourceReader(self.engine, query, ent, cfg.source)
         self.watermark_topic = cfg.kafka.watermark_topic_name(cfg.tenant)
         self.dead_letter_topic = cfg.kafka.dead_letter_topic_name(cfg.tenant)
@@ -96,8 +97,13 @@ class Poller:
         """Publish batches of one entity until it is caught up or has had its turn."""
         size = s.cfg.batch_size
         fetch_hist = self.metrics.phase_seconds.labels(self.tenant, s.name, "fetch")
-        prefetch = Prefetcher(self.readers[s.name].fetch, s.position, size,
-                              MAX_BATCHES_PER_TURN, on_fetch=fetch_hist.observe)
+        prefetch = Prefetcher(
+            self.readers[s.name].fetch,
+            s.position,
+            size,
+            MAX_BATCHES_PER_TURN,
+            on_fetch=fetch_hist.observe,
+        )
         last_len = size
         try:
             for batch in prefetch:
@@ -158,9 +164,11 @@ class Poller:
         if value is not None:
             m.watermark_value.labels(*labels).set(value)
         if s.cfg.is_time_mode and batch.db_now is not None and value is not None:
+            # Caught up means nothing older than now - settle is waiting: no lag to report.
             now = cursor_number(batch.db_now, s.tz)
+            caught_up = len(batch.rows) < s.cfg.batch_size
             if now is not None:
-                m.lag_seconds.labels(*labels).set(max(0.0, now - value))
+                m.lag_seconds.labels(*labels).set(0.0 if caught_up else max(0.0, now - value))
 
     def _sleep_until_due(self) -> None:
         due = min((s.next_poll_at for s in self.streams.values()), default=time.monotonic())
@@ -183,7 +191,8 @@ class Poller:
             ensure_topics(k.bootstrap_servers, wanted_topics(self.cfg), k.topic_replication)
             self._topics_ready = True
         pub = TransactionalPublisher(
-            k, self.cfg.transactional_id(),
+            k,
+            self.cfg.transactional_id(),
             stats_cb=lambda s: self.metrics.on_stats(self.tenant, s),
         )
         try:
@@ -202,8 +211,14 @@ class Poller:
         for name, s in self.streams.items():
             if name in previous:
                 s.next_poll_at = previous[name].next_poll_at
-            log.info("%s/%s resumes after %s (%d rows so far)", self.tenant, name, s.position,
-                     s.rows_total, extra={"tenant": self.tenant, "entity": name})
+            log.info(
+                "%s/%s resumes after %s (%d rows so far)",
+                self.tenant,
+                name,
+                s.position,
+                s.rows_total,
+                extra={"tenant": self.tenant, "entity": name},
+            )
 
     def _start_position(self, name: str, ent: EntityConfig) -> Position:
         start = ent.start
@@ -222,8 +237,14 @@ class Poller:
         self.metrics.errors.labels(self.tenant, "", kind).inc()
         self.metrics.retries.labels(self.tenant, "").inc()
         self.health.last_batch_ok = False
-        log.warning("%s: %s; retry %d in %.1fs from the last committed watermark", kind, exc,
-                    failures, delay, extra={"tenant": self.tenant})
+        log.warning(
+            "%s: %s; retry %d in %.1fs from the last committed watermark",
+            kind,
+            exc,
+            failures,
+            delay,
+            extra={"tenant": self.tenant},
+        )
         if isinstance(exc, SourceError):
             self._database_ok(False)
             if self.publisher is not None and self.publisher.in_transaction:

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import random
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -67,81 +66,92 @@ def _table(name: str, pk: str, *columns: sa.Column[Any]) -> sa.Table:
     """A CRM table: global integer id, tenant column, updated_at maintained by the app."""
     return sa.Table(
         name, metadata,
-        sa.Column(pk, sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column(pk, sa.Integer, primary_key=True, autoincrement=False,
+                  info={"field": "local_id"}),
         sa.Column("user_id", sa.String(64), nullable=False),
         *columns,
-        sa.Column("updated_at", _TS, nullable=False),
+        sa.Column("updated_at", _TS, nullable=False, info={"field": "updated_at"}),
         # The poller's queries filter on the tenant and order by the cursor.
         sa.Index(f"ix_{name}_tenant_updated", "user_id", "updated_at"),
         mysql_charset="utf8mb4",
     )  # fmt: skip
 
 
-def _col(name: str, type_: Any, nullable: bool = True) -> sa.Column[Any]:
-    return sa.Column(name, type_, nullable=nullable)
+def _col(name: str, type_: Any, field: str, nullable: bool = True) -> sa.Column[Any]:
+    """A source column and the canonical field it feeds (the demo config's mapping)."""
+    return sa.Column(name, type_, nullable=nullable, info={"field": field})
 
 
+_S = sa.String
 customers = _table(
     "customers", "customer_id",
-    _col("f_name", sa.String(100), False), _col("m_name", sa.String(100)),
-    _col("l_name", sa.String(100), False), _col("email", sa.String(200)),
-    _col("phone", sa.String(40)), _col("gender", sa.String(1)), _col("b_date", sa.Date),
-    _col("country", sa.String(60)), _col("area", sa.String(100)), _col("city", sa.String(100)),
-    _col("post_index", sa.String(20)), _col("reg_date", _TS),
+    _col("f_name", _S(100), "first_name", False), _col("m_name", _S(100), "middle_name"),
+    _col("l_name", _S(100), "last_name", False), _col("email", _S(200), "email"),
+    _col("phone", _S(40), "phone"), _col("gender", _S(1), "sex"),
+    _col("b_date", sa.Date, "birth_date"), _col("country", _S(60), "country"),
+    _col("area", _S(100), "area"), _col("city", _S(100), "city"),
+    _col("post_index", _S(20), "zip"), _col("reg_date", _TS, "register_date"),
 )  # fmt: skip
 cheques = _table(
     "cheques", "cheque_id",
-    _col("customer_id", sa.Integer), _col("shop_code", sa.String(20)),
-    _col("cheque_no", sa.String(40)), _col("cheque_dt", _TS, False),
-    _col("total_sum", _money(), False), _col("discount_sum", _money()),
-    _col("bonus_add", _money()), _col("bonus_spent", _money()),
-    _col("currency_code", sa.String(3)), _col("op_type", sa.String(10)),
-    _col("state", sa.String(10)),
+    _col("customer_id", sa.Integer, "customer_id"), _col("shop_code", _S(20), "store_id"),
+    _col("cheque_no", _S(40), "receipt_number"), _col("cheque_dt", _TS, "purchased_at", False),
+    _col("total_sum", _money(), "total_amount", False),
+    _col("discount_sum", _money(), "discount_amount"),
+    _col("bonus_add", _money(), "bonus_accrued"), _col("bonus_spent", _money(), "bonus_redeemed"),
+    _col("currency_code", _S(3), "currency"), _col("op_type", _S(10), "operation_type"),
+    _col("state", _S(10), "status"),
 )  # fmt: skip
 cheque_items = _table(
     "cheque_items", "item_id",
-    _col("cheque_id", sa.Integer, False), _col("pos_no", sa.Integer),
-    _col("goods_id", sa.Integer), _col("qty", ExactDecimal(18, 3), False),
-    _col("unit_price", _money()), _col("line_sum", _money(), False),
-    _col("line_discount", _money()),
+    _col("cheque_id", sa.Integer, "receipt_id", False), _col("pos_no", sa.Integer, "line_number"),
+    _col("goods_id", sa.Integer, "product_id"),
+    _col("qty", ExactDecimal(18, 3), "quantity", False), _col("unit_price", _money(), "price"),
+    _col("line_sum", _money(), "amount", False),
+    _col("line_discount", _money(), "discount_amount"),
 )  # fmt: skip
 crm_events = _table(
     "crm_events", "event_id",
-    _col("customer_id", sa.Integer), _col("ev_type", sa.String(40), False),
-    _col("ev_time", _TS, False), _col("channel", sa.String(20)),
-    _col("ev_comment", sa.String(500)), _col("ev_data", sa.Text),
+    _col("customer_id", sa.Integer, "customer_id"), _col("ev_type", _S(40), "event_type", False),
+    _col("ev_time", _TS, "occurred_at", False), _col("channel", _S(20), "channel"),
+    _col("ev_comment", _S(500), "description"), _col("ev_data", sa.Text, "payload"),
 )  # fmt: skip
 goods = _table(
     "goods", "goods_id",
-    _col("goods_name", sa.String(200), False), _col("article", sa.String(40)),
-    _col("ean13", sa.String(13)), _col("group_id", sa.Integer),
-    _col("brand_name", sa.String(100)), _col("measure", sa.String(10)),
-    _col("retail_price", _money()), _col("active", sa.Boolean),
+    _col("goods_name", _S(200), "name", False), _col("article", _S(40), "sku"),
+    _col("ean13", _S(13), "barcode"), _col("group_id", sa.Integer, "category_id"),
+    _col("brand_name", _S(100), "brand"), _col("measure", _S(10), "unit"),
+    _col("retail_price", _money(), "price"), _col("active", sa.Boolean, "is_active"),
 )  # fmt: skip
 goods_groups = _table(
     "goods_groups", "group_id",
-    _col("group_name", sa.String(200), False), _col("parent_group_id", sa.Integer),
-    _col("depth", sa.Integer), _col("full_path", sa.String(500)),
+    _col("group_name", _S(200), "name", False), _col("parent_group_id", sa.Integer, "parent_id"),
+    _col("depth", sa.Integer, "level"), _col("full_path", _S(500), "path"),
 )  # fmt: skip
 bonus_accounts = _table(
     "bonus_accounts", "account_id",
-    _col("customer_id", sa.Integer, False), _col("bonus_sum", _money(), False),
-    _col("bonus_pending", _money()), _col("burn_date", _TS), _col("currency_code", sa.String(3)),
+    _col("customer_id", sa.Integer, "customer_id", False),
+    _col("bonus_sum", _money(), "balance", False), _col("bonus_pending", _money(), "pending"),
+    _col("burn_date", _TS, "expires_at"), _col("currency_code", _S(3), "currency"),
 )  # fmt: skip
 coupons = _table(
     "coupons", "coupon_id",
-    _col("coupon_code", sa.String(40), False), _col("campaign_name", sa.String(200)),
-    _col("discount_pct", ExactDecimal(9, 4)), _col("discount_sum", _money()),
-    _col("valid_from", _TS), _col("valid_to", _TS), _col("customer_id", sa.Integer),
-    _col("used", sa.Boolean), _col("used_at", _TS),
+    _col("coupon_code", _S(40), "code", False), _col("campaign_name", _S(200), "campaign"),
+    _col("discount_pct", ExactDecimal(9, 4), "discount_percent"),
+    _col("discount_sum", _money(), "discount_amount"), _col("valid_from", _TS, "valid_from"),
+    _col("valid_to", _TS, "valid_until"), _col("customer_id", sa.Integer, "customer_id"),
+    _col("used", sa.Boolean, "is_used"), _col("used_at", _TS, "used_at"),
 )  # fmt: skip
 
-# canonical entity -> source table
-ENTITY_TABLES: dict[str, str] = {
-    "customers": "customers", "receipts": "cheques", "receipt_lines": "cheque_items",
-    "events": "crm_events", "products": "goods", "product_categories": "goods_groups",
-    "bonus_balances": "bonus_accounts", "promo_codes": "coupons",
+# canonical entity -> (source table, batching mode): a mix of the three modes. The cursor of
+# `id` mode, the key and the timestamp+id tie-breaker are the table's primary key.
+ENTITY_SOURCES: dict[str, tuple[sa.Table, str]] = {
+    "customers": (customers, "id"), "receipts": (cheques, "timestamp"),
+    "receipt_lines": (cheque_items, "timestamp+id"), "events": (crm_events, "id"),
+    "products": (goods, "timestamp+id"), "product_categories": (goods_groups, "id"),
+    "bonus_balances": (bonus_accounts, "timestamp"), "promo_codes": (coupons, "timestamp+id"),
 }  # fmt: skip
+ENTITY_TABLES: dict[str, str] = {e: str(t.name) for e, (t, _mode) in ENTITY_SOURCES.items()}
 # rows per tenant at scale 1 (the category tree is a fixed size)
 BASE_COUNTS: dict[str, int] = {
     "customers": 300, "cheques": 800, "cheque_items": 2_000, "crm_events": 600, "goods": 150,
@@ -169,6 +179,8 @@ _CJK = (  # first, last, gender, country, area, city, zip
     ("花子", "田中", "F", "Japan", "東京都", "東京", "100-0001"),
     ("민준", "김", "M", "South Korea", "서울특별시", "서울", "04524"),
 )
+_PHONE_CODES = {"Spain": 34, "Germany": 49, "France": 33, "Poland": 48, "Sweden": 46,
+                "Portugal": 351, "China": 86, "Japan": 81, "South Korea": 82}  # fmt: skip
 _RU_PLACES = (("Московская обл.", "Москва", "101000"), ("Ленинградская обл.", "Санкт-Петербург",
               "190000"), ("Республика Татарстан", "Казань", "420111"))  # fmt: skip
 _CATEGORIES = (  # name, parent index
@@ -179,8 +191,8 @@ _CATEGORIES = (  # name, parent index
     ("Посуда", 15), ("Товары для кухни", 17), ("Сад", 15),
 )  # fmt: skip
 _PRODUCTS = (  # name, unit, price
-    ("Молоко 3,2% 1 л", "pcs", "89.90"), ("Кефир 2,5% 900 г", "pcs", "74.50"),
-    ("Сыр Российский (весовой)", "kg", "749.00"), ("Гречка ядрица 900 г", "pcs", "112.00"),
+    ("Молоко 3,2% 1 л", "pcs", "89.90"), ("Кефир 2,5% 900 г", "pcs", "74.50"),  # noqa: RUF001
+    ("Сыр Российский (весовой)", "kg", "749.00"), ("Гречка 900 г", "pcs", "112.00"),  # noqa: RUF001
     ("Café moulu 250 g", "pcs", "389.99"), ("緑茶 煎茶 100g", "pcs", "455.00"),
     ("Яблоки Гала", "kg", "139.90"), ("Bananen", "kg", "119.00"), ("Огурцы", "kg", "189.50"),
     ("Сок яблочный 1 л", "pcs", "129.00"), ("Eau minérale 1,5 l", "pcs", "59.90"),
@@ -192,8 +204,8 @@ _BRANDS = ("Простоквашино", "Ферма «Заря»", "Nestlé", "
            "無印良品", "Bon Appétit", "Домик в деревне", "Señorita")  # fmt: skip
 _EVENTS = ("login", "purchase", "bonus_accrual", "coupon_issued", "profile_update", "push_open",
            "email_click")  # fmt: skip
-_COMMENTS = ("Клиент открыл push-уведомление", "Начислены бонусы за покупку",
-             "Profil mis à jour via l'appli", "Купон выдан на кассе", "登录成功", None, None)
+_COMMENTS = ("Клиент открыл push-уведомление", "Начислены бонусы за покупку", None, None,
+             "Profil mis à jour via l'appli", "Купон выдан на кассе", "登录成功")  # fmt: skip
 _PAYLOAD_NOTES = ("Спасибо за покупку! 🎉", "Merci ! À bientôt 😊", "ありがとう 🙏", "ok")
 _CAMPAIGNS = ("Весенняя распродажа", "Soldes d'été", "Black Friday", "День рождения 🎂",
               "Neujahrsrabatt", None)  # fmt: skip
@@ -207,7 +219,8 @@ def _ts(rng: random.Random, start: dt.datetime = T0, end: dt.datetime = T1) -> d
 
 
 def _money_between(rng: random.Random, lo: int, hi: int) -> Decimal:
-    return Decimal(rng.randrange(lo * 100, hi * 100)) / 100
+    # scaleb keeps the exponent: 12.30, not 12.3 (which a division would give)
+    return Decimal(rng.randrange(lo * 100, hi * 100)).scaleb(-2)
 
 
 def _ean13(rng: random.Random) -> str:
@@ -230,16 +243,16 @@ def _share_timestamp(rng: random.Random, rows: list[dict[str, Any]], fraction: f
         row["updated_at"] = median
 
 
-class _Ids:
+def _id_ranges() -> Callable[[str, int], range]:
     """Global id counters: ids stay unique across tenants, as in one shared CRM database."""
+    next_id: dict[str, int] = {}
 
-    def __init__(self) -> None:
-        self._next: dict[str, int] = {}
-
-    def take(self, table: str, n: int) -> range:
-        first = self._next.get(table, 1)
-        self._next[table] = first + n
+    def take(table: str, n: int) -> range:
+        first = next_id[table] = next_id.get(table, 1)
+        next_id[table] += n
         return range(first, first + n)
+
+    return take
 
 
 def _customer(rng: random.Random, cid: int, tenant: str) -> dict[str, Any]:
@@ -248,7 +261,7 @@ def _customer(rng: random.Random, cid: int, tenant: str) -> dict[str, Any]:
     if kind < 0.6:  # Russian: patronymic present most of the time
         gender = rng.choice("MF")
         first = rng.choice(_RU_M if gender == "M" else _RU_F)
-        last = rng.choice(_RU_LAST) + ("" if gender == "M" else "а")
+        last = rng.choice(_RU_LAST) + ("" if gender == "M" else "а")  # noqa: RUF001 (Cyrillic)
         if rng.random() < 0.8:
             middle = rng.choice(_RU_PATR) + ("ич" if gender == "M" else "на")
         area, city, zip_code = rng.choice(_RU_PLACES)
@@ -261,8 +274,9 @@ def _customer(rng: random.Random, cid: int, tenant: str) -> dict[str, Any]:
         )
         if first in ("José", "Chloé") and rng.random() < 0.5:
             middle = "María" if first == "José" else "Anaïs"
-        email_name = f"{_ascii(first)}.{_ascii(last)}{cid}".strip(".") or f"client{cid}"
-        phone = f"+{rng.randrange(30, 90)} {rng.randrange(100_000_000, 999_999_999)}"
+        local = ".".join(p for p in (_ascii(first), _ascii(last)) if p)
+        email_name = f"{local}{cid}" if local else f"client{cid}"
+        phone = f"+{_PHONE_CODES[country]} {rng.randrange(100_000_000, 999_999_999)}"
     reg = _ts(rng, dt.datetime(2019, 1, 1), T0)
     return {
         "customer_id": cid, "user_id": tenant, "f_name": first, "m_name": middle,
@@ -277,13 +291,17 @@ def _customer(rng: random.Random, cid: int, tenant: str) -> dict[str, Any]:
 
 
 def _tenant_rows(
-    rng: random.Random, tenant: str, currency: str, counts: dict[str, int], ids: _Ids
+    rng: random.Random,
+    tenant: str,
+    currency: str,
+    counts: dict[str, int],
+    take: Callable[[str, int], range],
 ) -> dict[str, list[dict[str, Any]]]:
     rows: dict[str, list[dict[str, Any]]] = {}
-    customer_ids = list(ids.take("customers", counts["customers"]))
+    customer_ids = list(take("customers", counts["customers"]))
     rows["customers"] = [_customer(rng, cid, tenant) for cid in customer_ids]
 
-    group_ids = list(ids.take("goods_groups", len(_CATEGORIES)))
+    group_ids = list(take("goods_groups", len(_CATEGORIES)))
     paths: list[str] = []
     depths: list[int] = []
     rows["goods_groups"] = []
@@ -297,7 +315,7 @@ def _tenant_rows(
         })  # fmt: skip
 
     rows["goods"] = []
-    for n, gid in enumerate(ids.take("goods", counts["goods"])):
+    for n, gid in enumerate(take("goods", counts["goods"])):
         name, unit, price = _PRODUCTS[n % len(_PRODUCTS)]
         brand = _BRANDS[(n // len(_PRODUCTS)) % len(_BRANDS)]
         rows["goods"].append({
@@ -309,11 +327,11 @@ def _tenant_rows(
         })  # fmt: skip
 
     rows["cheques"], rows["cheque_items"] = [], []
-    cheque_ids = list(ids.take("cheques", counts["cheques"]))
+    cheque_ids = list(take("cheques", counts["cheques"]))
     # Every cheque has at least one line; the rest are spread at random.
     owner = cheque_ids + [rng.choice(cheque_ids) for _ in range(counts["cheques_extra"])]
     owner.sort()
-    item_ids = iter(ids.take("cheque_items", len(owner)))
+    item_ids = iter(take("cheque_items", len(owner)))
     by_cheque: dict[int, list[dict[str, Any]]] = {c: [] for c in cheque_ids}
     for cheque_id in owner:
         product = rng.choice(rows["goods"])
@@ -351,12 +369,13 @@ def _tenant_rows(
         rows["cheque_items"].extend(lines)
 
     rows["crm_events"] = []
-    for eid in ids.take("crm_events", counts["crm_events"]):
+    for eid in take("crm_events", counts["crm_events"]):
         at = _ts(rng)
         payload = None
         if rng.random() < 0.7:
-            payload = json.dumps({"device": rng.choice(("iOS", "Android", "web", "POS")),
-                                  "note": rng.choice(_PAYLOAD_NOTES)}, ensure_ascii=False)
+            device = rng.choice(("iOS", "Android", "web", "POS"))
+            note = {"device": device, "note": rng.choice(_PAYLOAD_NOTES)}
+            payload = json.dumps(note, ensure_ascii=False)
         rows["crm_events"].append({
             "event_id": eid, "user_id": tenant,
             "customer_id": rng.choice(customer_ids) if rng.random() < 0.9 else None,
@@ -365,7 +384,7 @@ def _tenant_rows(
             "ev_comment": rng.choice(_COMMENTS), "ev_data": payload, "updated_at": at,
         })  # fmt: skip
 
-    accounts = ids.take("bonus_accounts", counts["bonus_accounts"])
+    accounts = take("bonus_accounts", counts["bonus_accounts"])
     rows["bonus_accounts"] = [{
         "account_id": aid, "user_id": tenant, "customer_id": customer_ids[n % len(customer_ids)],
         "bonus_sum": _money_between(rng, 0, 5000),
@@ -375,10 +394,10 @@ def _tenant_rows(
     } for n, aid in enumerate(accounts)]  # fmt: skip
 
     rows["coupons"] = []
-    for cid in ids.take("coupons", counts["coupons"]):
+    for cid in take("coupons", counts["coupons"]):
         start = _ts(rng)
         used = rng.random() < 0.3
-        pct = Decimal(rng.randrange(50_000, 300_000)) / 10_000 if rng.random() < 0.6 else None
+        pct = Decimal(rng.randrange(50_000, 300_000)).scaleb(-4) if rng.random() < 0.6 else None
         rows["coupons"].append({
             "coupon_id": cid, "user_id": tenant,
             "coupon_code": f"{tenant[:3].upper()}-{rng.randrange(16**6):06X}-{cid}",
@@ -405,11 +424,6 @@ def _counts(tenant_index: int, scale: int) -> dict[str, int]:
     return counts
 
 
-def _chunks(rows: Sequence[dict[str, Any]], size: int) -> Iterable[Sequence[dict[str, Any]]]:
-    for i in range(0, len(rows), size):
-        yield rows[i : i + size]
-
-
 def create_and_seed(
     engine: sa.Engine, tenants: Sequence[str] = DEFAULT_TENANTS, scale: int = 1, seed: int = 42
 ) -> dict[tuple[str, str], int]:
@@ -417,7 +431,7 @@ def create_and_seed(
     per (tenant, source table). The same arguments always produce the same rows."""
     if scale < 1:
         raise ValueError("scale must be >= 1")
-    ids = _Ids()
+    take = _id_ranges()
     result: dict[tuple[str, str], int] = {}
     metadata.drop_all(engine)
     metadata.create_all(engine)
@@ -426,11 +440,12 @@ def create_and_seed(
             # A string seed is hashed deterministically (unlike hash() of a str).
             rng = random.Random(f"{seed}:{tenant}")
             currency = ("RUB", "EUR", "USD")[index % 3]
-            rows = _tenant_rows(rng, tenant, currency, _counts(index, scale), ids)
+            rows = _tenant_rows(rng, tenant, currency, _counts(index, scale), take)
             for table in metadata.sorted_tables:
-                for chunk in _chunks(rows[table.name], INSERT_CHUNK):
-                    conn.execute(table.insert(), list(chunk))
-                result[(tenant, table.name)] = len(rows[table.name])
+                data = rows[table.name]
+                for i in range(0, len(data), INSERT_CHUNK):  # executemany, bounded memory
+                    conn.execute(table.insert(), data[i : i + INSERT_CHUNK])
+                result[(tenant, table.name)] = len(data)
     return result
 
 
@@ -458,25 +473,24 @@ def full_name_sql(dialect: str) -> str:
     return "CONCAT_WS(' ', f_name, m_name, l_name)"
 
 
-def _entity(
-    table: str, key: str, fields: dict[str, str], mode: str, id_column: str | None = None
-) -> dict[str, Any]:
-    batching: dict[str, str] = {"mode": mode, "column": key if mode == "id" else "updated_at"}
-    if id_column is not None:
-        batching["id_column"] = id_column
-    return {"table": table, "key": key, "fields": fields, "batching": batching,
-            "batch_size": 1000, "poll_interval_s": 5, "settle_delay_s": 0}  # fmt: skip
-
-
-def _same(*columns: str) -> dict[str, str]:
-    return {c: c for c in columns}
+def _entity(table: sa.Table, mode: str, extra: dict[str, str]) -> dict[str, Any]:
+    # str(): SQLAlchemy's quoted_name is a str subclass that yaml.safe_dump refuses.
+    key = str(next(iter(table.primary_key.columns)).name)
+    batching = {"mode": mode, "column": key if mode == "id" else "updated_at"}
+    if mode == "timestamp+id":
+        batching["id_column"] = key
+    fields = {c.info["field"]: str(c.name) for c in table.columns if "field" in c.info}
+    return {"table": str(table.name), "key": key, "fields": {**fields, **extra},
+            "batching": batching, "batch_size": 1000, "poll_interval_s": 5,
+            "settle_delay_s": 0}  # fmt: skip
 
 
 def demo_config(url: str, tenant: str, bootstrap: str, topic_prefix: str) -> dict[str, Any]:
     """The poller configuration for the sample tables. The URL's password (if any) is replaced
     by a placeholder: see `url_secret` for the variable to set."""
     safe_url, _env = url_secret(url)
-    dialect = make_url(url).get_backend_name()
+    # An SQL expression mapping, as in the original system's CONCAT(f_name," ",m_name,...).
+    extra = {"customers": {"full_name": full_name_sql(make_url(url).get_backend_name())}}
     return {
         "tenant": tenant,
         "source": {"url": safe_url, "tenant_column": "user_id", "timezone": "UTC"},
@@ -487,59 +501,10 @@ def demo_config(url: str, tenant: str, bootstrap: str, topic_prefix: str) -> dic
             "transactional_id_prefix": topic_prefix,
         },
         "metrics": {"enabled": False},
+        # A demo should fail within seconds, not retry an absent database for ever.
         "retry": {"max_attempts": 5, "max_backoff_s": 5},
         "entities": {
-            "customers": _entity("customers", "customer_id", {
-                "local_id": "customer_id", "full_name": full_name_sql(dialect),
-                "first_name": "f_name", "middle_name": "m_name", "last_name": "l_name",
-                "sex": "gender", "birth_date": "b_date", "zip": "post_index",
-                "register_date": "reg_date",
-                **_same("email", "phone", "country", "area", "city", "updated_at"),
-            }, "id"),
-            "receipts": _entity("cheques", "cheque_id", {
-                "local_id": "cheque_id", "customer_id": "customer_id", "store_id": "shop_code",
-                "receipt_number": "cheque_no", "purchased_at": "cheque_dt",
-                "total_amount": "total_sum", "discount_amount": "discount_sum",
-                "bonus_accrued": "bonus_add", "bonus_redeemed": "bonus_spent",
-                "currency": "currency_code", "operation_type": "op_type", "status": "state",
-                "updated_at": "updated_at",
-            }, "timestamp"),
-            "receipt_lines": _entity("cheque_items", "item_id", {
-                "local_id": "item_id", "receipt_id": "cheque_id", "line_number": "pos_no",
-                "product_id": "goods_id", "quantity": "qty", "price": "unit_price",
-                "amount": "line_sum", "discount_amount": "line_discount",
-                "updated_at": "updated_at",
-            }, "timestamp+id", "item_id"),
-            "events": _entity("crm_events", "event_id", {
-                "local_id": "event_id", "customer_id": "customer_id", "event_type": "ev_type",
-                "occurred_at": "ev_time", "channel": "channel", "description": "ev_comment",
-                "payload": "ev_data", "updated_at": "updated_at",
-            }, "id"),
-            "products": _entity("goods", "goods_id", {
-                "local_id": "goods_id", "name": "goods_name", "sku": "article",
-                "barcode": "ean13", "category_id": "group_id", "brand": "brand_name",
-                "unit": "measure", "price": "retail_price", "is_active": "active",
-                "updated_at": "updated_at",
-            }, "timestamp+id", "goods_id"),
-            "product_categories": _entity("goods_groups", "group_id", {
-                "local_id": "group_id", "name": "group_name", "parent_id": "parent_group_id",
-                "level": "depth", "path": "full_path", "updated_at": "updated_at",
-            }, "id"),
-            "bonus_balances": _entity("bonus_accounts", "account_id", {
-                "local_id": "account_id", "customer_id": "customer_id", "balance": "bonus_sum",
-                "pending": "bonus_pending", "expires_at": "burn_date",
-                "currency": "currency_code", "updated_at": "updated_at",
-            }, "timestamp"),
-            "promo_codes": _entity("coupons", "coupon_id", {
-                "local_id": "coupon_id", "code": "coupon_code", "campaign": "campaign_name",
-                "discount_percent": "discount_pct", "discount_amount": "discount_sum",
-                "valid_until": "valid_to", "is_used": "used",
-                **_same("valid_from", "customer_id", "used_at", "updated_at"),
-            }, "timestamp+id", "coupon_id"),
+            name: _entity(table, mode, extra.get(name, {}))
+            for name, (table, mode) in ENTITY_SOURCES.items()
         },
-    }  # fmt: skip
-
-
-def apply_secret_env(url: str) -> None:
-    """Set the placeholder's variable in this process, so the written config loads here."""
-    os.environ.update(url_secret(url)[1])
+    }

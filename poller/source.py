@@ -13,6 +13,7 @@ of rows touched by one UPDATE share one timestamp) neither repeats nor skips a r
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -157,10 +158,12 @@ class EntityQuery:
         if kind == "cursor" or self._same_column:
             return [c > wm_c]
         wm_k: sa.BindParameter[Any] = sa.bindparam("wm_key")
+        # The leading `c >= :c` is implied by the rest but gives the optimizer a plain range on
+        # the cursor index: MariaDB 10.11 does not use a row-value comparison for index access
+        # (it read ~all of a tenant's index entries per batch), and an OR alone is often
+        # planned as a full scan. PostgreSQL uses both as index conditions.
         if self.dialect.name in _ROW_VALUE_DIALECTS:
-            return [sa.tuple_(c, k) > sa.tuple_(wm_c, wm_k)]
-        # The leading `c >= :c` is implied by the OR but gives the optimizer a plain range on
-        # the cursor index; an OR alone is often planned as a full scan.
+            return [c >= wm_c, sa.tuple_(c, k) >= sa.tuple_(wm_c, wm_k)]
         return [c >= wm_c, sa.or_(c > wm_c, sa.and_(c == wm_c, k > wm_k))]
 
     def _build(self, kind: str, bounded: bool) -> AnySelect:
@@ -233,3 +236,113 @@ class EntityQuery:
         """A zero-row SELECT of the given expressions from the entity's FROM: checks that they
         compile and execute and reports their types, without reading data."""
         return sa.select(*expressions).select_from(self.src).where(sa.false()).limit(0)
+
+
+# ------------------------------------------------------------------------------ column types
+# Coarse "kinds" of source columns, for `reader.check_entity` to catch clear mismatches between
+# a column and its Avro field before any row is read.
+
+
+def _codes(spec: str) -> dict[int, str]:
+    """ "int: 1 2 3; string: 15" -> {1: "int", 2: "int", 3: "int", 15: "string"}."""
+    kinds = (part.split(":") for part in spec.split(";"))
+    return {int(code): kind.strip() for kind, codes in kinds for code in codes.split()}
+
+
+# Driver type codes of cursor.description, for expressions and `query:` columns (reflection
+# gives tables' types). A code not listed is "unknown" and not judged.
+_PG_OIDS = _codes(
+    "bool: 16; int: 20 21 23 26; float: 700 701; decimal: 1700; string: 18 19 25 1042 1043;"
+    "date: 1082; datetime: 1114 1184; time: 1083 1266; binary: 17"
+)
+_MYSQL_TYPES = _codes(  # TEXT arrives as BLOB (252): taken as string, being lenient
+    "decimal: 0 246; int: 1 2 3 8 9 13; float: 4 5; datetime: 7 12; date: 10 14; time: 11;"
+    "string: 15 245 247 248 252 253 254"
+)
+_PY_TYPES = {  # pyodbc reports Python types
+    bool: "bool", int: "int", float: "float", decimal.Decimal: "decimal", str: "string",
+    dt.datetime: "datetime", dt.date: "date", dt.time: "time", bytes: "binary",
+}  # fmt: skip
+_ORACLE_TYPES = {
+    **dict.fromkeys(("NUMBER",), "decimal"),
+    **dict.fromkeys(("BINARY_INTEGER",), "int"),
+    **dict.fromkeys(("BINARY_FLOAT", "BINARY_DOUBLE"), "float"),
+    **dict.fromkeys(("BOOLEAN",), "bool"),
+    **dict.fromkeys(("DATE", "TIMESTAMP", "TIMESTAMP_TZ", "TIMESTAMP_LTZ"), "datetime"),
+    **dict.fromkeys(("VARCHAR", "CHAR", "NVARCHAR", "NCHAR", "CLOB", "NCLOB", "LONG"), "string"),
+    **dict.fromkeys(("RAW", "BLOB"), "binary"),
+}
+
+
+def _decimal_kind(scale: object) -> str:
+    """decimal0 (whole numbers), decimal (fraction) or decimal? (scale unknown: PG numeric,
+    Oracle NUMBER): the last is accepted wherever a number fits, being unsure."""
+    if not isinstance(scale, int) or scale < 0 or scale > 1000:
+        return "decimal?"
+    return "decimal0" if scale == 0 else "decimal"
+
+
+def column_kind(t: sa.types.TypeEngine[Any]) -> str:
+    if isinstance(t, sa.Boolean):
+        return "bool"
+    if isinstance(t, sa.Float):
+        return "float"
+    if isinstance(t, sa.Numeric):  # before Integer: Oracle NUMBER is both
+        return _decimal_kind(t.scale)
+    if isinstance(t, sa.Integer):
+        return "int"
+    if isinstance(t, sa.DateTime):
+        return "datetime"
+    if isinstance(t, sa.Date):
+        return "date"
+    if isinstance(t, sa.Time):
+        return "time"
+    if isinstance(t, sa.String):
+        return "string"
+    if isinstance(t, sa.LargeBinary):
+        return "binary"
+    return "unknown"
+
+
+def description_kind(dialect: str, desc: Sequence[Any]) -> str:
+    code, scale = desc[1], desc[5] if len(desc) > 5 else None
+    kind: str | None = None
+    if dialect == "postgresql" and isinstance(code, int):
+        kind = _PG_OIDS.get(code)
+    elif dialect in ("mysql", "mariadb") and isinstance(code, int):
+        kind = _MYSQL_TYPES.get(code)
+    elif isinstance(code, type):  # pyodbc reports the Python type
+        kind = _PY_TYPES.get(code)
+    elif code is not None:  # oracledb DbType
+        kind = _ORACLE_TYPES.get(str(getattr(code, "name", "")).removeprefix("DB_TYPE_"))
+    if kind == "decimal":
+        return _decimal_kind(scale)
+    return kind or "unknown"
+
+
+_KIND_TEXT = {"decimal?": "numeric", "decimal0": "numeric(p,0)", "decimal": "fractional decimal"}
+
+
+def kind_text(kind: str) -> str:
+    return _KIND_TEXT.get(kind, kind)
+
+
+_NUMBERS = {"int", "decimal0", "decimal?"}
+_FITS = {
+    "long": _NUMBERS | {"bool"},
+    "int": _NUMBERS | {"bool"},
+    "boolean": _NUMBERS | {"bool"},
+    "decimal": _NUMBERS | {"decimal", "float"},
+    "date": {"date", "datetime"},
+    "timestamp": {"date", "datetime"},
+}
+
+
+def fits(avro: str, kind: str, dialect: str) -> bool:
+    base = avro.strip().lower().split("(")[0]
+    allowed = _FITS.get(base)
+    if allowed is None or kind == "unknown":
+        return True  # string fields take anything; unknown types are not judged
+    if dialect == "sqlite" and kind == "string" and base in ("date", "timestamp"):
+        return True  # SQLite keeps dates as text whatever the declared type
+    return kind in allowed

@@ -76,7 +76,7 @@ class EntityStream:
     def __post_init__(self) -> None:
         self.encoder = build_encoder(self.schema, self.tz)
         self.n_fields = len(self.schema.field_names)
-        self.headers = [
+        self.headers: list[tuple[str, str | bytes | None]] = [
             ("tenant", self.tenant.encode()),
             ("entity", self.name.encode()),
             ("schema", self.schema.fingerprint_hex.encode()),
@@ -90,8 +90,14 @@ class EntityStream:
         return (self._key_prefix + json.dumps(_jsonable(key), ensure_ascii=False) + "]").encode()
 
     def watermark(self, position: Position, rows_total: int) -> Watermark:
-        return Watermark(self.tenant, self.name, self.cfg.batching.mode.value, position,
-                         rows_total, dt.datetime.now(dt.UTC))
+        return Watermark(
+            self.tenant,
+            self.name,
+            self.cfg.batching.mode.value,
+            position,
+            rows_total,
+            dt.datetime.now(dt.UTC),
+        )
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,7 @@ def publish_batch(
     prev: Position = stream.position
     for row in batch.rows:
         try:
-            value = encode_row(row)
+            value = encode_row(row[:n])
         except BadValueError as exc:
             key = row[key_at]
             if stream.cfg.on_bad_row == "fail":
@@ -151,14 +157,19 @@ def publish_batch(
 
 
 def _send_watermark(
-    stream: EntityStream, position: Position, rows: int, publisher: TransactionalPublisher,
+    stream: EntityStream,
+    position: Position,
+    rows: int,
+    publisher: TransactionalPublisher,
     topic: str,
 ) -> None:
     wm = stream.watermark(position, stream.rows_total + rows)
     publisher.send(topic, key_bytes(stream.tenant, stream.name), encode(wm))
 
 
-def _dead_letter(stream: EntityStream, row: Sequence[Any], key: object, exc: BadValueError) -> bytes:
+def _dead_letter(
+    stream: EntityStream, row: Sequence[Any], key: object, exc: BadValueError
+) -> bytes:
     fields = stream.schema.field_names
     record = {
         "tenant": stream.tenant,
@@ -175,7 +186,9 @@ def _dead_letter(stream: EntityStream, row: Sequence[Any], key: object, exc: Bad
 
 
 def make_streams(
-    cfg: AppConfig, schemas: dict[str, EntitySchema], positions: dict[str, Watermark],
+    cfg: AppConfig,
+    schemas: dict[str, EntitySchema],
+    positions: dict[str, Watermark],
     start_positions: dict[str, Position],
 ) -> dict[str, EntityStream]:
     tz = zoneinfo.ZoneInfo(cfg.source.timezone)
@@ -183,8 +196,12 @@ def make_streams(
     for name, ent in cfg.enabled_entities().items():
         wm = positions.get(name)
         streams[name] = EntityStream(
-            name=name, cfg=ent, schema=schemas[name], topic=cfg.kafka.topic_for(name, cfg.tenant),
-            tenant=cfg.tenant, tz=tz,
+            name=name,
+            cfg=ent,
+            schema=schemas[name],
+            topic=cfg.kafka.topic_for(name, cfg.tenant),
+            tenant=cfg.tenant,
+            tz=tz,
             position=wm.position if wm else start_positions[name],
             rows_total=wm.rows_total if wm else 0,
         )

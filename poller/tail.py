@@ -12,11 +12,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from poller.avro import Decoder
 from poller.config import AppConfig
 from poller.errors import BrokerUnavailableError, ConfigError
+from poller.logs import KAFKA_LOGGER
 
 
-def read_topic(
-    bootstrap: str, topic: str, timeout_s: float = 10.0
-) -> Iterator[Any]:
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 10.0) -> Iterator[Any]:
     """Every committed message of `topic` from the beginning, stopping at its end."""
     consumer = Consumer(
         {
@@ -25,6 +24,7 @@ def read_topic(
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
+            "logger": KAFKA_LOGGER,
         }
     )
     try:
@@ -39,11 +39,11 @@ def read_topic(
             msg = consumer.poll(0.2)
             if msg is None:
                 continue
-            if msg.error() is not None:
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            if (err := msg.error()) is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
                     pending.discard(msg.partition())
                     continue
-                raise BrokerUnavailableError(f"reading {topic}: {msg.error().str()}")
+                raise BrokerUnavailableError(f"reading {topic}: {err.str()}")
             deadline = time.monotonic() + timeout_s
             yield msg
     finally:
@@ -61,5 +61,9 @@ def tail(
         if limit is not None and n >= limit:
             return
         _name, fields = decoder.decode(msg.value())
-        yield {**fields, "_key": (msg.key() or b"").decode(), "_partition": msg.partition(),
-               "_offset": msg.offset()}
+        yield {
+            **fields,
+            "_key": (msg.key() or b"").decode(),
+            "_partition": msg.partition(),
+            "_offset": msg.offset(),
+        }

@@ -7,10 +7,12 @@ import logging
 from collections.abc import Mapping
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from poller.config import AppConfig
 from poller.errors import BrokerUnavailableError, KafkaFatalError
+from poller.logs import KAFKA_LOGGER
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +34,11 @@ def ensure_topics(
     topics: Mapping[str, tuple[int, dict[str, str]]],
     replication: int = 1,
     timeout_s: float = 30.0,
-    admin_options: Mapping[str, object] | None = None,
+    admin_options: Mapping[str, str | int | float] | None = None,
 ) -> None:
-    admin = AdminClient({**(admin_options or {}), "bootstrap.servers": bootstrap})
+    admin = AdminClient(
+        {**(admin_options or {}), "bootstrap.servers": bootstrap}, logger=KAFKA_LOGGER
+    )
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:
@@ -54,8 +58,10 @@ def ensure_topics(
             err: KafkaError = exc.args[0]
             if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue
-            if err.code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED,
-                              KafkaError.CLUSTER_AUTHORIZATION_FAILED):
+            if err.code() in (
+                KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+            ):
                 raise KafkaFatalError(
                     f"not allowed to create topic {name}: create it beforehand or grant "
                     "CREATE on it"

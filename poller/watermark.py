@@ -23,6 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from poller.avro import SCHEMAS_DIR
 from poller.config import KafkaConfig
 from poller.errors import BrokerUnavailableError, WatermarkRegressionError
+from poller.logs import KAFKA_LOGGER
 from poller.source import Position
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,7 @@ def load(
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
+            "logger": KAFKA_LOGGER,
         }
     )
     found: dict[str, Watermark] = {}
@@ -156,10 +158,17 @@ def load(
             raise BrokerUnavailableError(f"cannot list topic {topic}: {exc}") from exc
         tmeta = meta.topics.get(topic)
         if tmeta is None or tmeta.error is not None:
-            raise BrokerUnavailableError(f"watermark topic {topic} not available: {tmeta and tmeta.error}")
+            raise BrokerUnavailableError(
+                f"watermark topic {topic} not available: {tmeta and tmeta.error}"
+            )
         ends: dict[int, int] = {}
         for p in tmeta.partitions:
-            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            try:
+                _low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=timeout_s
+                )
+            except KafkaException as exc:  # e.g. NOT_LEADER right after the topic was created
+                raise BrokerUnavailableError(f"offsets of {topic}[{p}]: {exc}") from exc
             if high > 0:
                 ends[p] = high
         if not ends:
@@ -177,13 +186,13 @@ def load(
             msg = consumer.poll(0.5)
             if msg is None:
                 pass
-            elif msg.error() is not None:
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    raise BrokerUnavailableError(f"reading {topic}: {msg.error().str()}")
+            elif (err := msg.error()) is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    raise BrokerUnavailableError(f"reading {topic}: {err.str()}")
             else:
-                key = msg.key() or b""
-                if key.decode().startswith(f"[{mine},") and msg.value() is not None:
-                    wm = decode(msg.value())
+                key, value = msg.key() or b"", msg.value()
+                if key.decode().startswith(f"[{mine},") and value is not None:
+                    wm = decode(value)
                     found[wm.entity] = wm
             for tp in consumer.position([TopicPartition(topic, p) for p in list(pending)]):
                 if tp.offset >= 0 and tp.offset >= pending[tp.partition]:

@@ -1,0 +1,164 @@
+"""The machine's description, the targets, the printed table and results/latest.json."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import subprocess
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka
+import psutil
+import sqlalchemy as sa
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# (label, key, format) of the printed table, one column per database.
+ROWS: tuple[tuple[str, str, str], ...] = (
+    ("raw fetch (driver, server-side cursor)", "raw_fetch_rows_per_s", "{:,.0f} rows/s"),
+    ("poller SourceReader alone (1 thread)", "reader_fetch_rows_per_s", "{:,.0f} rows/s"),
+    ("raw produce (no transactions)", "raw_produce_msgs_per_s", "{:,.0f} msgs/s"),
+    ("raw produce (1 transaction/10k msgs)", "raw_produce_txn_msgs_per_s", "{:,.0f} msgs/s"),
+    ("encode: poller build_encoder", "encode_rows_per_s", "{:,.0f} rows/s"),
+    ("encode: fastavro.schemaless_writer", "fastavro_rows_per_s", "{:,.0f} rows/s"),
+    ("avg message value", "avg_payload_bytes", "{:.0f} B"),
+    ("end to end (copy, excl. start-up)", "end_to_end_rows_per_s", "{:,.0f} rows/s"),
+    ("end to end (wall, incl. start-up)", "end_to_end_wall_rows_per_s", "{:,.0f} rows/s"),
+    ("poller start-up + shutdown", "startup_s", "{:.2f} s"),
+    ("end to end / raw fetch", "ratio_to_raw_fetch", "{:.0%}"),
+    ("CPU-bound ceiling (cores / parts' CPU)", "cpu_bound_ceiling_rows_per_s", "{:,.0f} rows/s"),
+    ("poller CPU time / wall time", "poller_cpu_per_wall", "{:.2f} cores"),
+    ("machine busy during end to end", "machine_busy", "{:.0%}"),
+    ("end to end, batch_size 100000", "end_to_end_rows_per_s_batch_100k", "{:,.0f} rows/s"),
+    ("peak RSS, batch_size 100000", "peak_rss_mb_batch_100k", "{:.0f} MB"),
+    ("transaction cost (raw, per 10k msgs)", "txn_cost_ms", "{:.1f} ms"),
+    ("  as share of end-to-end time", "txn_share", "{:.0%}"),
+    ("peak RSS (1x rows)", "peak_rss_mb", "{:.0f} MB"),
+    ("peak RSS (5x rows)", "peak_rss_mb_5x", "{:.0f} MB"),
+)
+CPU_ROWS = ("raw_fetch", "reader_fetch", "encode", "raw_produce", "raw_produce_txn", "end_to_end")
+
+
+def _server_versions(engines: Mapping[str, sa.Engine]) -> dict[str, str]:
+    out = {}
+    for name, engine in engines.items():
+        with engine.connect() as c:
+            out[name] = str(c.exec_driver_sql("SELECT version()").scalar())
+    services = Path(__file__).resolve().parent.parent / "scripts" / "services"
+    m = (
+        re.search(r"^KAFKA_VERSION=(\S+)", services.read_text(), re.M)
+        if services.exists()
+        else None
+    )
+    if m:
+        out["kafka"] = m.group(1)
+    return out
+
+
+DISTS = {"confluent_kafka": "confluent-kafka", "psycopg2": "psycopg2-binary",
+         "pymysql": "PyMySQL", "fastavro": "fastavro", "sqlalchemy": "SQLAlchemy"}  # fmt: skip
+
+
+def _dist_version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def poller_revision() -> str:
+    """HEAD's short hash, "+dirty" when poller/ has uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
+                              capture_output=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "poller"], cwd=root, text=True,
+                               capture_output=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def machine(engines: Mapping[str, sa.Engine]) -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        found = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+        cpu = found.group(1).strip() if found else cpu
+    except OSError:
+        pass
+    return {
+        "cpu_model": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        **{name: _dist_version(dist) for name, dist in DISTS.items()},
+        "librdkafka": confluent_kafka.libversion()[0],
+        "servers": _server_versions(engines),
+        "poller_revision": poller_revision(),
+    }
+
+
+def check_targets(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets: PASS, MISS, or n/a when the figure was not measured."""
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, db: str, value: float | None, ok: bool | None, limit: str) -> None:
+        status = "n/a" if value is None or ok is None else ("PASS" if ok else "MISS")
+        out.append({"target": name, "database": db, "value": value, "limit": limit,
+                    "status": status})  # fmt: skip
+
+    for db, r in results.items():
+        ratio = r.get("ratio_to_raw_fetch")
+        if db == "postgresql":
+            add("end_to_end >= 50% of raw fetch", db, ratio,
+                None if ratio is None else ratio >= 0.5, ">= 0.50")  # fmt: skip
+        for key in ("peak_rss_mb", "peak_rss_mb_5x"):
+            v = r.get(key)
+            add(f"{key} <= 300 MB", db, v, None if v is None else v <= 300, "<= 300")
+        one, five = r.get("peak_rss_mb"), r.get("peak_rss_mb_5x")
+        growth = None if one is None or five is None else (five - one) / one
+        add("peak RSS 5x within 10% of 1x", db, growth,
+            None if growth is None else abs(growth) <= 0.10, "<= 0.10")  # fmt: skip
+    return out
+
+
+def print_table(
+    results: Mapping[str, Mapping[str, Any]], targets: list[dict[str, Any]], rows: int, repeat: int
+) -> None:
+    dbs = list(results)
+    print(f"\npoller benchmark: {rows:,} rows, medians of {repeat} runs (end to end: see notes)")
+    print(f"{'':<40}" + "".join(f"{db:>22}" for db in dbs))
+    for label, key, fmt in ROWS:
+        cells = []
+        for db in dbs:
+            v = results[db].get(key)
+            cells.append("n/a" if v is None else fmt.format(v))
+        print(f"{label:<40}" + "".join(f"{c:>22}" for c in cells))
+    print("machine CPU (core-seconds busy, all processes) per 1M rows:")
+    for part in CPU_ROWS:
+        cells = []
+        for db in dbs:
+            v = results[db].get("machine_cpu_s_per_1m_rows", {}).get(part)
+            cells.append("n/a" if v is None else f"{v:.1f} s")
+        print(f"  {part:<38}" + "".join(f"{c:>22}" for c in cells))
+    print("\ntargets:")
+    for t in targets:
+        v = t["value"]
+        shown = "n/a" if v is None else f"{v:,.2f}"
+        print(f"  {t['status']:<5} {t['database']:<11} {t['target']:<34} {shown} ({t['limit']})")
+
+
+def write_json(payload: dict[str, Any], path: Path | None = None) -> Path:
+    path = path or RESULTS / "latest.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"), **payload}
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+    return path

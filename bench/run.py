@@ -1,0 +1,226 @@
+"""`make bench` / `python -m bench.run`: the poller's throughput and memory against the raw
+components, on the same generated table, in the same run.
+
+Per database: raw driver fetch, the poller's reader alone, a plain producer, the Avro encoders,
+then `poller run --once` end to end (batch 10,000 and 100,000, and on 5x the rows for memory).
+Prints a table and writes bench/results/latest.json. Exit 0 whether targets pass or miss;
+non-zero only when a measurement failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import psutil
+
+from bench import dataset, e2e, raw, report
+from poller.avro import load_schema
+from poller.reader import make_engine
+
+log = logging.getLogger("bench")
+T = TypeVar("T")
+TXN_EVERY = 10_000  # messages per transaction: the poller's default batch_size
+
+
+def _args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description="poller benchmark")
+    p.add_argument("--rows", type=int, default=1_000_000, help="rows in the table (default 1M)")
+    p.add_argument("--databases", default="postgresql,mariadb",
+                   help="comma-separated: postgresql, mariadb")  # fmt: skip
+    p.add_argument("--repeat", type=int, default=3, help="runs of each quick part (median)")
+    p.add_argument("--e2e-repeat", type=int, default=3, help="end-to-end runs at 1x (median)")
+    p.add_argument("--sample", type=int, default=100_000, help="rows encoded per encode run")
+    p.add_argument("--skip-5x", action="store_true", help="skip the 5x-rows memory run")
+    p.add_argument("--skip-e2e", action="store_true", help="raw baselines only")
+    a = p.parse_args(argv)
+    a.databases = [d.strip() for d in a.databases.split(",") if d.strip()]
+    bad = set(a.databases) - {"postgresql", "mariadb"}
+    if bad:
+        p.error(f"unknown database(s): {', '.join(sorted(bad))}")
+    if a.rows < 1 or a.repeat < 1 or a.e2e_repeat < 1:
+        p.error("--rows, --repeat and --e2e-repeat must be >= 1")
+    return a
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.schema = load_schema("customers")
+        self.errors: list[str] = []
+
+    def part(self, db: str, what: str, fn: Callable[[], T]) -> T | None:
+        """Run one measurement; a failure is recorded (exit code 1) and the run goes on."""
+        log.info("%s: %s", db, what)
+        try:
+            return fn()
+        except Exception as exc:
+            log.error("%s: %s failed: %s", db, what, exc)
+            log.debug("%s", traceback.format_exc())
+            self.errors.append(f"{db}: {what}: {exc}")
+            return None
+
+    def rates(self, db: str, out: dict[str, Any], name: str,
+              fn: Callable[[], tuple[int, float]], unit: str = "rows") -> None:  # fmt: skip
+        """Run fn (-> rows, seconds) --repeat times: the median rate as `<name>_<unit>_per_s`,
+        each run's rate, and the machine's busy core-seconds per 1M rows (median)."""
+
+        def runs() -> None:
+            rates, cpu = [], []
+            for _ in range(self.args.repeat):
+                before = psutil.cpu_times()
+                rows, secs = fn()
+                cpu.append(e2e.busy_core_seconds(before, psutil.cpu_times()) * 1e6 / rows)
+                if rows != self.args.rows:
+                    raise RuntimeError(f"{name} saw {rows} rows, expected {self.args.rows}")
+                rates.append(rows / secs)
+            out[f"{name}_runs"] = rates
+            out[f"{name}_{unit}_per_s"] = statistics.median(rates)
+            out["machine_cpu_s_per_1m_rows"][name] = statistics.median(cpu)
+
+        self.part(db, name.replace("_", " "), runs)
+
+    def database(self, db: str) -> dict[str, Any]:
+        a, n, r = self.args, self.args.rows, self.args.repeat
+        out: dict[str, Any] = {"rows": n, "machine_cpu_s_per_1m_rows": {}}
+        engine = dataset.ensure_database(db)
+        try:
+            secs = dataset.ensure_table(engine, db, "customers", n)
+            if not a.skip_5x and not a.skip_e2e:
+                secs += dataset.ensure_table(engine, db, "customers_x5", 5 * n)
+        finally:
+            engine.dispose()
+        log.info("%s: table ready (%s)", db, f"generated in {secs:.0f} s" if secs else "reused")
+        cfg = e2e.app_config(e2e.poller_config(db, "customers"))
+        url = dataset.bench_url(db)
+
+        eng = make_engine(cfg.source)
+        try:
+            sql, params = raw.full_select(raw.entity_query(cfg, self.schema, eng), eng)
+        finally:
+            eng.dispose()
+        self.rates(db, out, "raw_fetch", lambda: raw.raw_fetch(url, sql, params))
+        sample: list[Sequence[object]] = []
+
+        def reader() -> tuple[int, float]:
+            rows, secs, kept = raw.reader_fetch(cfg, self.schema, keep=a.sample - len(sample))
+            sample.extend(kept)
+            return rows, secs
+
+        self.rates(db, out, "reader_fetch", reader)
+        enc = self.part(db, "encode", lambda: raw.encode(self.schema, sample, cfg.tenant, r))
+        if enc is not None:
+            out["encode_rows_per_s"] = statistics.median(enc.ours_rows_per_s)
+            out["fastavro_rows_per_s"] = statistics.median(enc.fastavro_rows_per_s)
+            out["encode_rows_passed"] = enc.rows_passed
+            out["avg_payload_bytes"] = enc.avg_payload_bytes
+            out["machine_cpu_s_per_1m_rows"]["encode"] = 1e6 / out["encode_rows_per_s"]
+            p, k = enc.payloads, enc.keys
+
+            def producer(every: int) -> Callable[[], tuple[int, float]]:
+                return lambda: (n, raw.raw_produce(e2e.BOOTSTRAP, self.schema, cfg.tenant, p, k,
+                                                   n, every))  # fmt: skip
+
+            self.rates(db, out, "raw_produce", producer(0), "msgs")
+            self.rates(db, out, "raw_produce_txn", producer(TXN_EVERY), "msgs")
+            txn, plain = out.get("raw_produce_txn_msgs_per_s"), out.get("raw_produce_msgs_per_s")
+            if txn and plain:  # extra seconds per transaction of TXN_EVERY messages
+                out["txn_cost_ms"] = 1000 * (1 / txn - 1 / plain) * TXN_EVERY
+        cpu = out["machine_cpu_s_per_1m_rows"]
+        parts = [cpu.get(k) for k in ("raw_fetch", "encode", "raw_produce_txn")]
+        if all(parts):  # all cores busy with just the three parts, nothing else
+            out["cpu_bound_ceiling_rows_per_s"] = (os.cpu_count() or 1) * 1e6 / sum(parts)
+        if not a.skip_e2e:
+            self.end_to_end(db, out)
+        return out
+
+    def end_to_end(self, db: str, out: dict[str, Any]) -> None:
+        n = self.args.rows
+
+        def run(table: str, rows: int, batch: int) -> e2e.E2EResult:
+            res = e2e.run_poller(e2e.poller_config(db, table, batch))
+            if res.rows != rows:
+                raise RuntimeError(f"poller published {res.rows} rows, expected {rows}")
+            log.info("%s: %s batch %d: %.1f s copy, %.1f s wall, %.1f s CPU, %.0f MB peak RSS, "
+                     "machine %.1f core-s", db, table, batch, res.copy_s, res.wall_s, res.cpu_s,
+                     res.peak_rss_mb, res.machine_cpu_s)  # fmt: skip
+            return res
+
+        def ones() -> list[e2e.E2EResult]:
+            return [run("customers", n, 10_000) for _ in range(self.args.e2e_repeat)]
+
+        runs = self.part(db, "end to end", ones)
+        if runs:
+            copy = statistics.median(x.copy_s for x in runs)
+            out["end_to_end_runs"] = [vars(x) for x in runs]
+            out["end_to_end_rows_per_s"] = n / copy
+            out["end_to_end_wall_rows_per_s"] = n / statistics.median(x.wall_s for x in runs)
+            out["startup_s"] = statistics.median(x.startup_s for x in runs)
+            out["peak_rss_mb"] = max(x.peak_rss_mb for x in runs)
+            out["poller_cpu_per_wall"] = statistics.median(x.cpu_s / x.wall_s for x in runs)
+            out["machine_busy"] = statistics.median(
+                x.machine_cpu_s / x.wall_s / (os.cpu_count() or 1) for x in runs
+            )
+            out["machine_cpu_s_per_1m_rows"]["end_to_end"] = statistics.median(
+                x.machine_cpu_s * 1e6 / n for x in runs
+            )
+            if out.get("raw_fetch_rows_per_s"):
+                out["ratio_to_raw_fetch"] = (
+                    out["end_to_end_rows_per_s"] / out["raw_fetch_rows_per_s"]
+                )
+            big = self.part(db, "end to end, batch 100000", lambda: run("customers", n, 100_000))
+            if big is not None:
+                out["end_to_end_rows_per_s_batch_100k"] = n / big.copy_s
+                out["peak_rss_mb_batch_100k"] = big.peak_rss_mb
+            if out.get("txn_cost_ms"):  # the poller commits once per 10,000 rows here
+                out["txn_share"] = out["txn_cost_ms"] / 1000 * (n / TXN_EVERY) / copy
+        if not self.args.skip_5x:
+            five = self.part(db, "end to end, 5x rows", lambda: run("customers_x5", 5 * n, 10_000))
+            if five is not None:
+                out["peak_rss_mb_5x"] = five.peak_rss_mb
+                out["end_to_end_rows_per_s_5x"] = 5 * n / five.copy_s
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    args = _args(argv)
+    bench = Bench(args)
+    t0 = time.monotonic()
+    results: dict[str, dict[str, Any]] = {}
+    for db in args.databases:
+        try:
+            results[db] = bench.database(db)
+        except Exception as exc:  # the table could not be made: nothing else to measure
+            log.error("%s: %s", db, exc)
+            bench.errors.append(f"{db}: {exc}")
+    engines = {db: dataset.ensure_database(db) for db in args.databases}
+    try:
+        machine = report.machine(engines)
+    finally:
+        for eng in engines.values():
+            eng.dispose()
+    targets = report.check_targets(results)
+    report.print_table(results, targets, args.rows, args.repeat)
+    path = report.write_json({
+        "args": {k: v for k, v in vars(args).items()},
+        "elapsed_s": round(time.monotonic() - t0, 1),
+        "machine": machine,
+        "databases": results,
+        "targets": targets,
+        "errors": bench.errors,
+    })  # fmt: skip
+    print(f"\nwritten: {path}")
+    for err in bench.errors:
+        print(f"error: {err}", file=sys.stderr)
+    return 1 if bench.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

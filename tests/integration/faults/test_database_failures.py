@@ -1,0 +1,125 @@
+"""The source database fails under the poller: its sessions are killed (PostgreSQL
+pg_terminate_backend, MariaDB KILL) again and again, or the whole PostgreSQL server is down for
+30 s. The poller logs each retry, backs off (capped, exponential), reconnects, and the result is
+exactly once."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.integration.faults.conftest import (
+    SEED,
+    PollerProcess,
+    PostgresServer,
+    Scenario,
+    SourceDB,
+    SourceRow,
+    customers_entity,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROWS = 200_000
+KILLS = 5
+RETRY_LINE = re.compile(r"(\w+Error): (.*); retry (\d+) in ([\d.]+)s")
+
+
+def retries(log: str) -> list[tuple[str, str, int, float]]:
+    """(error kind, message, attempt, delay) of every retry the poller logged."""
+    return [(m[1], m[2], int(m[3]), float(m[4])) for m in RETRY_LINE.finditer(log)]
+
+
+def kill_sessions_repeatedly(scenario: Scenario, db: SourceDB, proc: PollerProcess) -> list[str]:
+    """Kill the poller's sessions KILLS times, each at a seeded random moment while it has
+    some and has not finished; returns what happened, for messages."""
+    done: list[str] = []
+    while len(done) < KILLS:
+        sessions = wait_for(db.poller_sessions, 60, "the poller to hold a database session",
+                            interval=0.05, watch=[proc])
+        delay = scenario.rng.uniform(0.0, 0.6)
+        time.sleep(delay)
+        killed = db.kill_poller_sessions()
+        if not killed:
+            continue
+        wm = scenario.stored("customers")
+        cursor = None if wm is None else wm.position.cursor
+        assert cursor != ROWS, (
+            f"the run finished after {len(done)} kills; make the table bigger (seed {SEED})"
+        )
+        done.append(f"killed {killed} of {sessions} after {delay:.2f}s at watermark {cursor}")
+    return done
+
+
+def assert_exactly_once(
+    scenario: Scenario, expected: dict[str, SourceRow], proc: PollerProcess, what: str
+) -> None:
+    rc = proc.wait(timeout=240)
+    assert rc == 0, f"exit {rc} after {what}:\n{proc.describe(80)}"
+    scenario.verify_exactly_once("customers", expected)
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mariadb"])
+def test_sessions_killed_mid_run(
+    scenario: Scenario, dialect: str, request: pytest.FixtureRequest
+) -> None:
+    db: SourceDB = request.getfixturevalue("pg" if dialect == "postgresql" else "maria")
+    db.create_customers()
+    db.seed_customers(ROWS)
+    cfg = scenario.config(
+        db.url, {"customers": customers_entity("id", batch_size=5_000)},
+        retry={"initial_backoff_s": 0.2, "max_backoff_s": 1.6},
+    )
+    proc = scenario.start(cfg, once=True, label="poller")
+    done = kill_sessions_repeatedly(scenario, db, proc)
+
+    assert_exactly_once(scenario, db.customers(), proc, "; ".join(done))
+    logged = retries(proc.log())
+    assert logged, f"no retry was logged after {done}:\n{proc.describe()}"
+    assert all(kind == "SourceError" for kind, *_ in logged), logged
+    shown = scenario.offsets(cfg)["customers"]
+    assert shown["cursor"] == ROWS and shown["rows_total"] == ROWS, shown
+
+
+def test_postgres_down_for_30s(
+    scenario: Scenario, pg: SourceDB, postgres_server: PostgresServer
+) -> None:
+    pg.create_customers()
+    pg.seed_customers(ROWS)
+    expected = pg.customers()
+    initial, cap = 0.5, 4.0
+    cfg = scenario.config(
+        pg.url, {"customers": customers_entity("id", batch_size=5_000)},
+        retry={"initial_backoff_s": initial, "max_backoff_s": cap},
+    )
+    proc = scenario.start(cfg, once=True, label="poller")
+    scenario.wait_for_batches(1, timeout=90, watch=[proc])
+    postgres_server.stop()
+    try:
+        down_at = time.monotonic()
+        wm = scenario.stored("customers")
+        assert wm is not None and wm.position.cursor != ROWS, (
+            f"the run finished before PostgreSQL went down ({wm}); make the table bigger"
+        )
+        while time.monotonic() - down_at < 30:
+            assert proc.alive(), f"it stopped while the database was down:\n{proc.describe()}"
+            time.sleep(1)
+    finally:
+        postgres_server.start()
+
+    assert_exactly_once(scenario, expected, proc, "30s without PostgreSQL")
+    shown = scenario.offsets(cfg)["customers"]
+    assert shown["cursor"] == ROWS and shown["rows_total"] == ROWS, shown
+
+    # One retry logged per attempt, each naming the database, delays doubling up to the cap.
+    logged = retries(proc.log())
+    assert len(logged) >= 6, f"{len(logged)} retries logged in 30s:\n{proc.describe()}"
+    attempts = [a for _, _, a, _ in logged]
+    assert attempts == list(range(1, len(logged) + 1)), f"attempts not consecutive: {attempts}"
+    delays = [d for *_, d in logged]
+    assert delays == [min(cap, initial * 2 ** (a - 1)) for a in attempts], delays
+    for kind, message, _, _ in logged:
+        assert kind == "SourceError" and "127.0.0.1" in message, (kind, message)
