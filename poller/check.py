@@ -84,7 +84,9 @@ def mapping_problems(cfg: AppConfig, engine: sa.Engine) -> list[str]:
     problems: list[str] = []
     for name, ent in cfg.enabled_entities().items():
         schema = load_schema(name)
-        query = EntityQuery(ent, cfg.source, cfg.tenant, schema.field_names, engine.dialect)
+        query = EntityQuery(
+            ent, cfg.source, cfg.tenant, schema.field_names, engine.dialect, name=name
+        )
         try:
             problems.extend(check_entity(engine, query, ent, field_types(schema)))
         except PollerError as exc:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pymysql.cursors
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
@@ -283,8 +284,6 @@ class SourceReader:
             cur = dbapi_conn.cursor(name="poller_batch")  # DECLARE ... CURSOR, FETCH chunks
             cur.itersize = self._chunk
         elif self._driver == "pymysql":
-            import pymysql.cursors
-
             cur = dbapi_conn.cursor(pymysql.cursors.SSCursor)  # unbuffered, reads the socket
         else:  # sqlite3, pyodbc and oracledb stream by default
             cur = dbapi_conn.cursor()
@@ -294,8 +293,13 @@ class SourceReader:
             cur.execute(sql, values)
             while chunk := cur.fetchmany(self._chunk):
                 rows.extend(chunk)
-        finally:
-            cur.close()
+        except BaseException:
+            # Closing may fail too (aborted transaction, dead socket, an unbuffered result that
+            # cannot be drained); the first error is the one that tells what happened.
+            with contextlib.suppress(Exception):
+                cur.close()
+            raise
+        cur.close()
         return rows
 
     def db_now(self) -> object:

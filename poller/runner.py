@@ -55,7 +55,12 @@ class Poller:
         self.readers: dict[str, SourceReader] = {}
         for name, ent in cfg.enabled_entities().items():
             query = EntityQuery(
-                ent, cfg.source, cfg.tenant, self.schemas[name].field_names, self.engine.dialect
+                ent,
+                cfg.source,
+                cfg.tenant,
+                self.schemas[name].field_names,
+                self.engine.dialect,
+                name=name,
             )
             self.readers[name] = SourceReader(self.engine, query, ent, cfg.source)
         self.watermark_topic = cfg.kafka.watermark_topic_name(cfg.tenant)

@@ -29,9 +29,10 @@ AnySelect: TypeAlias = Select[*tuple[Any, ...]]
 
 CURSOR_LABEL = "_wm_cursor"
 KEY_LABEL = "_wm_key"
+ROW_KEY_LABEL = "_row_key"
 
-# Dialects whose row-value comparison `(a, b) > (x, y)` is correct and index-friendly. SQL Server
-# has no row values; Oracle has them only for equality, so both get the expanded OR form.
+# Dialects with a correct row-value comparison `(a, b) > (x, y)`. SQL Server has no row values;
+# Oracle has them only for equality, so both get the expanded OR form.
 _ROW_VALUE_DIALECTS = frozenset({"postgresql", "mysql", "mariadb", "sqlite"})
 
 # The database's current instant, as UTC (or time-zone aware). Naive local "now" functions are
@@ -163,12 +164,14 @@ class EntityQuery:
         # (it read ~all of a tenant's index entries per batch), and an OR alone is often
         # planned as a full scan. PostgreSQL uses both as index conditions.
         if self.dialect.name in _ROW_VALUE_DIALECTS:
-            return [c >= wm_c, sa.tuple_(c, k) >= sa.tuple_(wm_c, wm_k)]
+            return [c >= wm_c, sa.tuple_(c, k) > sa.tuple_(wm_c, wm_k)]
         return [c >= wm_c, sa.or_(c > wm_c, sa.and_(c == wm_c, k > wm_k))]
 
     def _build(self, kind: str, bounded: bool) -> AnySelect:
         columns = [self.field_expression(f) for f in self.field_names]
         columns += [self.cursor_col.label(CURSOR_LABEL), self.key_col.label(KEY_LABEL)]
+        if self.entity.batching.id_column is not None:  # the message key is not the tie-breaker
+            columns.append(self.column(self.entity.key).label(ROW_KEY_LABEL))
         where = self._tenant_filter() + self._keyset(kind)
         if bounded:
             where.append(self.cursor_col <= sa.bindparam("upper"))
@@ -332,7 +335,9 @@ _FITS = {
     "long": _NUMBERS | {"bool"},
     "int": _NUMBERS | {"bool"},
     "boolean": _NUMBERS | {"bool"},
-    "decimal": _NUMBERS | {"decimal", "float"},
+    # float is left out on purpose: a binary float cannot be stored exactly (the encoder
+    # rejects every such value), so the mapping is wrong, not just one row.
+    "decimal": _NUMBERS | {"decimal"},
     "date": {"date", "datetime"},
     "timestamp": {"date", "datetime"},
 }
@@ -343,6 +348,6 @@ def fits(avro: str, kind: str, dialect: str) -> bool:
     allowed = _FITS.get(base)
     if allowed is None or kind == "unknown":
         return True  # string fields take anything; unknown types are not judged
-    if dialect == "sqlite" and kind == "string" and base in ("date", "timestamp"):
-        return True  # SQLite keeps dates as text whatever the declared type
+    if dialect == "sqlite" and kind == "string" and base in ("date", "timestamp", "decimal"):
+        return True  # SQLite has no exact decimal and keeps dates as text: text is the norm
     return kind in allowed

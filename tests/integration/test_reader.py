@@ -22,7 +22,7 @@ from sqlalchemy.dialects import mysql
 from poller.config import EntityConfig, SourceConfig
 from poller.errors import SchemaMismatchError, SourceError
 from poller.reader import Batch, SourceReader, check_entity, make_engine
-from poller.source import EntityQuery, Position
+from poller.source import BEGINNING, EntityQuery, Position
 
 pytestmark = pytest.mark.integration
 
@@ -106,15 +106,16 @@ def make_reader(db_url: str) -> Iterator[Reader]:
         engine.dispose()
 
 
-def read_all(reader: SourceReader, position: Position = Position()) -> list[Batch]:
-    batches = []
-    while True:
+def read_all(reader: SourceReader, position: Position = BEGINNING) -> list[Batch]:
+    batches: list[Batch] = []
+    while len(batches) < 1000:  # a keyset that does not advance must fail, not hang
         batch = reader.fetch(position)
         if not batch.rows:
             return batches
-        assert batch.last is not None
+        assert batch.last is not None and batch.last != position, "the position did not advance"
         batches.append(batch)
         position = batch.last
+    pytest.fail("more than 1000 batches: rows are read again and again")
 
 
 def ids(batches: list[Batch]) -> list[object]:
@@ -129,7 +130,7 @@ def test_keyset_over_one_shared_timestamp(writer: sa.Engine, make_reader: Reader
     last = batches[-1].rows[-1]
     assert last[len(FIELDS)] in (T0, "2024-03-01 12:00:00.000000")  # SQLite: text
     assert last[len(FIELDS) + 1] == 5000
-    assert batches[0].rows[0][1:5] == (None, Decimal("1.50"), Decimal("3.00"), None)[: 4] or (
+    assert batches[0].rows[0][1:5] == (None, Decimal("1.50"), Decimal("3.00"), None)[:4] or (
         writer.dialect.name == "sqlite"  # SQLite has no DECIMAL: floats come back
     )
 
@@ -141,6 +142,17 @@ def test_id_mode_and_start_position(writer: sa.Engine, make_reader: Reader) -> N
     assert ids(batches) == list(range(201, 251))
     assert batches[0].db_now is None  # no upper bound in id mode
     assert reader.max_cursor() == 250
+
+
+def test_start_timestamp_is_strictly_after(writer: sa.Engine, make_reader: Reader) -> None:
+    # SQLite compares the text: a bound "12:00:00" would sort before the stored "12:00:00.000000"
+    insert(writer, [{"id": 1}, {"id": 2, "updated_at": T0 + dt.timedelta(seconds=1)}])
+    assert ids(read_all(make_reader(entity()), Position(T0, None))) == [2]
+    assert ids(read_all(make_reader(entity()), Position(T0, 1))) == [2]
+    assert ids(read_all(make_reader(entity()), Position(T0 - dt.timedelta(microseconds=1)))) == [
+        1,
+        2,
+    ]
 
 
 def test_tenant_isolation_with_a_malicious_tenant_id(
@@ -337,6 +349,22 @@ def test_pg_terminated_connection_recovers(pg_setup: tuple[str, sa.Engine]) -> N
     assert "poller:***@127.0.0.1" in str(errors[0]) and ":poller@" not in str(errors[0])
     third = reader.fetch(second.last)  # the next fetch works again
     assert ids([third]) == list(range(201, 301))
+
+
+def test_pg_statement_timeout_is_a_source_error(pg_setup: tuple[str, sa.Engine]) -> None:
+    url, _ = pg_setup
+    src = SourceConfig(url=url, tenant_column="tenant_id", statement_timeout_s=0.2)
+    engine = make_engine(src)
+    ent = entity(fields={"order_id": "id", "customer": "pg_sleep(0.01)::text"})
+    reader = SourceReader(engine, EntityQuery(ent, src, "acme", FIELDS, engine.dialect), ent, src)
+    try:
+        with pytest.raises(SourceError, match="statement timeout"):
+            reader.fetch(BEGINNING)  # 100 rows x 10 ms > 200 ms
+        read_only = pytest.raises(sa.exc.InternalError, match="read-only transaction")
+        with engine.connect() as conn, read_only:  # and the session is read-only
+            conn.execute(sa.text("DELETE FROM orders"))
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture

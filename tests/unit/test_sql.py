@@ -29,7 +29,7 @@ from poller.source import (
 
 DIALECTS: dict[str, Dialect] = {
     "postgresql": postgresql.psycopg2.dialect(),  # type: ignore[no-untyped-call]
-    "mysql": mysql.pymysql.dialect(),  # type: ignore[no-untyped-call]
+    "mysql": mysql.pymysql.dialect(),
     "sqlite": sqlite.pysqlite.dialect(),
     "mssql": mssql.pyodbc.dialect(),  # type: ignore[no-untyped-call]
     "oracle": oracle.oracledb.dialect(),  # type: ignore[no-untyped-call]
@@ -67,39 +67,130 @@ T0 = dt.datetime(2024, 5, 1)
 T1 = dt.datetime(2024, 6, 1)
 EVIL = "acme' OR '1'='1"
 
-# Shared pieces of the expected statements, to keep each one readable in full.
-TS_COLS = "sales.orders.id AS order_id, sales.orders.{q}CustName{e} AS customer, amount * 100 AS total, NULL AS missing, sales.orders.updated_at AS {c}, sales.orders.id AS {k} FROM sales.orders"  # noqa: E501
-ID_COLS = "orders.id AS order_id, NULL AS customer, NULL AS total, NULL AS missing, orders.id AS {c}, orders.id AS {k} FROM orders"  # noqa: E501
-Q_COLS = "src.id AS order_id, src.cname AS customer, NULL AS total, NULL AS missing, src.updated_at AS {c}, src.id AS {k} FROM (" + QUERY + ") {a}src"  # noqa: E501
-PLAIN_LABELS = {"c": "_wm_cursor", "k": "_wm_key"}
-ORACLE_LABELS = {"c": '"_wm_cursor"', "k": '"_wm_key"'}
-
 EXPECTED: dict[str, dict[str, str]] = {
     # timestamp+id, schema-qualified table, tenant column, full keyset, upper bound
     "ts_keyset_upper": {
-        "postgresql": "SELECT " + TS_COLS.format(q='"', e='"', **PLAIN_LABELS) + " WHERE sales.orders.tenant_id = %(tenant)s AND sales.orders.updated_at >= %(wm_cursor)s AND (sales.orders.updated_at, sales.orders.id) > (%(wm_cursor)s, %(wm_key)s) AND sales.orders.updated_at <= %(upper)s ORDER BY sales.orders.updated_at, sales.orders.id LIMIT %(param_1)s",  # noqa: E501
-        "mysql": "SELECT " + TS_COLS.format(q="`", e="`", **PLAIN_LABELS) + " WHERE sales.orders.tenant_id = %s AND sales.orders.updated_at >= %s AND (sales.orders.updated_at, sales.orders.id) > (%s, %s) AND sales.orders.updated_at <= %s ORDER BY sales.orders.updated_at, sales.orders.id LIMIT %s",  # noqa: E501
-        "sqlite": "SELECT " + TS_COLS.format(q='"', e='"', **PLAIN_LABELS) + " WHERE sales.orders.tenant_id = ? AND sales.orders.updated_at >= ? AND (sales.orders.updated_at, sales.orders.id) > (?, ?) AND sales.orders.updated_at <= ? ORDER BY sales.orders.updated_at, sales.orders.id LIMIT ? OFFSET ?",  # noqa: E501
-        "mssql": "SELECT TOP __[POSTCOMPILE_param_1] " + TS_COLS.format(q="[", e="]", **PLAIN_LABELS) + " WHERE sales.orders.tenant_id = :tenant AND sales.orders.updated_at >= :wm_cursor AND (sales.orders.updated_at > :wm_cursor OR sales.orders.updated_at = :wm_cursor AND sales.orders.id > :wm_key) AND sales.orders.updated_at <= :upper ORDER BY sales.orders.updated_at, sales.orders.id",  # noqa: E501
-        "oracle": "SELECT " + TS_COLS.format(q='"', e='"', **ORACLE_LABELS) + " WHERE sales.orders.tenant_id = :tenant AND sales.orders.updated_at >= :wm_cursor AND (sales.orders.updated_at > :wm_cursor OR sales.orders.updated_at = :wm_cursor AND sales.orders.id > :wm_key) AND sales.orders.updated_at <= :upper ORDER BY sales.orders.updated_at, sales.orders.id FETCH FIRST __[POSTCOMPILE_param_1] ROWS ONLY",  # noqa: E501
+        "postgresql": (
+            'SELECT sales.orders.id AS order_id, sales.orders."CustName" AS customer, amount '
+            "* 100 AS total, NULL AS missing, sales.orders.updated_at AS _wm_cursor, "
+            "sales.orders.id AS _wm_key FROM sales.orders WHERE sales.orders.tenant_id = "
+            "%(tenant)s AND sales.orders.updated_at >= %(wm_cursor)s AND "
+            "(sales.orders.updated_at, sales.orders.id) > (%(wm_cursor)s, %(wm_key)s) AND "
+            "sales.orders.updated_at <= %(upper)s ORDER BY sales.orders.updated_at, "
+            "sales.orders.id LIMIT %(param_1)s"
+        ),
+        "mysql": (
+            "SELECT sales.orders.id AS order_id, sales.orders.`CustName` AS customer, amount "
+            "* 100 AS total, NULL AS missing, sales.orders.updated_at AS _wm_cursor, "
+            "sales.orders.id AS _wm_key FROM sales.orders WHERE sales.orders.tenant_id = %s "
+            "AND sales.orders.updated_at >= %s AND (sales.orders.updated_at, sales.orders.id) "
+            "> (%s, %s) AND sales.orders.updated_at <= %s ORDER BY sales.orders.updated_at, "
+            "sales.orders.id LIMIT %s"
+        ),
+        "sqlite": (
+            'SELECT sales.orders.id AS order_id, sales.orders."CustName" AS customer, amount '
+            "* 100 AS total, NULL AS missing, sales.orders.updated_at AS _wm_cursor, "
+            "sales.orders.id AS _wm_key FROM sales.orders WHERE sales.orders.tenant_id = ? "
+            "AND sales.orders.updated_at >= ? AND (sales.orders.updated_at, sales.orders.id) "
+            "> (?, ?) AND sales.orders.updated_at <= ? ORDER BY sales.orders.updated_at, "
+            "sales.orders.id LIMIT ? OFFSET ?"
+        ),
+        "mssql": (
+            "SELECT TOP __[POSTCOMPILE_param_1] sales.orders.id AS order_id, "
+            "sales.orders.[CustName] AS customer, amount * 100 AS total, NULL AS missing, "
+            "sales.orders.updated_at AS _wm_cursor, sales.orders.id AS _wm_key FROM "
+            "sales.orders WHERE sales.orders.tenant_id = :tenant AND sales.orders.updated_at "
+            ">= :wm_cursor AND (sales.orders.updated_at > :wm_cursor OR "
+            "sales.orders.updated_at = :wm_cursor AND sales.orders.id > :wm_key) AND "
+            "sales.orders.updated_at <= :upper ORDER BY sales.orders.updated_at, "
+            "sales.orders.id"
+        ),
+        "oracle": (
+            'SELECT sales.orders.id AS order_id, sales.orders."CustName" AS customer, amount '
+            '* 100 AS total, NULL AS missing, sales.orders.updated_at AS "_wm_cursor", '
+            'sales.orders.id AS "_wm_key" FROM sales.orders WHERE sales.orders.tenant_id = '
+            ":tenant AND sales.orders.updated_at >= :wm_cursor AND (sales.orders.updated_at > "
+            ":wm_cursor OR sales.orders.updated_at = :wm_cursor AND sales.orders.id > "
+            ":wm_key) AND sales.orders.updated_at <= :upper ORDER BY sales.orders.updated_at, "
+            "sales.orders.id FETCH FIRST __[POSTCOMPILE_param_1] ROWS ONLY"
+        ),
     },
-    # id mode on the key (cursor is the tie-breaker), no tenant column
+    # id mode on the key (the cursor is the tie-breaker), no tenant column
     "id_cursor": {
-        "postgresql": "SELECT " + ID_COLS.format(**PLAIN_LABELS) + " WHERE orders.id > %(wm_cursor)s ORDER BY orders.id LIMIT %(param_1)s",  # noqa: E501
-        "mysql": "SELECT " + ID_COLS.format(**PLAIN_LABELS) + " WHERE orders.id > %s ORDER BY orders.id LIMIT %s",  # noqa: E501
-        "sqlite": "SELECT " + ID_COLS.format(**PLAIN_LABELS) + " WHERE orders.id > ? ORDER BY orders.id LIMIT ? OFFSET ?",  # noqa: E501
-        "mssql": "SELECT TOP __[POSTCOMPILE_param_1] " + ID_COLS.format(**PLAIN_LABELS) + " WHERE orders.id > :wm_cursor ORDER BY orders.id",  # noqa: E501
-        "oracle": "SELECT " + ID_COLS.format(**ORACLE_LABELS) + " WHERE orders.id > :wm_cursor ORDER BY orders.id FETCH FIRST __[POSTCOMPILE_param_1] ROWS ONLY",  # noqa: E501
+        "postgresql": (
+            "SELECT orders.id AS order_id, NULL AS customer, NULL AS total, NULL AS missing, "
+            "orders.id AS _wm_cursor, orders.id AS _wm_key FROM orders WHERE orders.id > "
+            "%(wm_cursor)s ORDER BY orders.id LIMIT %(param_1)s"
+        ),
+        "mysql": (
+            "SELECT orders.id AS order_id, NULL AS customer, NULL AS total, NULL AS missing, "
+            "orders.id AS _wm_cursor, orders.id AS _wm_key FROM orders WHERE orders.id > %s "
+            "ORDER BY orders.id LIMIT %s"
+        ),
+        "sqlite": (
+            "SELECT orders.id AS order_id, NULL AS customer, NULL AS total, NULL AS missing, "
+            "orders.id AS _wm_cursor, orders.id AS _wm_key FROM orders WHERE orders.id > ? "
+            "ORDER BY orders.id LIMIT ? OFFSET ?"
+        ),
+        "mssql": (
+            "SELECT TOP __[POSTCOMPILE_param_1] orders.id AS order_id, NULL AS customer, NULL "
+            "AS total, NULL AS missing, orders.id AS _wm_cursor, orders.id AS _wm_key FROM "
+            "orders WHERE orders.id > :wm_cursor ORDER BY orders.id"
+        ),
+        "oracle": (
+            "SELECT orders.id AS order_id, NULL AS customer, NULL AS total, NULL AS missing, "
+            'orders.id AS "_wm_cursor", orders.id AS "_wm_key" FROM orders WHERE orders.id > '
+            ":wm_cursor ORDER BY orders.id FETCH FIRST __[POSTCOMPILE_param_1] ROWS ONLY"
+        ),
     },
     # timestamp mode over a `query:` with its own JOIN and WHERE, tenant column, keyset
     "query_keyset": {
-        "postgresql": "SELECT " + Q_COLS.format(a="AS ", **PLAIN_LABELS) + " WHERE src.tenant_id = %(tenant)s AND src.updated_at >= %(wm_cursor)s AND (src.updated_at, src.id) > (%(wm_cursor)s, %(wm_key)s) ORDER BY src.updated_at, src.id LIMIT %(param_1)s",  # noqa: E501
-        "mysql": "SELECT " + Q_COLS.format(a="AS ", **PLAIN_LABELS) + " WHERE src.tenant_id = %s AND src.updated_at >= %s AND (src.updated_at, src.id) > (%s, %s) ORDER BY src.updated_at, src.id LIMIT %s",  # noqa: E501
-        "sqlite": "SELECT " + Q_COLS.format(a="AS ", **PLAIN_LABELS) + " WHERE src.tenant_id = ? AND src.updated_at >= ? AND (src.updated_at, src.id) > (?, ?) ORDER BY src.updated_at, src.id LIMIT ? OFFSET ?",  # noqa: E501
-        "mssql": "SELECT TOP __[POSTCOMPILE_param_1] " + Q_COLS.format(a="AS ", **PLAIN_LABELS) + " WHERE src.tenant_id = :tenant AND src.updated_at >= :wm_cursor AND (src.updated_at > :wm_cursor OR src.updated_at = :wm_cursor AND src.id > :wm_key) ORDER BY src.updated_at, src.id",  # noqa: E501
-        "oracle": "SELECT " + Q_COLS.format(a="", **ORACLE_LABELS) + " WHERE src.tenant_id = :tenant AND src.updated_at >= :wm_cursor AND (src.updated_at > :wm_cursor OR src.updated_at = :wm_cursor AND src.id > :wm_key) ORDER BY src.updated_at, src.id FETCH FIRST __[POSTCOMPILE_param_1] ROWS ONLY",  # noqa: E501
+        "postgresql": (
+            "SELECT src.id AS order_id, src.cname AS customer, NULL AS total, NULL AS "
+            "missing, src.updated_at AS _wm_cursor, src.id AS _wm_key FROM (SELECT o.id, "
+            "o.updated_at, o.tenant_id, c.name AS cname FROM orders o JOIN customers c ON "
+            "c.id = o.customer_id WHERE o.status <> 'draft' AND o.note <> 'a:b') AS src WHERE "
+            "src.tenant_id = %(tenant)s AND src.updated_at >= %(wm_cursor)s AND "
+            "(src.updated_at, src.id) > (%(wm_cursor)s, %(wm_key)s) ORDER BY src.updated_at, "
+            "src.id LIMIT %(param_1)s"
+        ),
+        "mysql": (
+            "SELECT src.id AS order_id, src.cname AS customer, NULL AS total, NULL AS "
+            "missing, src.updated_at AS _wm_cursor, src.id AS _wm_key FROM (SELECT o.id, "
+            "o.updated_at, o.tenant_id, c.name AS cname FROM orders o JOIN customers c ON "
+            "c.id = o.customer_id WHERE o.status <> 'draft' AND o.note <> 'a:b') AS src WHERE "
+            "src.tenant_id = %s AND src.updated_at >= %s AND (src.updated_at, src.id) > (%s, "
+            "%s) ORDER BY src.updated_at, src.id LIMIT %s"
+        ),
+        "sqlite": (
+            "SELECT src.id AS order_id, src.cname AS customer, NULL AS total, NULL AS "
+            "missing, src.updated_at AS _wm_cursor, src.id AS _wm_key FROM (SELECT o.id, "
+            "o.updated_at, o.tenant_id, c.name AS cname FROM orders o JOIN customers c ON "
+            "c.id = o.customer_id WHERE o.status <> 'draft' AND o.note <> 'a:b') AS src WHERE "
+            "src.tenant_id = ? AND src.updated_at >= ? AND (src.updated_at, src.id) > (?, ?) "
+            "ORDER BY src.updated_at, src.id LIMIT ? OFFSET ?"
+        ),
+        "mssql": (
+            "SELECT TOP __[POSTCOMPILE_param_1] src.id AS order_id, src.cname AS customer, "
+            "NULL AS total, NULL AS missing, src.updated_at AS _wm_cursor, src.id AS _wm_key "
+            "FROM (SELECT o.id, o.updated_at, o.tenant_id, c.name AS cname FROM orders o JOIN "
+            "customers c ON c.id = o.customer_id WHERE o.status <> 'draft' AND o.note <> "
+            "'a:b') AS src WHERE src.tenant_id = :tenant AND src.updated_at >= :wm_cursor AND "
+            "(src.updated_at > :wm_cursor OR src.updated_at = :wm_cursor AND src.id > "
+            ":wm_key) ORDER BY src.updated_at, src.id"
+        ),
+        "oracle": (
+            "SELECT src.id AS order_id, src.cname AS customer, NULL AS total, NULL AS "
+            'missing, src.updated_at AS "_wm_cursor", src.id AS "_wm_key" FROM (SELECT o.id, '
+            "o.updated_at, o.tenant_id, c.name AS cname FROM orders o JOIN customers c ON "
+            "c.id = o.customer_id WHERE o.status <> 'draft' AND o.note <> 'a:b') src WHERE "
+            "src.tenant_id = :tenant AND src.updated_at >= :wm_cursor AND (src.updated_at > "
+            ":wm_cursor OR src.updated_at = :wm_cursor AND src.id > :wm_key) ORDER BY "
+            "src.updated_at, src.id FETCH FIRST __[POSTCOMPILE_param_1] ROWS ONLY"
+        ),
     },
 }
+
 CASES: dict[str, tuple[EntityConfig, SourceConfig, Position, object]] = {
     "ts_keyset_upper": (TS_ENTITY, TENANT_SOURCE, Position(T0, 7), T1),
     "id_cursor": (ID_ENTITY, PLAIN_SOURCE, Position(41, 41), None),
@@ -143,9 +234,11 @@ def test_batch_parameters() -> None:
 def test_from_the_beginning_has_no_keyset_clause() -> None:
     stmt, _ = query(TS_ENTITY, PLAIN_SOURCE, "postgresql").batch(Position(), None)
     assert sql(stmt, DIALECTS["postgresql"]) == (
-        "SELECT " + TS_COLS.format(q='"', e='"', **PLAIN_LABELS)
-        + " ORDER BY sales.orders.updated_at, sales.orders.id LIMIT %(param_1)s"
-    )  # fmt: skip
+        'SELECT sales.orders.id AS order_id, sales.orders."CustName" AS customer, amount '
+        "* 100 AS total, NULL AS missing, sales.orders.updated_at AS _wm_cursor, "
+        "sales.orders.id AS _wm_key FROM sales.orders "
+        "ORDER BY sales.orders.updated_at, sales.orders.id LIMIT %(param_1)s"
+    )
 
 
 @pytest.mark.parametrize(
@@ -174,9 +267,10 @@ def test_start_value_is_after_the_cursor_value(dialect: str, where: str) -> None
 def test_now_and_max_cursor(dialect: str, now: str, max_cursor: str) -> None:
     q = query(TS_ENTITY, TENANT_SOURCE, dialect)
     assert sql(q.now(), DIALECTS[dialect]) == now
-    assert sql(q.max_cursor(), DIALECTS[dialect]) == (
-        "SELECT max(sales.orders.updated_at) AS max_cursor FROM sales.orders "
-        f"WHERE sales.orders.tenant_id = {max_cursor}"
+    expected = "SELECT max(sales.orders.updated_at) AS max_cursor FROM sales.orders WHERE "
+    assert (
+        sql(q.max_cursor(), DIALECTS[dialect])
+        == expected + f"sales.orders.tenant_id = {max_cursor}"
     )
 
 
