@@ -120,7 +120,8 @@ class SourceDB:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = sa.create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        self.engine = sa.create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT",
+                                       connect_args=bounded_connect_args(url))
         self.dialect = self.engine.dialect.name
         self.database = self.engine.url.database or ""
 
@@ -197,9 +198,7 @@ class SourceDB:
 
     # -- the poller's sessions ------------------------------------------------------------------
 
-    def poller_sessions(self) -> list[int]:
-        """Ids of every other session on this test's database: the poller's (the test's own
-        connections are not pooled, so none of them is idle here)."""
+    def _sessions(self, conn: sa.Connection) -> list[int]:
         if self.is_postgres:
             sql = (
                 "SELECT pid FROM pg_stat_activity WHERE datname = :db "
@@ -210,13 +209,19 @@ class SourceDB:
                 "SELECT id FROM information_schema.processlist WHERE db = :db "
                 "AND id <> CONNECTION_ID() AND command <> 'Killed'"
             )
-        return [int(r[0]) for r in self.rows(sql, {"db": self.database})]
+        return [int(r[0]) for r in conn.execute(sa.text(sql), {"db": self.database})]
+
+    def poller_sessions(self) -> list[int]:
+        """Ids of every other session on this test's database: the poller's (the test's own
+        connections are not pooled, so none of them is idle here)."""
+        with self.engine.connect() as conn:
+            return self._sessions(conn)
 
     def kill_poller_sessions(self) -> int:
         """Terminate (PostgreSQL) / KILL (MariaDB) the poller's sessions; how many went."""
         killed = 0
         with self.engine.connect() as conn:
-            for sid in self.poller_sessions():
+            for sid in self._sessions(conn):
                 if self.is_postgres:
                     ok = conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": sid})
                     killed += bool(ok.scalar())
@@ -230,6 +235,13 @@ class SourceDB:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def bounded_connect_args(url: str) -> dict[str, Any]:
+    """Connect and statement time limits, so a test never hangs on a stuck database."""
+    if sa.make_url(url).get_backend_name() == "postgresql":
+        return {"connect_timeout": 10, "options": "-c statement_timeout=60000"}
+    return {"connect_timeout": 10, "read_timeout": 60, "write_timeout": 60}
 
 
 def check_name(name: str) -> str:

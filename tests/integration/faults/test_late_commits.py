@@ -19,6 +19,7 @@ from tests.integration.faults.conftest import (
     PollerProcess,
     Scenario,
     SourceDB,
+    bounded_connect_args,
     customers_entity,
     wait_for,
 )
@@ -37,7 +38,7 @@ INSERT_NOW = (
 @pytest.fixture
 def tx_engine(pg: SourceDB) -> Iterator[sa.Engine]:
     """An engine whose connections run real transactions (the `pg` one autocommits)."""
-    engine = sa.create_engine(pg.url, poolclass=NullPool)
+    engine = sa.create_engine(pg.url, poolclass=NullPool, connect_args=bounded_connect_args(pg.url))
     yield engine
     engine.dispose()
 
