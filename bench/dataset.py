@@ -143,6 +143,11 @@ def _ddl(d: Dialect, table: str) -> str:
     )
 
 
+def service_ports() -> dict[str, int]:
+    return {db: make_url(url).port or (5432 if db == "postgresql" else 3306)
+            for db, url in ADMIN_URLS.items()}  # fmt: skip
+
+
 def bench_url(database: str) -> str:
     """SQLAlchemy URL of the poller_bench database (the admin URL's server and user)."""
     return make_url(ADMIN_URLS[database]).set(database=BENCH_DB).render_as_string(False)

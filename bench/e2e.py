@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
 import yaml
 
 from bench.dataset import FIELDS, TENANT, bench_url
@@ -69,7 +68,6 @@ class E2EResult:
     copy_s: float  # "resumes after" log line (connected, watermark read) to "stopped"
     peak_rss_mb: float  # the child's VmHWM
     cpu_s: float  # the child's user + system CPU time (all its threads)
-    machine_cpu_s: float  # core-seconds the machine was busy (poller, Kafka, database, ...)
 
     @property
     def startup_s(self) -> float:
@@ -92,12 +90,6 @@ def _log_times(path: Path) -> tuple[float | None, float | None]:
         elif msg == "stopped":
             end = t
     return start, end
-
-
-def busy_core_seconds(before: Any, after: Any) -> float:
-    """Core-seconds the whole machine was busy between two psutil.cpu_times() readings."""
-    idle = (after.idle + after.iowait) - (before.idle + before.iowait)
-    return float(sum(after) - sum(before) - idle)
 
 
 def _vm_hwm_kb(pid: int) -> int:
@@ -129,7 +121,7 @@ def run_poller(
                "--once"]  # fmt: skip
         try:
             with log.open("wb") as out:
-                t0, cpu0 = time.time(), psutil.cpu_times()
+                t0 = time.time()
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                         cwd=REPO_ROOT)  # fmt: skip
                 deadline = time.monotonic() + timeout_s
@@ -144,7 +136,6 @@ def run_poller(
                         proc.kill()
                     time.sleep(0.02)
                 wall = time.time() - t0
-                busy = busy_core_seconds(cpu0, psutil.cpu_times())
             text = log.read_text(encoding="utf-8", errors="replace")
             if proc.returncode != 0:
                 tail = "\n".join(text.splitlines()[-15:])
@@ -158,4 +149,4 @@ def run_poller(
         finally:
             delete_topics(cfg.kafka.bootstrap_servers, topics_of(cfg))
     cpu = usage.ru_utime + usage.ru_stime
-    return E2EResult(rows, wall, copy, hwm / 1024, cpu, busy)
+    return E2EResult(rows, wall, copy, hwm / 1024, cpu)

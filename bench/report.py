@@ -34,7 +34,6 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("end to end / raw fetch", "ratio_to_raw_fetch", "{:.0%}"),
     ("CPU-bound ceiling (cores / parts' CPU)", "cpu_bound_ceiling_rows_per_s", "{:,.0f} rows/s"),
     ("poller CPU time / wall time", "poller_cpu_per_wall", "{:.2f} cores"),
-    ("machine busy during end to end", "machine_busy", "{:.0%}"),
     ("end to end, batch_size 100000", "end_to_end_rows_per_s_batch_100k", "{:,.0f} rows/s"),
     ("peak RSS, batch_size 100000", "peak_rss_mb_batch_100k", "{:.0f} MB"),
     ("transaction cost (raw, per 10k msgs)", "txn_cost_ms", "{:.1f} ms"),
@@ -130,6 +129,11 @@ def check_targets(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, An
     return out
 
 
+def _cpu_cell(v: Mapping[str, float], db: str) -> str:
+    parts = [v.get("client", 0.0), v.get(db, 0.0), v.get("kafka", 0.0)]
+    return "+".join(f"{x:.1f}" for x in parts) + f" [+{v.get('other', 0.0):.1f}]"
+
+
 def print_table(
     results: Mapping[str, Mapping[str, Any]], targets: list[dict[str, Any]], rows: int, repeat: int
 ) -> None:
@@ -142,12 +146,12 @@ def print_table(
             v = results[db].get(key)
             cells.append("n/a" if v is None else fmt.format(v))
         print(f"{label:<40}" + "".join(f"{c:>22}" for c in cells))
-    print("machine CPU (core-seconds busy, all processes) per 1M rows:")
+    print("CPU core-seconds per 1M rows: client (bench/poller) + database + kafka [+ other load]")
     for part in CPU_ROWS:
         cells = []
         for db in dbs:
-            v = results[db].get("machine_cpu_s_per_1m_rows", {}).get(part)
-            cells.append("n/a" if v is None else f"{v:.1f} s")
+            v = results[db].get("cpu_s_per_1m_rows", {}).get(part)
+            cells.append("n/a" if not v else _cpu_cell(v, db))
         print(f"  {part:<38}" + "".join(f"{c:>22}" for c in cells))
     print("\ntargets:")
     for t in targets:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import statistics
 import sys
@@ -19,9 +20,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-import psutil
-
 from bench import dataset, e2e, raw, report
+from bench.cpu import CpuMeter, per_million
 from poller.avro import load_schema
 from poller.reader import make_engine
 
@@ -50,11 +50,26 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     return a
 
 
+def _medians(runs: Sequence[dict[str, float]]) -> dict[str, float]:
+    keys = {k for r in runs for k in r}
+    return {k: statistics.median(r.get(k, math.nan) for r in runs) for k in sorted(keys)}
+
+
+def _tracked(cpu: dict[str, float] | None) -> float:
+    """Core-seconds of the client and the services (not other users' load); 0 if unknown."""
+    if not cpu:
+        return 0.0
+    values = [v for k, v in cpu.items() if k != "other"]
+    return 0.0 if any(math.isnan(v) for v in values) else sum(values)
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.schema = load_schema("customers")
         self.errors: list[str] = []
+        kafka_port = int(e2e.BOOTSTRAP.rsplit(":", 1)[1])
+        self.meter = CpuMeter({**dataset.service_ports(), "kafka": kafka_port})
 
     def part(self, db: str, what: str, fn: Callable[[], T]) -> T | None:
         """Run one measurement; a failure is recorded (exit code 1) and the run goes on."""
@@ -70,26 +85,26 @@ class Bench:
     def rates(self, db: str, out: dict[str, Any], name: str,
               fn: Callable[[], tuple[int, float]], unit: str = "rows") -> None:  # fmt: skip
         """Run fn (-> rows, seconds) --repeat times: the median rate as `<name>_<unit>_per_s`,
-        each run's rate, and the machine's busy core-seconds per 1M rows (median)."""
+        each run's rate, and CPU core-seconds per 1M rows by component (medians)."""
 
         def runs() -> None:
             rates, cpu = [], []
             for _ in range(self.args.repeat):
-                before = psutil.cpu_times()
+                before = self.meter.read()
                 rows, secs = fn()
-                cpu.append(e2e.busy_core_seconds(before, psutil.cpu_times()) * 1e6 / rows)
+                cpu.append(per_million(self.meter.delta(before, self.meter.read()), rows))
                 if rows != self.args.rows:
                     raise RuntimeError(f"{name} saw {rows} rows, expected {self.args.rows}")
                 rates.append(rows / secs)
             out[f"{name}_runs"] = rates
             out[f"{name}_{unit}_per_s"] = statistics.median(rates)
-            out["machine_cpu_s_per_1m_rows"][name] = statistics.median(cpu)
+            out["cpu_s_per_1m_rows"][name] = _medians(cpu)
 
         self.part(db, name.replace("_", " "), runs)
 
     def database(self, db: str) -> dict[str, Any]:
         a, n, r = self.args, self.args.rows, self.args.repeat
-        out: dict[str, Any] = {"rows": n, "machine_cpu_s_per_1m_rows": {}}
+        out: dict[str, Any] = {"rows": n, "cpu_s_per_1m_rows": {}}
         engine = dataset.ensure_database(db)
         try:
             secs = dataset.ensure_table(engine, db, "customers", n)
@@ -123,7 +138,7 @@ class Bench:
             out["fastavro_runs"] = enc.fastavro_rows_per_s
             out["encode_rows_passed"] = enc.rows_passed
             out["avg_payload_bytes"] = enc.avg_payload_bytes
-            out["machine_cpu_s_per_1m_rows"]["encode"] = 1e6 / out["encode_rows_per_s"]
+            out["cpu_s_per_1m_rows"]["encode"] = {"client": 1e6 / out["encode_rows_per_s"]}
             p, k = enc.payloads, enc.keys
 
             def producer(every: int) -> Callable[[], tuple[int, float]]:
@@ -135,9 +150,9 @@ class Bench:
             txn, plain = out.get("raw_produce_txn_msgs_per_s"), out.get("raw_produce_msgs_per_s")
             if txn and plain:  # extra seconds per transaction of TXN_EVERY messages
                 out["txn_cost_ms"] = 1000 * (1 / txn - 1 / plain) * TXN_EVERY
-        cpu = out["machine_cpu_s_per_1m_rows"]
-        parts = [cpu.get(k) for k in ("raw_fetch", "encode", "raw_produce_txn")]
-        if all(parts):  # all cores busy with just the three parts, nothing else
+        cpu = out["cpu_s_per_1m_rows"]
+        parts = [_tracked(cpu.get(k)) for k in ("raw_fetch", "encode", "raw_produce_txn")]
+        if all(parts):  # every core busy with just these three parts' work (others' excluded)
             out["cpu_bound_ceiling_rows_per_s"] = (os.cpu_count() or 1) * 1e6 / sum(parts)
         if not a.skip_e2e:
             self.end_to_end(db, out)
@@ -146,13 +161,19 @@ class Bench:
     def end_to_end(self, db: str, out: dict[str, Any]) -> None:
         n = self.args.rows
 
+        cpu: list[dict[str, float]] = []
+
         def run(table: str, rows: int, batch: int) -> e2e.E2EResult:
+            before = self.meter.read()
             res = e2e.run_poller(e2e.poller_config(db, table, batch))
+            if table == "customers" and batch == 10_000:
+                cpu.append(per_million(self.meter.delta(before, self.meter.read()), rows))
             if res.rows != rows:
                 raise RuntimeError(f"poller published {res.rows} rows, expected {rows}")
-            log.info("%s: %s batch %d: %.1f s copy, %.1f s wall, %.1f s CPU, %.0f MB peak RSS, "
-                     "machine %.1f core-s", db, table, batch, res.copy_s, res.wall_s, res.cpu_s,
-                     res.peak_rss_mb, res.machine_cpu_s)  # fmt: skip
+            log.info(
+                "%s: %s batch %d: %.1f s copy, %.1f s wall, %.1f s CPU, %.0f MB peak RSS",
+                db, table, batch, res.copy_s, res.wall_s, res.cpu_s, res.peak_rss_mb,
+            )  # fmt: skip
             return res
 
         def ones() -> list[e2e.E2EResult]:
@@ -167,12 +188,7 @@ class Bench:
             out["startup_s"] = statistics.median(x.startup_s for x in runs)
             out["peak_rss_mb"] = max(x.peak_rss_mb for x in runs)
             out["poller_cpu_per_wall"] = statistics.median(x.cpu_s / x.wall_s for x in runs)
-            out["machine_busy"] = statistics.median(
-                x.machine_cpu_s / x.wall_s / (os.cpu_count() or 1) for x in runs
-            )
-            out["machine_cpu_s_per_1m_rows"]["end_to_end"] = statistics.median(
-                x.machine_cpu_s * 1e6 / n for x in runs
-            )
+            out["cpu_s_per_1m_rows"]["end_to_end"] = _medians(cpu)
             if out.get("raw_fetch_rows_per_s"):
                 out["ratio_to_raw_fetch"] = (
                     out["end_to_end_rows_per_s"] / out["raw_fetch_rows_per_s"]

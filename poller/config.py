@@ -193,6 +193,11 @@ class EntityConfig(_Model):
         return self.batching.id_column or self.key
 
     @property
+    def key_is_tiebreak(self) -> bool:
+        """False when the message key must be selected as a column of its own."""
+        return self.tiebreak == self.key
+
+    @property
     def is_time_mode(self) -> bool:
         return self.batching.mode is not Mode.ID
 

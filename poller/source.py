@@ -170,7 +170,7 @@ class EntityQuery:
     def _build(self, kind: str, bounded: bool) -> AnySelect:
         columns = [self.field_expression(f) for f in self.field_names]
         columns += [self.cursor_col.label(CURSOR_LABEL), self.key_col.label(KEY_LABEL)]
-        if self.entity.batching.id_column is not None:  # the message key is not the tie-breaker
+        if not self.entity.key_is_tiebreak:  # the message key is a column of its own
             columns.append(self.column(self.entity.key).label(ROW_KEY_LABEL))
         where = self._tenant_filter() + self._keyset(kind)
         if bounded:

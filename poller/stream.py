@@ -130,7 +130,7 @@ def publish_batch(
     key_of = stream.message_key
     topic, headers, tz = stream.topic, stream.headers, stream.tz
     time_mode = stream.cfg.batching.mode is not Mode.ID
-    key_at = n + 2 if stream.cfg.batching.id_column is not None else n + 1
+    key_at = n + 1 if stream.cfg.key_is_tiebreak else n + 2
     published = dead = 0
     prev: Position = stream.position
     for row in batch.rows:

@@ -1,4 +1,4 @@
-"""The shipped .avsc files: conventions, types, fingerprints, and the README's Entities section in sync."""
+"""The shipped .avsc files: conventions, types, fingerprints, README Entities in sync."""
 
 from __future__ import annotations
 

@@ -446,3 +446,17 @@ def test_error_classification() -> None:
     err = translate_error(wrapped, "entity 'e'", source)
     assert isinstance(err, SourceError)
     assert "Lost connection" in str(err) and "s3cret" not in str(err)
+
+
+def test_message_key_is_selected_when_it_is_not_the_tiebreak() -> None:
+    ent = TS_ENTITY.model_copy(
+        update={
+            "key": "order_code",
+            "batching": TS_ENTITY.batching.model_copy(update={"id_column": "id"}),
+        }
+    )
+    stmt, _ = query(ent, PLAIN_SOURCE, "postgresql").batch(Position(), None)
+    text = sql(stmt, DIALECTS["postgresql"])
+    assert "sales.orders.id AS _wm_key, sales.orders.order_code AS _row_key FROM" in text
+    stmt, _ = query(TS_ENTITY, PLAIN_SOURCE, "postgresql").batch(Position(), None)
+    assert "_row_key" not in sql(stmt, DIALECTS["postgresql"])

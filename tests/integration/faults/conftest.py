@@ -199,6 +199,8 @@ class SourceDB:
     # -- the poller's sessions ------------------------------------------------------------------
 
     def _sessions(self, conn: sa.Connection) -> list[int]:
+        """Ids of every other session on this test's database: the poller's (the test's own
+        connections are not pooled, so none of them is idle here)."""
         if self.is_postgres:
             sql = (
                 "SELECT pid FROM pg_stat_activity WHERE datname = :db "
@@ -210,12 +212,6 @@ class SourceDB:
                 "AND id <> CONNECTION_ID() AND command <> 'Killed'"
             )
         return [int(r[0]) for r in conn.execute(sa.text(sql), {"db": self.database})]
-
-    def poller_sessions(self) -> list[int]:
-        """Ids of every other session on this test's database: the poller's (the test's own
-        connections are not pooled, so none of them is idle here)."""
-        with self.engine.connect() as conn:
-            return self._sessions(conn)
 
     def kill_poller_sessions(self) -> int:
         """Terminate (PostgreSQL) / KILL (MariaDB) the poller's sessions; how many went."""
@@ -313,6 +309,7 @@ def _consumer(bootstrap: str, isolation: str = "read_committed") -> Consumer:
             "isolation.level": isolation,
             "enable.partition.eof": True,
             "fetch.max.bytes": 50_000_000,
+            "log_level": 2,  # quiet while a test has the broker down; errors still raise
         }
     )
 

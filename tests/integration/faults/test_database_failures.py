@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROWS = 200_000
 KILLS = 5
+BURST_S = 0.3
 RETRY_LINE = re.compile(r"(\w+Error): (.*); retry (\d+) in ([\d.]+)s")
 
 
@@ -34,23 +35,26 @@ def retries(log: str) -> list[tuple[str, str, int, float]]:
 
 
 def kill_sessions_repeatedly(scenario: Scenario, db: SourceDB, proc: PollerProcess) -> list[str]:
-    """Kill the poller's sessions KILLS times, each at a seeded random moment while it has
-    some and has not finished; returns what happened, for messages."""
+    """KILLS times, after a seeded random pause while the run is not finished: for BURST_S
+    seconds, kill every session of the poller as soon as it appears, so that a read in flight
+    (or the reconnect that follows) is cut. Returns what happened, for messages."""
     done: list[str] = []
     while len(done) < KILLS:
-        sessions = wait_for(db.poller_sessions, 60, "the poller to hold a database session",
-                            interval=0.05, watch=[proc])
-        delay = scenario.rng.uniform(0.0, 0.6)
-        time.sleep(delay)
-        killed = db.kill_poller_sessions()
-        if not killed:
-            continue
+        pause = scenario.rng.uniform(0.1, 0.5)
+        time.sleep(pause)
+        assert proc.alive(), f"the poller ended during the kills {done}:\n{proc.describe()}"
+        killed = 0
+        burst_end = time.monotonic() + BURST_S
+        while time.monotonic() < burst_end:
+            killed += db.kill_poller_sessions()
+            time.sleep(0.005)
         wm = scenario.stored("customers")
         cursor = None if wm is None else wm.position.cursor
         assert cursor != ROWS, (
-            f"the run finished after {len(done)} kills; make the table bigger (seed {SEED})"
+            f"the run finished after {len(done)} kill bursts; make the table bigger "
+            f"(seed {SEED}): {done}"
         )
-        done.append(f"killed {killed} of {sessions} after {delay:.2f}s at watermark {cursor}")
+        done.append(f"killed {killed} session(s) after {pause:.2f}s at watermark {cursor}")
     return done
 
 
@@ -70,10 +74,11 @@ def test_sessions_killed_mid_run(
     db.create_customers()
     db.seed_customers(ROWS)
     cfg = scenario.config(
-        db.url, {"customers": customers_entity("id", batch_size=5_000)},
+        db.url, {"customers": customers_entity("id", batch_size=2_000)},
         retry={"initial_backoff_s": 0.2, "max_backoff_s": 1.6},
     )
     proc = scenario.start(cfg, once=True, label="poller")
+    scenario.wait_for_batches(1, timeout=60, watch=[proc])  # in the middle of the run
     done = kill_sessions_repeatedly(scenario, db, proc)
 
     assert_exactly_once(scenario, db.customers(), proc, "; ".join(done))
@@ -82,6 +87,30 @@ def test_sessions_killed_mid_run(
     assert all(kind == "SourceError" for kind, *_ in logged), logged
     shown = scenario.offsets(cfg)["customers"]
     assert shown["cursor"] == ROWS and shown["rows_total"] == ROWS, shown
+
+
+def test_session_killed_during_startup_check_is_retried(scenario: Scenario, pg: SourceDB) -> None:
+    """The start-up mapping check (catalog reads, zero-row probes) loses its connection: that
+    is a database outage like any other, retried, not a mapping problem."""
+    rows = 20_000
+    pg.create_customers()
+    pg.seed_customers(rows)
+    cfg = scenario.config(pg.url, {"customers": customers_entity("id", batch_size=5_000)})
+    proc = scenario.start(cfg, once=True, label="poller")
+
+    def kill_during_check() -> bool:
+        return bool(pg.scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND application_name = 'poller' "
+            "AND (query ILIKE '%pg_catalog%' OR query ILIKE '%WHERE false%')"
+        ))
+
+    wait_for(kill_during_check, 60, "the start-up check's first statements", interval=0.002,
+             watch=[proc])
+    rc = proc.wait(timeout=120)
+    assert rc == 0, f"a lost connection during the start-up check stopped it:\n{proc.describe()}"
+    scenario.verify_exactly_once("customers", pg.customers())
 
 
 def test_postgres_down_for_30s(
