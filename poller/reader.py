@@ -256,7 +256,15 @@ class SourceReader:
             sql, values = self._driver_statement(stmt, params)
             dbapi_conn = conn.connection.dbapi_connection
             assert dbapi_conn is not None  # an open Connection always has one
-            rows = self._read(dbapi_conn, sql, values)
+            try:
+                rows = self._read(dbapi_conn, sql, values)
+            except (ValueError, OverflowError) as exc:
+                # The driver could not build a Python value (e.g. a timestamptz that falls in
+                # year 10000 once shown in source.timezone). Retrying cannot help.
+                raise SchemaMismatchError(
+                    f"{self._what}: the driver cannot convert a value of the batch after "
+                    f"{position}: {exc}. Fix the row, or cast the column in a `query:`."
+                ) from exc
         last = Position(rows[-1][self._n], rows[-1][self._n + 1]) if rows else None
         return Batch(rows=rows, last=last, db_now=db_now)
 

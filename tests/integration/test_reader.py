@@ -417,3 +417,26 @@ def test_mariadb_killed_connection_recovers(mariadb_setup: tuple[str, sa.Engine]
     assert second.last is not None
     third = reader.fetch(second.last)
     assert ids([third]) == list(range(201, 301))
+
+
+def test_value_the_driver_cannot_convert_is_a_terminal_error_naming_the_entity(
+    pg_url: str,
+) -> None:
+    # 9999-12-31 23:30 UTC is year 10000 in Berlin: psycopg2 cannot build the datetime.
+    eng = sa.create_engine(pg_url)
+    with eng.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE far (id int PRIMARY KEY, ts timestamptz)"))
+        conn.execute(sa.text("INSERT INTO far VALUES (1, '9999-12-31 23:30:00+00')"))
+    eng.dispose()
+    src = SourceConfig(url=pg_url, timezone="Europe/Berlin")
+    ent = EntityConfig(
+        table="far", fields={"order_id": "id", "customer": "ts"}, key="id",
+        batching={"mode": "id", "column": "id"},
+    )  # fmt: skip
+    engine = make_engine(src)
+    try:
+        query = EntityQuery(ent, src, "acme", FIELDS, engine.dialect, name="far")
+        with pytest.raises(SchemaMismatchError, match=r"entity 'far'.*year 10000"):
+            SourceReader(engine, query, ent, src).fetch(Position())
+    finally:
+        engine.dispose()
