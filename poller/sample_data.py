@@ -21,6 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect, make_url
 
+from poller import sample_vocab as vocab
+
 DEFAULT_TENANTS: tuple[str, ...] = ("acme-corp", "globex")
 PASSWORD_ENV = "POLLER_DEMO_DB_PASSWORD"
 INSERT_CHUNK = 2_000
@@ -158,58 +160,6 @@ BASE_COUNTS: dict[str, int] = {
     "bonus_accounts": 300, "coupons": 100,
 }  # fmt: skip
 
-# --- vocabularies ---------------------------------------------------------------------------
-
-_RU_M = ("Иван", "Алексей", "Дмитрий", "Сергей", "Михаил", "Артём", "Никита", "Юрий")
-_RU_F = ("Анна", "Мария", "Елена", "Ольга", "Татьяна", "Юлия", "Наталья", "Алёна")
-_RU_PATR = ("Иванов", "Петров", "Сергеев", "Алексеев", "Николаев", "Андреев")
-_RU_LAST = ("Иванов", "Смирнов", "Кузнецов", "Попов", "Соколов", "Лебедев", "Фёдоров")
-_LATIN = (  # first, last, gender, country, area, city, zip
-    ("José", "García", "M", "Spain", "Andalucía", "Málaga", "29001"),
-    ("Zoë", "Müller", "F", "Germany", "Bayern", "München", "80331"),
-    ("François", "Lefèvre", "M", "France", "Bourgogne-Franche-Comté", "Besançon", "25000"),
-    ("Łukasz", "Wąsik", "M", "Poland", "Małopolskie", "Kraków", "30-001"),
-    ("Chloé", "Dubois", "F", "France", "Île-de-France", "Paris", "75004"),
-    ("Björn", "Åström", "M", "Sweden", "Skåne", "Malmö", "211 20"),
-    ("Inês", "Gonçalves", "F", "Portugal", "Lisboa", "Lisboa", "1100-148"),
-)
-_CJK = (  # first, last, gender, country, area, city, zip
-    ("伟", "王", "M", "China", "北京市", "北京", "100000"),
-    ("娜", "李", "F", "China", "上海市", "上海", "200000"),
-    ("花子", "田中", "F", "Japan", "東京都", "東京", "100-0001"),
-    ("민준", "김", "M", "South Korea", "서울특별시", "서울", "04524"),
-)
-_PHONE_CODES = {"Spain": 34, "Germany": 49, "France": 33, "Poland": 48, "Sweden": 46,
-                "Portugal": 351, "China": 86, "Japan": 81, "South Korea": 82}  # fmt: skip
-_RU_PLACES = (("Московская обл.", "Москва", "101000"), ("Ленинградская обл.", "Санкт-Петербург",
-              "190000"), ("Республика Татарстан", "Казань", "420111"))  # fmt: skip
-_CATEGORIES = (  # name, parent index
-    ("Продукты", None), ("Молочные продукты", 0), ("Сыры", 1), ("Молоко и кефир", 1),
-    ("Бакалея", 0), ("Крупы", 4), ("Чай и кофе", 4), ("Зелёный чай", 6),
-    ("Фрукты и овощи", 0), ("Фрукты", 8), ("Овощи", 8), ("Напитки", None), ("Соки", 11),
-    ("Вода", 11), ("Boissons gazeuses", 11), ("Дом и сад", None), ("Бытовая химия", 15),
-    ("Посуда", 15), ("Товары для кухни", 17), ("Сад", 15),
-)  # fmt: skip
-_PRODUCTS = (  # name, unit, price
-    ("Молоко 3,2% 1 л", "pcs", "89.90"), ("Кефир 2,5% 900 г", "pcs", "74.50"),  # noqa: RUF001
-    ("Сыр Российский (весовой)", "kg", "749.00"), ("Гречка 900 г", "pcs", "112.00"),  # noqa: RUF001
-    ("Café moulu 250 g", "pcs", "389.99"), ("緑茶 煎茶 100g", "pcs", "455.00"),
-    ("Яблоки Гала", "kg", "139.90"), ("Bananen", "kg", "119.00"), ("Огурцы", "kg", "189.50"),
-    ("Сок яблочный 1 л", "pcs", "129.00"), ("Eau minérale 1,5 l", "pcs", "59.90"),
-    ("Средство для посуды 500 мл", "pcs", "149.00"), ("Сковорода 28 см", "pcs", "1999.00"),
-    ("Семена томатов «Бычье сердце»", "pcs", "35.00"), ("Limonade 0,33 l", "pcs", "79.00"),
-)  # fmt: skip
-_LEAF_FOR_PRODUCT = (3, 3, 2, 5, 6, 7, 9, 9, 10, 12, 13, 16, 18, 19, 14)
-_BRANDS = ("Простоквашино", "Ферма «Заря»", "Nestlé", "Öko Hof", "Global Village", "Каждый день",
-           "無印良品", "Bon Appétit", "Домик в деревне", "Señorita")  # fmt: skip
-_EVENTS = ("login", "purchase", "bonus_accrual", "coupon_issued", "profile_update", "push_open",
-           "email_click")  # fmt: skip
-_COMMENTS = ("Клиент открыл push-уведомление", "Начислены бонусы за покупку", None, None,
-             "Profil mis à jour via l'appli", "Купон выдан на кассе", "登录成功")  # fmt: skip
-_PAYLOAD_NOTES = ("Спасибо за покупку! 🎉", "Merci ! À bientôt 😊", "ありがとう 🙏", "ok")
-_CAMPAIGNS = ("Весенняя распродажа", "Soldes d'été", "Black Friday", "День рождения 🎂",
-              "Neujahrsrabatt", None)  # fmt: skip
-
 
 def _ts(rng: random.Random, start: dt.datetime = T0, end: dt.datetime = T1) -> dt.datetime:
     """A timestamp in [start, end); half of them carry microseconds, like app-written rows."""
@@ -260,23 +210,23 @@ def _customer(rng: random.Random, cid: int, tenant: str) -> dict[str, Any]:
     middle: str | None = None
     if kind < 0.6:  # Russian: patronymic present most of the time
         gender = rng.choice("MF")
-        first = rng.choice(_RU_M if gender == "M" else _RU_F)
-        last = rng.choice(_RU_LAST) + ("" if gender == "M" else "а")  # noqa: RUF001 (Cyrillic)
+        first = rng.choice(vocab.RU_M if gender == "M" else vocab.RU_F)
+        last = rng.choice(vocab.RU_LAST) + ("" if gender == "M" else "а")  # noqa: RUF001 (Cyrillic)
         if rng.random() < 0.8:
-            middle = rng.choice(_RU_PATR) + ("ич" if gender == "M" else "на")
-        area, city, zip_code = rng.choice(_RU_PLACES)
+            middle = rng.choice(vocab.RU_PATR) + ("ич" if gender == "M" else "на")
+        area, city, zip_code = rng.choice(vocab.RU_PLACES)
         country, email_name = "Россия", f"client{cid}"
         phone = f"+7 9{rng.randrange(10, 99)} {rng.randrange(100, 999)}-{rng.randrange(10, 99)}-" \
                 f"{rng.randrange(10, 99)}"  # fmt: skip
     else:
         first, last, gender, country, area, city, zip_code = rng.choice(
-            _LATIN if kind < 0.88 else _CJK
+            vocab.LATIN if kind < 0.88 else vocab.CJK
         )
         if first in ("José", "Chloé") and rng.random() < 0.5:
             middle = "María" if first == "José" else "Anaïs"
         local = ".".join(p for p in (_ascii(first), _ascii(last)) if p)
         email_name = f"{local}{cid}" if local else f"client{cid}"
-        phone = f"+{_PHONE_CODES[country]} {rng.randrange(100_000_000, 999_999_999)}"
+        phone = f"+{vocab.PHONE_CODES[country]} {rng.randrange(100_000_000, 999_999_999)}"
     reg = _ts(rng, dt.datetime(2019, 1, 1), T0)
     return {
         "customer_id": cid, "user_id": tenant, "f_name": first, "m_name": middle,
@@ -301,11 +251,11 @@ def _tenant_rows(
     customer_ids = list(take("customers", counts["customers"]))
     rows["customers"] = [_customer(rng, cid, tenant) for cid in customer_ids]
 
-    group_ids = list(take("goods_groups", len(_CATEGORIES)))
+    group_ids = list(take("goods_groups", len(vocab.CATEGORIES)))
     paths: list[str] = []
     depths: list[int] = []
     rows["goods_groups"] = []
-    for gid, (name, parent) in zip(group_ids, _CATEGORIES, strict=True):
+    for gid, (name, parent) in zip(group_ids, vocab.CATEGORIES, strict=True):
         paths.append(name if parent is None else f"{paths[parent]} / {name}")
         depths.append(1 if parent is None else depths[parent] + 1)
         rows["goods_groups"].append({
@@ -316,13 +266,14 @@ def _tenant_rows(
 
     rows["goods"] = []
     for n, gid in enumerate(take("goods", counts["goods"])):
-        name, unit, price = _PRODUCTS[n % len(_PRODUCTS)]
-        brand = _BRANDS[(n // len(_PRODUCTS)) % len(_BRANDS)]
+        name, unit, price = vocab.PRODUCTS[n % len(vocab.PRODUCTS)]
+        brand = vocab.BRANDS[(n // len(vocab.PRODUCTS)) % len(vocab.BRANDS)]
         rows["goods"].append({
             "goods_id": gid, "user_id": tenant, "goods_name": f"{name} — {brand}",
             "article": f"SKU-{gid:06d}", "ean13": None if rng.random() < 0.1 else _ean13(rng),
-            "group_id": group_ids[_LEAF_FOR_PRODUCT[n % len(_PRODUCTS)]], "brand_name": brand,
-            "measure": unit, "retail_price": Decimal(price) + Decimal(n // len(_PRODUCTS)),
+            "group_id": group_ids[vocab.LEAF_FOR_PRODUCT[n % len(vocab.PRODUCTS)]],
+            "brand_name": brand,
+            "measure": unit, "retail_price": Decimal(price) + Decimal(n // len(vocab.PRODUCTS)),
             "active": rng.random() < 0.9, "updated_at": _ts(rng),
         })  # fmt: skip
 
@@ -374,14 +325,14 @@ def _tenant_rows(
         payload = None
         if rng.random() < 0.7:
             device = rng.choice(("iOS", "Android", "web", "POS"))
-            note = {"device": device, "note": rng.choice(_PAYLOAD_NOTES)}
+            note = {"device": device, "note": rng.choice(vocab.PAYLOAD_NOTES)}
             payload = json.dumps(note, ensure_ascii=False)
         rows["crm_events"].append({
             "event_id": eid, "user_id": tenant,
             "customer_id": rng.choice(customer_ids) if rng.random() < 0.9 else None,
-            "ev_type": rng.choice(_EVENTS), "ev_time": at,
+            "ev_type": rng.choice(vocab.EVENTS), "ev_time": at,
             "channel": rng.choice(("app", "web", "pos", "email", None)),
-            "ev_comment": rng.choice(_COMMENTS), "ev_data": payload, "updated_at": at,
+            "ev_comment": rng.choice(vocab.COMMENTS), "ev_data": payload, "updated_at": at,
         })  # fmt: skip
 
     accounts = take("bonus_accounts", counts["bonus_accounts"])
@@ -401,7 +352,7 @@ def _tenant_rows(
         rows["coupons"].append({
             "coupon_id": cid, "user_id": tenant,
             "coupon_code": f"{tenant[:3].upper()}-{rng.randrange(16**6):06X}-{cid}",
-            "campaign_name": rng.choice(_CAMPAIGNS), "discount_pct": pct,
+            "campaign_name": rng.choice(vocab.CAMPAIGNS), "discount_pct": pct,
             "discount_sum": None if pct is not None else _money_between(rng, 50, 1000),
             "valid_from": start, "valid_to": start + dt.timedelta(days=rng.choice((7, 30, 90))),
             "customer_id": rng.choice(customer_ids) if rng.random() < 0.5 else None,
