@@ -121,6 +121,8 @@ def encode(
     else sliced to the fields in the timed loop (as publish_batch does). fastavro is timed on
     ready-made dicts (building them is not counted), timestamps made UTC-aware for it.
     """
+    if not rows:
+        raise RuntimeError("no rows to encode: the reader fetch failed")
     enc = build_encoder(schema, UTC)
     n = len(schema.field_names)
     try:

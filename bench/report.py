@@ -36,7 +36,7 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("poller CPU time / wall time", "poller_cpu_per_wall", "{:.2f} cores"),
     ("end to end, batch_size 100000", "end_to_end_rows_per_s_batch_100k", "{:,.0f} rows/s"),
     ("peak RSS, batch_size 100000", "peak_rss_mb_batch_100k", "{:.0f} MB"),
-    ("transaction cost (raw, per 10k msgs)", "txn_cost_ms", "{:.1f} ms"),
+    ("txn cost per 10k msgs (raw; noisy)", "txn_cost_ms", "{:.1f} ms"),
     ("  as share of end-to-end time", "txn_share", "{:.0%}"),
     ("peak RSS (1x rows)", "peak_rss_mb", "{:.0f} MB"),
     ("peak RSS (5x rows)", "peak_rss_mb_5x", "{:.0f} MB"),
@@ -130,15 +130,22 @@ def check_targets(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, An
 
 
 def _cpu_cell(v: Mapping[str, float], db: str) -> str:
+    if not v:
+        return "n/a"
     parts = [v.get("client", 0.0), v.get(db, 0.0), v.get("kafka", 0.0)]
     return "+".join(f"{x:.1f}" for x in parts) + f" [+{v.get('other', 0.0):.1f}]"
 
 
 def print_table(
-    results: Mapping[str, Mapping[str, Any]], targets: list[dict[str, Any]], rows: int, repeat: int
+    results: Mapping[str, Mapping[str, Any]],
+    targets: list[dict[str, Any]],
+    rows: int,
+    repeat: int,
+    e2e_repeat: int,
 ) -> None:
     dbs = list(results)
-    print(f"\npoller benchmark: {rows:,} rows, medians of {repeat} runs (end to end: see notes)")
+    print(f"\npoller benchmark: {rows:,} rows; medians of {repeat} runs, end to end of "
+          f"{e2e_repeat} (batch 100000 and 5x rows: 1 run)")  # fmt: skip
     print(f"{'':<40}" + "".join(f"{db:>22}" for db in dbs))
     for label, key, fmt in ROWS:
         cells = []
@@ -166,3 +173,38 @@ def write_json(payload: dict[str, Any], path: Path | None = None) -> Path:
     payload = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"), **payload}
     path.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
     return path
+
+
+def markdown(payload: Mapping[str, Any]) -> str:
+    """The results of a latest.json as Markdown tables (for docs/performance.md)."""
+    results: Mapping[str, Mapping[str, Any]] = payload["databases"]
+    dbs = list(results)
+    out = ["| | " + " | ".join(dbs) + " |", "|---|" + "---:|" * len(dbs)]
+    for label, key, fmt in ROWS:
+        cells = [
+            "n/a" if results[db].get(key) is None else fmt.format(results[db][key]) for db in dbs
+        ]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    out += ["", "CPU core-seconds per 1M rows: client + database + Kafka [+ other users' load]", "",
+            "| part | " + " | ".join(dbs) + " |", "|---|" + "---:|" * len(dbs)]  # fmt: skip
+    for part in CPU_ROWS:
+        cells = [_cpu_cell(results[db].get("cpu_s_per_1m_rows", {}).get(part) or {}, db)
+                 for db in dbs]  # fmt: skip
+        out.append(f"| {part} | " + " | ".join(cells) + " |")
+    out += ["", "| target | database | value | limit | status |", "|---|---|---:|---:|---|"]
+    for t in payload["targets"]:
+        v = "n/a" if t["value"] is None else f"{t['value']:,.2f}"
+        out.append(f"| {t['target']} | {t['database']} | {v} | {t['limit']} | {t['status']} |")
+    m = payload["machine"]
+    out += ["", f"Machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_gb']} GB; Python "
+            f"{m['python']}, confluent-kafka {m['confluent_kafka']} (librdkafka {m['librdkafka']}),"
+            f" psycopg2 {m['psycopg2']}, PyMySQL {m['pymysql']}; poller {m['poller_revision']}; "
+            f"{payload['args']['rows']:,} rows, {payload['generated_at']}."]  # fmt: skip
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(markdown(json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else RESULTS / "latest.json")
+                              .read_text())))  # fmt: skip

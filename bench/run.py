@@ -225,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for eng in engines.values():
             eng.dispose()
     targets = report.check_targets(results)
-    report.print_table(results, targets, args.rows, args.repeat)
+    report.print_table(results, targets, args.rows, args.repeat, args.e2e_repeat)
     path = report.write_json({
         "args": {k: v for k, v in vars(args).items()},
         "elapsed_s": round(time.monotonic() - t0, 1),

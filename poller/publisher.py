@@ -52,6 +52,10 @@ def classify(exc: KafkaException, what: str) -> Exception:
             f"{text}. Another poller with the same transactional.id (same tenant) has taken "
             "over; this one stops. Run one poller per tenant."
         )
+    if code == KafkaError.MSG_SIZE_TOO_LARGE:
+        return KafkaFatalError(
+            f"{text}. Raise message.max.bytes (kafka.options) and the topic's max.message.bytes."
+        )
     if code in _PERMISSION_CODES:
         return KafkaFatalError(f"{text}. Grant the poller's principal the missing ACL.")
     if err.fatal():
@@ -85,6 +89,8 @@ class TransactionalPublisher:
         self.transactional_id = transactional_id
         self._timeout = op_timeout_s
         self._producer = Producer(conf)
+        # The raw produce() for the hot loop; a full queue (BufferError) goes through send().
+        self.produce_fast = self._producer.produce
         self._in_txn = False
         self.fatal: Exception | None = None
 

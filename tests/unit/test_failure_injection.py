@@ -76,10 +76,22 @@ class FakePublisher:
         assert self._txn is None, "begin inside an open transaction"
         self._txn = []
 
-    def send(self, topic: str, key: bytes, value: bytes | None, headers: Any = None,
-             timestamp_ms: int = 0) -> None:
+    def send(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        headers: Any = None,
+        timestamp_ms: int = 0,
+    ) -> None:
         assert self._txn is not None, "send outside a transaction"
         self._txn.append((topic, key, value))
+
+    def produce_fast(
+        self, topic: str, value: bytes | None, key: bytes, headers: Any = None, timestamp: int = 0
+    ) -> None:
+        """confluent_kafka.Producer.produce's argument order, as the hot loop calls it."""
+        self.send(topic, key, value, headers, timestamp)
 
     def poll(self) -> None:
         pass
@@ -111,34 +123,41 @@ def cfg(tmp_path: Path) -> AppConfig:
     db = tmp_path / "source.db"
     with sqlite3.connect(db) as conn:
         conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, full_name TEXT)")
-        conn.executemany("INSERT INTO customers VALUES (?, ?)",
-                         [(i, f"Customer {i}") for i in range(1, ROWS + 1)])
-    return parse_config({
-        "tenant": "acme",
-        "source": {"url": f"sqlite:///{db}"},
-        "kafka": {"bootstrap_servers": "127.0.0.1:1", "topic_prefix": "unit"},
-        "entities": {"customers": {
-            "table": "customers", "key": "id",
-            "fields": {"local_id": "id", "full_name": "full_name"},
-            "batching": {"mode": "id", "column": "id"},
-            "batch_size": BATCH,
-        }},
-        "metrics": {"enabled": False},
-        "retry": {"initial_backoff_s": 0.001, "max_backoff_s": 0.001},
-    })
+        conn.executemany(
+            "INSERT INTO customers VALUES (?, ?)",
+            [(i, f"Customer {i}") for i in range(1, ROWS + 1)],
+        )
+    return parse_config(
+        {
+            "tenant": "acme",
+            "source": {"url": f"sqlite:///{db}"},
+            "kafka": {"bootstrap_servers": "127.0.0.1:1", "topic_prefix": "unit"},
+            "entities": {
+                "customers": {
+                    "table": "customers",
+                    "key": "id",
+                    "fields": {"local_id": "id", "full_name": "full_name"},
+                    "batching": {"mode": "id", "column": "id"},
+                    "batch_size": BATCH,
+                }
+            },
+            "metrics": {"enabled": False},
+            "retry": {"initial_backoff_s": 0.001, "max_backoff_s": 0.001},
+        }
+    )
 
 
 @pytest.fixture
 def no_kafka(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLog]:
     """The run loop's Kafka side replaced by a FakeLog; everything else is real."""
     log = FakeLog()
-    monkeypatch.setattr(runner_module, "TransactionalPublisher",
-                        lambda *_a, **_k: FakePublisher(log))
+    monkeypatch.setattr(
+        runner_module, "TransactionalPublisher", lambda *_a, **_k: FakePublisher(log)
+    )
     monkeypatch.setattr(runner_module, "ensure_topics", lambda *_a, **_k: None)
     if hasattr(runner_module, "preflight"):
         monkeypatch.setattr(runner_module, "preflight", lambda *_a, **_k: None)
-    monkeypatch.setattr(watermark, "load",
-                        lambda _k, _topic, tenant, **_kw: log.watermarks(tenant))
+    monkeypatch.setattr(watermark, "load", lambda _k, _topic, tenant, **_kw: log.watermarks(tenant))
     yield log
 
 
@@ -169,12 +188,13 @@ def test_failed_commit_leaves_stream_and_watermark_unmoved(cfg: AppConfig) -> No
         wms = [watermark.decode(v) for t, _, v in aborted if t == p.watermark_topic and v]
         assert [w.position for w in wms] == [batch.last]
         assert sum(t == s.topic for t, _, _ in aborted) == BATCH
-        assert counter(metrics, "poller_transactions_total", tenant="acme",
-                       outcome="aborted") == 1
-        assert counter(metrics, "poller_transactions_total", tenant="acme",
-                       outcome="committed") == 0
-        assert counter(metrics, "poller_rows_published_total", tenant="acme",
-                       entity="customers") == 0
+        assert counter(metrics, "poller_transactions_total", tenant="acme", outcome="aborted") == 1
+        assert (
+            counter(metrics, "poller_transactions_total", tenant="acme", outcome="committed") == 0
+        )
+        assert (
+            counter(metrics, "poller_rows_published_total", tenant="acme", entity="customers") == 0
+        )
 
         # The same batch again, committed this time: now the stream moves.
         p._commit(s, batch)
@@ -204,7 +224,9 @@ def test_run_loop_redoes_uncommitted_batches_exactly_once(
     # Committed watermarks only ever move forward, one per committed batch, ending at the top.
     positions = [
         watermark.decode(v).position.cursor
-        for txn in no_kafka.committed for t, _, v in txn if t.endswith("watermarks") and v
+        for txn in no_kafka.committed
+        for t, _, v in txn
+        if t.endswith("watermarks") and v
     ]
     assert positions == [10, 20, 25]
     assert no_kafka.watermarks("acme")["customers"].rows_total == ROWS

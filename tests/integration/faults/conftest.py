@@ -1,8 +1,8 @@
 """Harness of the fault tests: real `poller run` processes against the real broker and databases.
 
 * `SourceDB` seeds a source table fast (server-side `generate_series` in PostgreSQL, the SEQUENCE
-  engine in MariaDB), snapshots what the topics must hold, and finds or kills the poller's
-  database sessions.
+  engine in MariaDB), snapshots what the topics must hold, and kills the poller's database
+  sessions.
 * `Scenario` (fixture `scenario`) owns one test's unique tenant and topic prefix: it writes config
   files, starts `poller run` subprocesses with their output in a log file each, kills whatever is
   still running at teardown, and reads the results back: the entity topics with a read_committed
@@ -47,7 +47,7 @@ from poller.config import KafkaConfig
 from poller.errors import PollerError
 from poller.watermark import Watermark
 from poller.watermark import load as load_watermarks
-from tests.integration.conftest import REPO_ROOT
+from tests.integration.conftest import REPO_ROOT, KafkaService
 
 T = TypeVar("T")
 
@@ -109,9 +109,8 @@ def wait_for(
 
 @dataclass(frozen=True)
 class SourceRow:
-    """What the topic must hold for one source row: its local_id and some decoded fields."""
+    """What the topic must hold for one source row (keyed by local_id): decoded field values."""
 
-    local_id: str
     fields: Mapping[str, object]
 
 
@@ -120,8 +119,12 @@ class SourceDB:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = sa.create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT",
-                                       connect_args=bounded_connect_args(url))
+        self.engine = sa.create_engine(
+            url,
+            poolclass=NullPool,
+            isolation_level="AUTOCOMMIT",
+            connect_args=bounded_connect_args(url),
+        )
         self.dialect = self.engine.dialect.name
         self.database = self.engine.url.database or ""
 
@@ -184,12 +187,10 @@ class SourceDB:
 
     def customers(self) -> dict[str, SourceRow]:
         """local_id -> the fields the topic must carry for it (the version columns)."""
-        out = {}
-        for row in self.rows("SELECT id, full_name, updated_at FROM customers"):
-            out[str(row[0])] = SourceRow(
-                str(row[0]), {"full_name": row[1], "updated_at": row[2].replace(tzinfo=UTC)}
-            )
-        return out
+        return {
+            str(r[0]): SourceRow({"full_name": r[1], "updated_at": r[2].replace(tzinfo=UTC)})
+            for r in self.rows("SELECT id, full_name, updated_at FROM customers")
+        }
 
     def max_cursor(self, column: str, table: str = "customers") -> Any:
         check_name(column)
@@ -392,26 +393,39 @@ def _headers(raw: Mapping[str, str | bytes | None] | Sequence[Any] | None) -> di
 
 
 class TopicEnds:
-    """Cheap progress probe: the summed high watermark of a topic (0 until it exists). The
-    watermark topic grows by two offsets (record + commit marker) per committed batch."""
+    """Cheap probes of a topic's ends, summed over its partitions (0 until it exists).
+
+    `committed(topic)` is the last stable offset (what a read_committed consumer reaches): the
+    watermark topic's grows by two (record + commit marker) per committed batch.
+    `in_flight(topic)` is true while a transaction has written to the topic and is still open
+    (high watermark beyond the last stable offset).
+    """
 
     def __init__(self, bootstrap: str) -> None:
-        self._consumer = _consumer(bootstrap)
+        self._committed = _consumer(bootstrap)
+        self._uncommitted = _consumer(bootstrap, "read_uncommitted")
 
-    def high(self, topic: str) -> int:
+    def _end(self, consumer: Consumer, topic: str) -> int:
         try:
-            meta = self._consumer.list_topics(topic, timeout=5).topics.get(topic)
+            meta = consumer.list_topics(topic, timeout=5).topics.get(topic)
             if meta is None or meta.error is not None:
                 return 0
             return sum(
-                self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
                 for p in meta.partitions
             )
         except KafkaException:
             return 0
 
+    def committed(self, topic: str) -> int:
+        return self._end(self._committed, topic)
+
+    def in_flight(self, topic: str) -> bool:
+        return self._end(self._uncommitted, topic) > self._end(self._committed, topic)
+
     def close(self) -> None:
-        self._consumer.close()
+        self._committed.close()
+        self._uncommitted.close()
 
 
 # ------------------------------------------------------------------------------- verifier
@@ -450,8 +464,9 @@ def decode_topic(records: Sequence[Record], tenant: str, entity: str) -> Deliver
         key = json.loads(r.key)
         if name != entity:
             out.problems.append(f"{r.partition}/{r.offset}: a {name} message in {entity}'s topic")
-        if not (isinstance(key, list) and len(key) == 2 and key[0] == tenant
-                and str(key[1]) == local_id):
+        if not (
+            isinstance(key, list) and len(key) == 2 and key[0] == tenant and str(key[1]) == local_id
+        ):
             out.problems.append(f"{r.partition}/{r.offset}: key {r.key!r} for local_id {local_id}")
         if r.headers.get("tenant") != tenant.encode() or r.headers.get("entity") != entity.encode():
             out.problems.append(f"{r.partition}/{r.offset}: headers {r.headers}")
@@ -472,8 +487,9 @@ def compare(delivery: Delivery, expected: Mapping[str, SourceRow]) -> list[str]:
     extra = sorted(set(delivery.by_id) - set(expected), key=_id_order)
     if dupes:
         counts = Counter(len(delivery.by_id[k]) for k in dupes)
-        problems.append(f"{len(dupes)} keys delivered more than once (copies: {dict(counts)}): "
-                        f"{_sample(dupes)}")
+        problems.append(
+            f"{len(dupes)} keys delivered more than once (copies: {dict(counts)}): {_sample(dupes)}"
+        )
     if missing:
         problems.append(f"{len(missing)} source keys missing: {_sample(missing)}")
     if extra:
@@ -485,8 +501,9 @@ def compare(delivery: Delivery, expected: Mapping[str, SourceRow]) -> list[str]:
             if diff:
                 wrong.append(f"{local_id}: {diff}")
     if wrong:
-        problems.append(f"{len(wrong)} messages differ from the source (got, want): "
-                        f"{_sample(wrong, 4)}")
+        problems.append(
+            f"{len(wrong)} messages differ from the source (got, want): {_sample(wrong, 4)}"
+        )
     return problems
 
 
@@ -507,8 +524,12 @@ class PollerProcess:
         self._log: IO[bytes] = log_path.open("ab")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT, start_new_session=True,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            start_new_session=True,
         )
         self.ended: float | None = None
 
@@ -549,8 +570,9 @@ class PollerProcess:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            pytest.fail(f"{self.label} did not exit within {timeout:.0f}s; killed.\n"
-                        f"{self.describe()}")
+            pytest.fail(
+                f"{self.label} did not exit within {timeout:.0f}s; killed.\n{self.describe()}"
+            )
         self._closed()
         return rc
 
@@ -566,8 +588,10 @@ class PollerProcess:
     def describe(self, lines: int = 40) -> str:
         state = "running" if self.proc.poll() is None else f"exit code {self.proc.returncode}"
         tail = "\n".join(self.log().splitlines()[-lines:])
-        return (f"--- {self.label} (pid {self.pid}, {state}, {self.elapsed:.1f}s, "
-                f"log {self.log_path}):\n{tail}\n---")
+        return (
+            f"--- {self.label} (pid {self.pid}, {state}, {self.elapsed:.1f}s, "
+            f"log {self.log_path}):\n{tail}\n---"
+        )
 
 
 # -------------------------------------------------------------------------------- scenario
@@ -633,8 +657,13 @@ class Scenario:
         path.write_text(yaml.safe_dump(dict(config), sort_keys=False), encoding="utf-8")
         return path
 
-    def config(self, source_url: str, entities: Mapping[str, Mapping[str, Any]],
-               name: str = "poller.yaml", **kw: Any) -> Path:
+    def config(
+        self,
+        source_url: str,
+        entities: Mapping[str, Mapping[str, Any]],
+        name: str = "poller.yaml",
+        **kw: Any,
+    ) -> Path:
         return self.write_config(self.config_dict(source_url, entities, **kw), name)
 
     # -- processes -------------------------------------------------------------------------------
@@ -654,8 +683,15 @@ class Scenario:
         return proc
 
     def cli(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(poller_argv(*args), stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=timeout, cwd=REPO_ROOT, check=False)
+        return subprocess.run(
+            poller_argv(*args),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO_ROOT,
+            check=False,
+        )
 
     def offsets(self, config: Path) -> dict[str, dict[str, Any]]:
         """`poller offsets show --json`, by entity."""
@@ -671,34 +707,47 @@ class Scenario:
     def stored(self, entity: str) -> Watermark | None:
         """The committed watermark, read in-process (cheap enough to poll)."""
         try:
-            found = load_watermarks(self.kafka_config(),
-                                    self.watermark_topic, self.tenant, timeout_s=10)
+            found = load_watermarks(
+                self.kafka_config(), self.watermark_topic, self.tenant, timeout_s=10
+            )
         except PollerError:  # topic not there yet
             return None
         return found.get(entity)
 
-    def wait_for_cursor(self, entity: str, cursor: object, timeout: float,
-                        watch: Sequence[PollerProcess] = ()) -> Watermark:
+    def wait_for_cursor(
+        self, entity: str, cursor: object, timeout: float, watch: Sequence[PollerProcess] = ()
+    ) -> Watermark:
         def reached() -> Watermark | None:
             wm = self.stored(entity)
             return wm if wm is not None and wm.position.cursor == cursor else None
 
-        return wait_for(reached, timeout, f"{entity}'s watermark to reach {cursor!r}",
-                        interval=0.5, watch=watch)
+        return wait_for(
+            reached, timeout, f"{entity}'s watermark to reach {cursor!r}", interval=0.5, watch=watch
+        )
 
-    def watermark_high(self) -> int:
-        """Offsets written to the watermark topic so far (≈ 2 per committed batch)."""
+    @property
+    def ends(self) -> TopicEnds:
         if self._ends is None:
             self._ends = TopicEnds(self.bootstrap)
-        return self._ends.high(self.watermark_topic)
+        return self._ends
 
-    def wait_for_batches(self, batches: int, timeout: float,
-                         watch: Sequence[PollerProcess] = ()) -> int:
+    def watermark_high(self) -> int:
+        """Committed offsets of the watermark topic so far (2 per committed batch)."""
+        return self.ends.committed(self.watermark_topic)
+
+    def wait_for_batches(
+        self, batches: int, timeout: float, watch: Sequence[PollerProcess] = ()
+    ) -> int:
         """Until `batches` more transactions hit the watermark topic (from now)."""
         start = self.watermark_high()
         goal = start + 2 * batches
-        return wait_for(lambda: (h if (h := self.watermark_high()) >= goal else None), timeout,
-                        f"{batches} more committed batch(es)", interval=0.05, watch=watch)
+        return wait_for(
+            lambda: h if (h := self.watermark_high()) >= goal else None,
+            timeout,
+            f"{batches} more committed batch(es)",
+            interval=0.05,
+            watch=watch,
+        )
 
     def records(self, entity: str) -> list[Record]:
         return read_committed(self.bootstrap, self.topic(entity))
@@ -773,19 +822,32 @@ class PostgresServer:
     """Stops and starts the real PostgreSQL cluster (pg_ctlcluster)."""
 
     def __init__(self) -> None:
-        versions = sorted(os.listdir("/usr/lib/postgresql"), key=lambda v: int(v) if v.isdigit()
-                          else 0) if os.path.isdir("/usr/lib/postgresql") else []
+        versions = (
+            sorted(os.listdir("/usr/lib/postgresql"), key=lambda v: int(v) if v.isdigit() else 0)
+            if os.path.isdir("/usr/lib/postgresql")
+            else []
+        )
         if not versions or shutil.which("pg_ctlcluster") is None:
-            pytest.fail("pg_ctlcluster / /usr/lib/postgresql not found; start the stack with "
-                        "`scripts/services up postgres`", pytrace=False)
+            pytest.fail(
+                "pg_ctlcluster / /usr/lib/postgresql not found; start the stack with "
+                "`scripts/services up postgres`",
+                pytrace=False,
+            )
         self.version = versions[-1]
 
     def _ctl(self, action: str, *extra: str) -> None:
-        proc = subprocess.run(["pg_ctlcluster", self.version, "main", action, *extra],
-                              capture_output=True, text=True, timeout=120, check=False)
+        proc = subprocess.run(
+            ["pg_ctlcluster", self.version, "main", action, *extra],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         if proc.returncode != 0:
-            pytest.fail(f"pg_ctlcluster {self.version} main {action} exited {proc.returncode}: "
-                        f"{proc.stdout}{proc.stderr}")
+            pytest.fail(
+                f"pg_ctlcluster {self.version} main {action} exited {proc.returncode}: "
+                f"{proc.stdout}{proc.stderr}"
+            )
 
     def stop(self) -> None:
         self._ctl("stop", "-m", "fast")
@@ -797,8 +859,12 @@ class PostgresServer:
 
     @staticmethod
     def ready() -> bool:
-        return subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432"],
-                              timeout=10, check=False).returncode == 0
+        return (
+            subprocess.run(
+                ["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432"], timeout=10, check=False
+            ).returncode
+            == 0
+        )
 
     def ensure_up(self) -> None:
         if not self.ready():
@@ -817,7 +883,7 @@ def postgres_server(pg_url: str) -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def kafka_restart(kafka_service: Any, kafka_bootstrap: str) -> Iterator[Any]:
+def kafka_restart(kafka_service: KafkaService, kafka_bootstrap: str) -> Iterator[KafkaService]:
     """`kafka_service` (stop/start), with the broker brought back at teardown in any case."""
     try:
         yield kafka_service

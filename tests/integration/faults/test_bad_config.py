@@ -55,8 +55,10 @@ def test_unknown_column(scenario: Scenario, pg: SourceDB) -> None:
 def test_timestamp_mode_on_a_text_column(scenario: Scenario, pg: SourceDB) -> None:
     pg.create_customers()
     pg.seed_customers(10)
-    pg.execute("ALTER TABLE customers ADD COLUMN changed varchar(40)",
-               "UPDATE customers SET changed = CAST(updated_at AS text)")
+    pg.execute(
+        "ALTER TABLE customers ADD COLUMN changed varchar(40)",
+        "UPDATE customers SET changed = CAST(updated_at AS text)",
+    )
     entity = customers_entity("id", batching={"mode": "timestamp", "column": "changed"})
     proc, rc, error = run_failing(scenario, scenario.config(pg.url, {"customers": entity}))
     assert rc == 2, f"exit {rc}, expected 2 (configuration/schema):\n{proc.describe()}"
@@ -68,8 +70,9 @@ def test_timestamp_mode_on_a_text_column(scenario: Scenario, pg: SourceDB) -> No
 def test_unreachable_database(scenario: Scenario, kafka_bootstrap: str) -> None:
     port = free_port()  # nothing listens there
     url = f"postgresql+psycopg2://poller:Xq9-secret-pw@127.0.0.1:{port}/nowhere"
-    cfg = scenario.config(url, {"customers": customers_entity("id")},
-                          retry={"startup_timeout_s": STARTUP_TIMEOUT_S})
+    cfg = scenario.config(
+        url, {"customers": customers_entity("id")}, retry={"startup_timeout_s": STARTUP_TIMEOUT_S}
+    )
     proc, _rc, error = run_failing(scenario, cfg)
     assert f"127.0.0.1:{port}" in error, f"the database address is not named:\n{error}"
     assert "Xq9-secret-pw" not in proc.log(), "the password leaked into the output"
@@ -80,8 +83,12 @@ def test_unreachable_broker(scenario: Scenario, pg: SourceDB) -> None:
     pg.create_customers()
     pg.seed_customers(10)
     bootstrap = f"127.0.0.1:{free_port()}"
-    cfg = scenario.config(pg.url, {"customers": customers_entity("id")}, bootstrap=bootstrap,
-                          retry={"startup_timeout_s": STARTUP_TIMEOUT_S})
+    cfg = scenario.config(
+        pg.url,
+        {"customers": customers_entity("id")},
+        bootstrap=bootstrap,
+        retry={"startup_timeout_s": STARTUP_TIMEOUT_S},
+    )
     _proc, _rc, error = run_failing(scenario, cfg)
     assert bootstrap in error and "kafka" in error.lower(), f"the broker is not named:\n{error}"
     assert_nothing_written(scenario)  # on the real broker: no such topics either

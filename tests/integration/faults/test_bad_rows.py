@@ -27,6 +27,7 @@ from tests.integration.faults.conftest import (
     metric,
     read_committed,
     scrape,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -52,8 +53,12 @@ def balances_entity(**overrides: Any) -> dict[str, Any]:
     entity: dict[str, Any] = {
         "table": "balances",
         "key": "id",
-        "fields": {"local_id": "id", "customer_id": "customer_id", "balance": "balance",
-                   "updated_at": "updated_at"},
+        "fields": {
+            "local_id": "id",
+            "customer_id": "customer_id",
+            "balance": "balance",
+            "updated_at": "updated_at",
+        },
         "batching": {"mode": "id", "column": "id"},
         "batch_size": BATCH,
     }
@@ -63,7 +68,7 @@ def balances_entity(**overrides: Any) -> dict[str, Any]:
 
 def balances_rows(db: SourceDB) -> dict[str, SourceRow]:
     return {
-        str(r[0]): SourceRow(str(r[0]), {"customer_id": r[1], "balance": r[2]})
+        str(r[0]): SourceRow({"customer_id": r[1], "balance": r[2]})
         for r in db.rows("SELECT id, customer_id, balance FROM balances")
     }
 
@@ -81,8 +86,10 @@ class BadCase:
 
 def _over_precision(db: SourceDB) -> dict[str, Any]:
     create_balances(db)
-    db.execute("UPDATE balances SET balance = 12345678901234567890.12 WHERE id = :id",
-               params={"id": BAD_ID})
+    db.execute(
+        "UPDATE balances SET balance = 12345678901234567890.12 WHERE id = :id",
+        params={"id": BAD_ID},
+    )
     return balances_entity()
 
 
@@ -99,8 +106,12 @@ def _text_as_number(db: SourceDB) -> dict[str, Any]:
     return balances_entity(
         table=None,
         query="SELECT id, customer_id, balance_txt, updated_at FROM balances",
-        fields={"local_id": "id", "customer_id": "customer_id", "balance": "balance_txt",
-                "updated_at": "updated_at"},
+        fields={
+            "local_id": "id",
+            "customer_id": "customer_id",
+            "balance": "balance_txt",
+            "updated_at": "updated_at",
+        },
     )
 
 
@@ -109,9 +120,11 @@ def _impossible_date(db: SourceDB) -> dict[str, Any]:
     as text since Python cannot build that date."""
     db.create_customers()
     db.seed_customers(ROWS)
-    db.execute("SET SESSION sql_mode = 'ALLOW_INVALID_DATES'",
-               "UPDATE customers SET birth_date = '2023-02-30' WHERE id = :id",
-               params={"id": BAD_ID})
+    db.execute(
+        "SET SESSION sql_mode = 'ALLOW_INVALID_DATES'",
+        "UPDATE customers SET birth_date = '2023-02-30' WHERE id = :id",
+        params={"id": BAD_ID},
+    )
     return customers_entity("id", batch_size=BATCH)
 
 
@@ -120,17 +133,42 @@ def _customers(db: SourceDB) -> dict[str, SourceRow]:
 
 
 CASES = {
-    "decimal-over-precision": BadCase("postgresql", "bonus_balances", "balance", "Decimal",
-                                      "needs more than 18 digits", _over_precision,
-                                      balances_rows),
-    "null-in-required-field": BadCase("postgresql", "bonus_balances", "customer_id",
-                                      "NoneType", "NULL in required field", _null_required,
-                                      balances_rows),
-    "text-as-number-via-query": BadCase("postgresql", "bonus_balances", "balance", "str",
-                                        "is not a decimal number", _text_as_number,
-                                        balances_rows),
-    "impossible-date-mariadb": BadCase("mariadb", "customers", "birth_date", "str",
-                                       "is not a valid date", _impossible_date, _customers),
+    "decimal-over-precision": BadCase(
+        "postgresql",
+        "bonus_balances",
+        "balance",
+        "Decimal",
+        "needs more than 18 digits",
+        _over_precision,
+        balances_rows,
+    ),
+    "null-in-required-field": BadCase(
+        "postgresql",
+        "bonus_balances",
+        "customer_id",
+        "NoneType",
+        "NULL in required field",
+        _null_required,
+        balances_rows,
+    ),
+    "text-as-number-via-query": BadCase(
+        "postgresql",
+        "bonus_balances",
+        "balance",
+        "str",
+        "is not a decimal number",
+        _text_as_number,
+        balances_rows,
+    ),
+    "impossible-date-mariadb": BadCase(
+        "mariadb",
+        "customers",
+        "birth_date",
+        "str",
+        "is not a valid date",
+        _impossible_date,
+        _customers,
+    ),
 }
 
 
@@ -150,8 +188,14 @@ def test_bad_row_fails_with_exit_4_and_holds_the_watermark(
         log = proc.log()
         assert rc == 4, f"{attempt}: exit {rc}, expected 4 (bad row):\n{proc.describe()}"
         error = next((ln for ln in log.splitlines() if ln.startswith("poller: error:")), log)
-        for part in (f"tenant {scenario.tenant!r}", f"entity {case.entity!r}", f"key {BAD_ID}",
-                     f"field {case.field!r}", f"({case.value_type})", case.reason):
+        for part in (
+            f"tenant {scenario.tenant!r}",
+            f"entity {case.entity!r}",
+            f"key {BAD_ID}",
+            f"field {case.field!r}",
+            f"({case.value_type})",
+            case.reason,
+        ):
             assert part in error, f"{attempt}: {part!r} not in the error message:\n{error}"
 
         # Everything before the bad row, once; nothing from it on; the watermark just before.
@@ -161,28 +205,38 @@ def test_bad_row_fails_with_exit_4_and_holds_the_watermark(
         assert shown["rows_total"] == BAD_ID - 1, f"{attempt}: watermark {shown}"
 
 
-def test_dead_letter_policy_routes_bad_rows_and_moves_on(
-    scenario: Scenario, pg: SourceDB
-) -> None:
+def test_dead_letter_policy_routes_bad_rows_and_moves_on(scenario: Scenario, pg: SourceDB) -> None:
     create_balances(pg)
-    bad = {10: ("balance", "Decimal", "needs more than 18 digits"),
-           50: ("customer_id", "NoneType", "NULL in required field"),
-           77: ("balance", "Decimal", "more than 2 fractional digits")}
-    pg.execute("UPDATE balances SET balance = 12345678901234567890.12 WHERE id = 10",
-               "UPDATE balances SET customer_id = NULL WHERE id = 50",
-               "UPDATE balances SET balance = 1.2345 WHERE id = 77")
+    bad = {
+        10: ("balance", "Decimal", "needs more than 18 digits"),
+        50: ("customer_id", "NoneType", "NULL in required field"),
+        77: ("balance", "Decimal", "more than 2 fractional digits"),
+    }
+    pg.execute(
+        "UPDATE balances SET balance = 12345678901234567890.12 WHERE id = 10",
+        "UPDATE balances SET customer_id = NULL WHERE id = 50",
+        "UPDATE balances SET balance = 1.2345 WHERE id = 77",
+    )
     port = free_port()
-    cfg = scenario.config(pg.url, {"bonus_balances": balances_entity(on_bad_row="dead_letter")},
-                          metrics_port=port)
+    cfg = scenario.config(
+        pg.url, {"bonus_balances": balances_entity(on_bad_row="dead_letter")}, metrics_port=port
+    )
 
     proc = scenario.start(cfg, label="poller")
     scenario.wait_for_cursor("bonus_balances", ROWS, timeout=60, watch=[proc])
-    samples = scrape(port)
+    labels = {"tenant": scenario.tenant, "entity": "bonus_balances"}
+    batches = ROWS // BATCH
+    samples = wait_for(  # the counters move right after the commit the watermark shows
+        lambda: (
+            m if metric(m := scrape(port), "poller_batches_total", **labels) == batches else None
+        ),
+        10,
+        f"the {batches} batches in the metrics",
+    )
     proc.terminate()
     rc = proc.wait(timeout=30)
     assert rc == 0, f"SIGTERM must stop it cleanly:\n{proc.describe()}"
 
-    labels = {"tenant": scenario.tenant, "entity": "bonus_balances"}
     assert metric(samples, "poller_rows_dead_lettered_total", **labels) == len(bad), samples
     assert metric(samples, "poller_rows_published_total", **labels) == ROWS - len(bad)
 

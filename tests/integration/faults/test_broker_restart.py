@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
 
 import pytest
 
+from tests.integration.conftest import KafkaService
 from tests.integration.faults.conftest import SEED, Scenario, SourceDB, customers_entity
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -16,12 +16,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROWS = 200_000
 
 
-def test_broker_restart_mid_run(scenario: Scenario, pg: SourceDB, kafka_restart: Any) -> None:
+def test_broker_restart_mid_run(
+    scenario: Scenario, pg: SourceDB, kafka_restart: KafkaService
+) -> None:
     pg.create_customers()
     pg.seed_customers(ROWS)
     expected = pg.customers()
     cfg = scenario.config(
-        pg.url, {"customers": customers_entity("timestamp", batch_size=5_000)},
+        pg.url,
+        {"customers": customers_entity("timestamp", batch_size=5_000)},
         retry={"initial_backoff_s": 0.5, "max_backoff_s": 4},
     )
 

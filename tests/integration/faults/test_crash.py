@@ -9,18 +9,45 @@ import pytest
 
 from tests.integration.faults.conftest import (
     SEED,
+    PollerProcess,
     Scenario,
     SourceDB,
     customers_entity,
     read_committed,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROWS = 200_000
 BATCH = 5_000
-KILLS = 7
+# How each kill picks its moment; shuffled with the seeded generator.
+MOMENTS = ["start-up"] * 2 + ["after commits"] * 3 + ["rows in flight"] * 2
 MIN_KILLS_MID_RUN = 5
+
+
+def kill_at(scenario: Scenario, proc: PollerProcess, moment: str) -> str:
+    """Wait for the moment, SIGKILL the poller; say when it was."""
+    rng = scenario.rng
+    if moment == "start-up":  # loading, fencing the previous producer, first batch
+        delay = rng.uniform(0.3, 2.5)
+        time.sleep(delay)
+        when = f"{delay:.2f}s after start"
+    elif moment == "after commits":  # often lands inside the next transaction
+        k, jitter = rng.randint(1, 3), rng.uniform(0.0, 0.3)
+        scenario.wait_for_batches(k, timeout=90, watch=[proc])
+        time.sleep(jitter)
+        when = f"{k} commit(s) + {jitter:.2f}s"
+    else:  # a transaction has rows on the broker and has not committed yet
+        topic = scenario.topic("customers")
+        wait_for(lambda: scenario.ends.in_flight(topic), 90, "rows of an open transaction",
+                 interval=0.001, watch=[proc])  # fmt: skip
+        when = "rows of an open transaction on the broker"
+    assert proc.alive(), f"the poller died by itself before the kill:\n{proc.describe()}"
+    proc.kill()
+    if moment == "rows in flight" and scenario.ends.in_flight(scenario.topic("customers")):
+        when += " (left open: confirmed)"
+    return when
 
 
 def test_sigkill_at_random_moments_then_exactly_once(scenario: Scenario, pg: SourceDB) -> None:
@@ -28,34 +55,26 @@ def test_sigkill_at_random_moments_then_exactly_once(scenario: Scenario, pg: Sou
     pg.seed_customers(ROWS)
     expected = pg.customers()
     cfg = scenario.config(pg.url, {"customers": customers_entity("id", batch_size=BATCH)})
-    rng = scenario.rng
+    moments = list(MOMENTS)
+    scenario.rng.shuffle(moments)
 
     kills: list[str] = []
     mid_run = 0
-    for n in range(1, KILLS + 1):
+    for n, moment in enumerate(moments, 1):
         proc = scenario.start(cfg, label=f"killed-{n}")
-        if rng.random() < 0.3:
-            # Any moment after the start: start-up, fencing the previous producer, first batch.
-            delay = rng.uniform(0.3, 2.5)
-            time.sleep(delay)
-            moment = f"{delay:.2f}s after start"
-        else:
-            # After k more commits, plus a jitter that often lands inside a transaction.
-            k, jitter = rng.randint(1, 3), rng.uniform(0.0, 0.3)
-            scenario.wait_for_batches(k, timeout=90, watch=[proc])
-            time.sleep(jitter)
-            moment = f"{k} batch(es) + {jitter:.2f}s"
-        assert proc.alive(), f"the poller died by itself before kill {n}:\n{proc.describe()}"
-        proc.kill()
+        when = kill_at(scenario, proc, moment)
         wm = scenario.stored("customers")
         cursor = None if wm is None else wm.position.cursor
         mid_run += cursor != ROWS
-        kills.append(f"kill {n} at {moment}: committed watermark {cursor}")
+        kills.append(f"kill {n} at {when}: committed watermark {cursor}")
 
     summary = "\n  ".join(kills)
     assert mid_run >= MIN_KILLS_MID_RUN, (
-        f"only {mid_run} of {KILLS} kills hit an unfinished run (seed {SEED}); the table is "
-        f"too small for this machine's speed:\n  {summary}"
+        f"only {mid_run} of {len(kills)} kills hit an unfinished run (seed {SEED}); the table "
+        f"is too small for this machine's speed:\n  {summary}"
+    )
+    assert "confirmed" in summary, (
+        f"no kill left an open transaction with rows on the broker (seed {SEED}):\n  {summary}"
     )
 
     scenario.run_once(cfg, timeout=180, label="final")
@@ -65,10 +84,9 @@ def test_sigkill_at_random_moments_then_exactly_once(scenario: Scenario, pg: Sou
     assert shown["cursor"] == ROWS == pg.max_cursor("id"), shown
     assert shown["rows_total"] == ROWS, f"rows_total counts re-published rows: {shown}"
 
-    # The kills did land inside open transactions: their rows reached the log, then were
-    # aborted (a read_uncommitted reader sees them, read_committed does not).
-    uncommitted = read_committed(scenario.bootstrap, scenario.topic("customers"),
-                                 isolation="read_uncommitted")
-    assert len(uncommitted) > ROWS, (
-        f"no kill interrupted a transaction with rows in flight (seed {SEED}):\n  {summary}"
+    # The killed transactions' rows are in the log, aborted: a read_uncommitted reader sees
+    # them, the read_committed one above did not.
+    uncommitted = read_committed(
+        scenario.bootstrap, scenario.topic("customers"), isolation="read_uncommitted"
     )
+    assert len(uncommitted) > ROWS, f"no aborted rows in the log:\n  {summary}"

@@ -49,8 +49,14 @@ def start_caught_up(
     """A continuous poller (0.3 s polls) that has published the seeded rows."""
     pg.create_customers()
     pg.seed_customers(SEEDED)
-    cfg = scenario.config(pg.url, {"customers": customers_entity(
-        "timestamp", batch_size=1_000, settle_delay_s=settle, poll_interval_s=0.3)})
+    cfg = scenario.config(
+        pg.url,
+        {
+            "customers": customers_entity(
+                "timestamp", batch_size=1_000, settle_delay_s=settle, poll_interval_s=0.3
+            )
+        },
+    )
     proc = scenario.start(cfg, label="poller")
     seeded_max = pg.max_cursor("updated_at")
     scenario.wait_for_cursor("customers", seeded_max, timeout=60, watch=[proc])
@@ -66,15 +72,25 @@ def test_commit_within_settle_delay_is_delivered(
     with tx_engine.connect() as t1:
         t1_stamp = t1.execute(sa.text(INSERT_NOW), {"id": T1_ID, "name": "T1"}).scalar_one()
         # T2 starts later, stamps later, and commits first.
-        wait_for(lambda: pg.scalar("SELECT (now() AT TIME ZONE 'UTC') > :t", {"t": t1_stamp}),
-                 5, "the database clock to pass T1's stamp", interval=0.01)
+        wait_for(
+            lambda: pg.scalar("SELECT (now() AT TIME ZONE 'UTC') > :t", {"t": t1_stamp}),
+            5,
+            "the database clock to pass T1's stamp",
+            interval=0.01,
+        )
         with tx_engine.begin() as t2:
             t2_stamp = t2.execute(sa.text(INSERT_NOW), {"id": T2_ID, "name": "T2"}).scalar_one()
         assert t2_stamp > t1_stamp
         # The poller polls every 0.3 s meanwhile; T2's row is visible, T1's is not yet.
-        wait_for(lambda: pg.scalar("SELECT (now() AT TIME ZONE 'UTC') - :t > interval '3 s'",
-                                   {"t": t1_stamp}),
-                 10, "3 s to pass since T1's stamp", interval=0.05, watch=[proc])
+        wait_for(
+            lambda: pg.scalar(
+                "SELECT (now() AT TIME ZONE 'UTC') - :t > interval '3 s'", {"t": t1_stamp}
+            ),
+            10,
+            "3 s to pass since T1's stamp",
+            interval=0.05,
+            watch=[proc],
+        )
         wm = scenario.stored("customers")
         assert wm is not None and wm.position.cursor == seeded_max, (
             f"the watermark moved to {wm} while T1 (stamped {t1_stamp}) was still open"
@@ -95,8 +111,12 @@ def test_commit_after_settle_delay_may_be_missed(
 
     with tx_engine.connect() as t1:
         t1_stamp = t1.execute(sa.text(INSERT_NOW), {"id": T1_ID, "name": "T1"}).scalar_one()
-        wait_for(lambda: pg.scalar("SELECT (now() AT TIME ZONE 'UTC') > :t", {"t": t1_stamp}),
-                 5, "the database clock to pass T1's stamp", interval=0.01)
+        wait_for(
+            lambda: pg.scalar("SELECT (now() AT TIME ZONE 'UTC') > :t", {"t": t1_stamp}),
+            5,
+            "the database clock to pass T1's stamp",
+            interval=0.01,
+        )
         with tx_engine.begin() as t2:
             t2_stamp = t2.execute(sa.text(INSERT_NOW), {"id": T2_ID, "name": "T2"}).scalar_one()
         scenario.wait_for_cursor("customers", t2_stamp, timeout=30, watch=[proc])
@@ -104,9 +124,15 @@ def test_commit_after_settle_delay_may_be_missed(
 
     # Several more polls: T1's row stays unread.
     polls_after = dt.timedelta(seconds=settle + 2)
-    wait_for(lambda: pg.scalar("SELECT (now() AT TIME ZONE 'UTC') - :t > :d",
-                               {"t": t2_stamp, "d": polls_after}),
-             15, "a few more polls", interval=0.1, watch=[proc])
+    wait_for(
+        lambda: pg.scalar(
+            "SELECT (now() AT TIME ZONE 'UTC') - :t > :d", {"t": t2_stamp, "d": polls_after}
+        ),
+        15,
+        "a few more polls",
+        interval=0.1,
+        watch=[proc],
+    )
     delivered = scenario.delivery("customers")
     assert str(T2_ID) in delivered.by_id
     assert str(T1_ID) not in delivered.by_id, (
