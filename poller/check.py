@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient
 
 from poller.avro import EntitySchema, load_schema
 from poller.config import AppConfig
-from poller.errors import PollerError, SchemaMismatchError, StartupError
+from poller.errors import SchemaMismatchError, StartupError, TerminalError
 from poller.logs import KAFKA_LOGGER
 from poller.reader import check_entity, make_engine
 from poller.source import EntityQuery
@@ -89,7 +89,7 @@ def mapping_problems(cfg: AppConfig, engine: sa.Engine) -> list[str]:
         )
         try:
             problems.extend(check_entity(engine, query, ent, field_types(schema)))
-        except PollerError as exc:
+        except TerminalError as exc:  # a lost connection (SourceError) is retried instead
             problems.append(f"{name}: {exc}")
     return problems
 

@@ -109,7 +109,8 @@ class TransactionalPublisher:
                 return
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
-                if err.retriable() and not err.fatal() and time.monotonic() < deadline:
+                retry = err.retriable() and not err.fatal() and self.fatal is None
+                if retry and time.monotonic() < deadline:
                     log.warning("Kafka %s: %s; retrying", what, err.str())
                     time.sleep(0.5)
                     continue
@@ -117,7 +118,12 @@ class TransactionalPublisher:
                     raise PublishError(
                         f"Kafka {what} failed, transaction must be aborted: {err.str()}"
                     ) from exc
-                raise classify(exc, what) from exc
+                error = classify(exc, what)
+                if isinstance(error, FencedError | KafkaFatalError):
+                    # The producer is unusable and the coordinator has aborted its transaction:
+                    # nothing is left to abort or flush.
+                    self.fatal, self._in_txn = error, False
+                raise error from exc
 
     def start(self) -> None:
         """Register the transactional.id: fences any older producer of this tenant and aborts
@@ -172,11 +178,16 @@ class TransactionalPublisher:
             raise
         self._in_txn = False
 
-    def abort(self) -> None:
-        if not self._in_txn:
+    def abort(self, deadline_s: float | None = None) -> None:
+        if not self._in_txn or self.fatal is not None:
+            self._in_txn = False
             return
         try:
-            self._call("abort_transaction", lambda: self._producer.abort_transaction(self._timeout))
+            self._call(
+                "abort_transaction",
+                lambda: self._producer.abort_transaction(self._timeout),
+                deadline_s,
+            )
         finally:
             self._in_txn = False
 
@@ -184,9 +195,12 @@ class TransactionalPublisher:
         return len(self._producer)
 
     def close(self) -> None:
+        if self.fatal is not None:
+            self._producer.purge()  # a fenced/fatal producer delivers nothing more
+            return
         if self._in_txn:
             try:
-                self.abort()
+                self.abort(deadline_s=10)
             except Exception as exc:  # closing anyway; the coordinator times the txn out
                 log.warning("abort on close failed: %s", exc)
         self._producer.flush(5)

@@ -69,21 +69,21 @@ class Poller:
         self.streams: dict[str, EntityStream] = {}
         self._start_positions: dict[str, Position] = {}
         self._topics_ready = False
+        self._failures = 0  # consecutive transient failures, for the backoff
 
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self, once: bool = False) -> None:
         """Poll until stopped; with `once`, until every entity is caught up."""
-        failures = 0
         try:
             while not self.stop.is_set():
                 try:
                     self._connect()
                     self._turn()
-                    failures = 0
+                    self._failures = 0
                 except TransientError as exc:
-                    failures += 1
-                    self._recover(exc, failures)
+                    self._failures += 1
+                    self._recover(exc, self._failures)
                     continue
                 if once and all(s.caught_up for s in self.streams.values()):
                     return
@@ -155,6 +155,7 @@ class Poller:
             m.rows_dead_lettered.labels(*labels).inc(outcome.dead_lettered)
         s.position = outcome.position
         s.rows_total += outcome.published + outcome.dead_lettered
+        self._failures = 0  # progress was made: the next outage backs off from the start
         self._kafka_ok(True)
         if outcome.error is not None:
             m.errors.labels(self.tenant, s.name, "bad_row").inc()

@@ -348,6 +348,10 @@ def fits(avro: str, kind: str, dialect: str) -> bool:
     allowed = _FITS.get(base)
     if allowed is None or kind == "unknown":
         return True  # string fields take anything; unknown types are not judged
-    if dialect == "sqlite" and kind == "string" and base in ("date", "timestamp", "decimal"):
-        return True  # SQLite has no exact decimal and keeps dates as text: text is the norm
+    if kind == "string" and base == "decimal":
+        # Amounts kept as text (SQLite has no exact decimal; legacy CRMs do it too) are parsed
+        # strictly per value: one that is not a number is a bad row under on_bad_row.
+        return True
+    if dialect == "sqlite" and kind == "string" and base in ("date", "timestamp"):
+        return True  # SQLite keeps dates as text whatever the declared type
     return kind in allowed

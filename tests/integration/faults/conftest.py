@@ -199,26 +199,33 @@ class SourceDB:
 
     # -- the poller's sessions ------------------------------------------------------------------
 
-    def _sessions(self, conn: sa.Connection) -> list[int]:
+    def _sessions(self, conn: sa.Connection, reading: bool) -> list[int]:
         """Ids of every other session on this test's database: the poller's (the test's own
-        connections are not pooled, so none of them is idle here)."""
+        connections are not pooled, so none of them is idle here). `reading`: only those in
+        the middle of reading a batch: PostgreSQL's batch cursor (the reader names it
+        poller_batch) open, MariaDB sending rows."""
         if self.is_postgres:
             sql = (
                 "SELECT pid FROM pg_stat_activity WHERE datname = :db "
-                "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+                "AND (NOT :reading OR (query LIKE '%poller_batch%' "
+                "AND state IN ('active', 'idle in transaction')))"
             )
         else:
             sql = (
                 "SELECT id FROM information_schema.processlist WHERE db = :db "
-                "AND id <> CONNECTION_ID() AND command <> 'Killed'"
+                "AND id <> CONNECTION_ID() AND command <> 'Killed' "
+                "AND (NOT :reading OR state IN ('Sending data', 'Writing to net'))"
             )
-        return [int(r[0]) for r in conn.execute(sa.text(sql), {"db": self.database})]
+        params = {"db": self.database, "reading": reading}
+        return [int(r[0]) for r in conn.execute(sa.text(sql), params)]
 
-    def kill_poller_sessions(self) -> int:
-        """Terminate (PostgreSQL) / KILL (MariaDB) the poller's sessions; how many went."""
+    def kill_poller_sessions(self, reading: bool = False) -> int:
+        """Terminate (PostgreSQL) / KILL (MariaDB) the poller's sessions (`reading`: those in
+        the middle of a read); how many went."""
         killed = 0
         with self.engine.connect() as conn:
-            for sid in self._sessions(conn):
+            for sid in self._sessions(conn, reading):
                 if self.is_postgres:
                     ok = conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": sid})
                     killed += bool(ok.scalar())
