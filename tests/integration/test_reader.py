@@ -257,11 +257,13 @@ def test_check_entity_reports_every_problem(writer: sa.Engine, db_url: str) -> N
         assert "field 'amount' (column 'nope'): not found" in text
         assert "field 'missing' (expression 'no_such_fn(id)'): fails" in text
         assert "batching.column 'status' is string; mode id needs an integer" in text
-        # query source: types come from the driver's cursor description (none on SQLite)
+        # query source: types come from the driver's cursor description (none on SQLite);
+        # a text column into the long field order_id is flagged, a missing column too.
         query_ent = entity(
             table=None,
-            query="SELECT id, tenant_id, updated_at, note AS label FROM orders",
+            query="SELECT note AS id, tenant_id, updated_at, note AS label FROM orders",
             fields={"order_id": "id", "customer": "label", "amount": "gone"},
+            batching={"mode": "timestamp", "column": "updated_at"},
         )
         problems = check(query_ent)
         assert len(problems) == (1 if engine.dialect.name == "sqlite" else 2), problems
