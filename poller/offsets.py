@@ -15,7 +15,8 @@ from poller.topics import ensure_topics, wanted_topics
 
 
 def show(cfg: AppConfig, as_json: bool = False) -> None:
-    stored = watermark.load(cfg.kafka, cfg.kafka.watermark_topic_name(cfg.tenant), cfg.tenant)
+    topic = cfg.kafka.watermark_topic_name(cfg.tenant)
+    stored = watermark.load(cfg.kafka, topic, cfg.tenant, missing_ok=True)
     rows = [
         {
             "entity": name,

@@ -132,7 +132,7 @@ def check_forward(old: Position, new: Position, where: str) -> None:
 
 
 def load(
-    kafka: KafkaConfig, topic: str, tenant: str, timeout_s: float = 60.0
+    kafka: KafkaConfig, topic: str, tenant: str, timeout_s: float = 60.0, missing_ok: bool = False
 ) -> dict[str, Watermark]:
     """Read the watermark topic to its end; return this tenant's latest watermark per entity.
 
@@ -157,6 +157,13 @@ def load(
         except KafkaException as exc:
             raise BrokerUnavailableError(f"cannot list topic {topic}: {exc}") from exc
         tmeta = meta.topics.get(topic)
+        missing = tmeta is None or (
+            tmeta.error is not None and tmeta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+        )
+        # Only a reader may take "no topic" as "nothing stored": the run loop creates the topic
+        # first, and reading a missing one as empty would restart every entity from the start.
+        if missing and missing_ok:
+            return found
         if tmeta is None or tmeta.error is not None:
             raise BrokerUnavailableError(
                 f"watermark topic {topic} not available: {tmeta and tmeta.error}"

@@ -7,6 +7,7 @@ after aborting). The source is a real SQLite file, read by the real reader.
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -18,10 +19,10 @@ import pytest
 import poller.runner as runner_module
 from poller import watermark
 from poller.config import AppConfig, parse_config
-from poller.errors import PublishError
+from poller.errors import PublishError, WatermarkRegressionError
 from poller.metrics import Metrics
 from poller.runner import Poller
-from poller.source import BEGINNING
+from poller.source import BEGINNING, Position
 from poller.stream import make_streams
 
 ROWS = 25
@@ -244,3 +245,48 @@ def test_retried_transaction_resends_what_the_failed_one_held(
         m[:2] for m in retried if not m[0].endswith("watermarks")
     ]
     assert no_kafka.watermarks("acme")["customers"].position.cursor == ROWS
+
+
+def test_a_watermark_behind_the_stored_one_is_raised_and_never_saved(
+    cfg: AppConfig, no_kafka: FakeLog
+) -> None:
+    """The stored watermark says 20 rows are done; a source whose rows now come back from the
+    start (restored from an old backup, say) must stop the poller, not rewrite history."""
+    p = Poller(cfg, metrics=Metrics(), stop=threading.Event())
+    try:
+        p.publisher = FakePublisher(no_kafka)  # type: ignore[assignment]
+        p.streams = make_streams(cfg, p.schemas, {}, {"customers": BEGINNING})
+        s = p.streams["customers"]
+        ahead = p.readers["customers"].fetch(Position(20, 20))  # rows 21..25
+        assert ahead.last == Position(25, 25)
+        p._commit(s, ahead)
+        assert len(no_kafka.committed) == 1
+
+        behind = p.readers["customers"].fetch(BEGINNING)  # rows 1..10: behind 25
+        with pytest.raises(WatermarkRegressionError, match="behind the stored"):
+            p._commit(s, behind)
+        assert s.position == Position(25, 25)
+        assert len(no_kafka.committed) == 1  # nothing of the regressed batch was committed
+        assert no_kafka.watermarks("acme")["customers"].position == Position(25, 25)
+    finally:
+        p.close()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "raises"),
+    [
+        (Position(10, 3), Position(9, 99), True),
+        (Position(10, 3), Position(10, 2), True),
+        (Position(10, 3), Position(10, 3), False),
+        (Position(10, 3), Position(11, 0), False),
+        (Position(None, None), Position(1, 1), False),
+        (Position("b", "x"), Position("a", "y"), False),  # text order is the database's
+        (Position(dt.datetime(2024, 1, 2), 1), Position(dt.datetime(2024, 1, 1), 5), True),
+    ],
+)
+def test_check_forward(old: Position, new: Position, raises: bool) -> None:
+    if raises:
+        with pytest.raises(WatermarkRegressionError):
+            watermark.check_forward(old, new, "acme/customers")
+    else:
+        watermark.check_forward(old, new, "acme/customers")
