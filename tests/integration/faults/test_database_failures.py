@@ -10,6 +10,8 @@ import re
 import time
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
 
 from tests.integration.faults.conftest import (
     SEED,
@@ -108,21 +110,29 @@ def test_session_killed_during_startup_check_is_retried(scenario: Scenario, pg: 
     pg.create_customers()
     pg.seed_customers(rows)
     cfg = scenario.config(pg.url, {"customers": customers_entity("id", batch_size=5_000)})
-    proc = scenario.start(cfg, once=True, label="poller")
+    # Hold an exclusive lock on the table so the check's zero-row probe of it waits: the kill
+    # then lands inside the start-up check every time, not only when the timing happens to fit.
+    locker = sa.create_engine(pg.url, poolclass=NullPool)
+    lock = locker.connect()
+    try:
+        lock.execute(sa.text("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE"))
+        proc = scenario.start(cfg, once=True, label="poller")
 
-    def kill_during_check() -> bool:
-        return bool(
-            pg.scalar(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND application_name = 'poller' AND state IN ('active', 'idle in transaction') "
-                "AND (query ILIKE '%pg_catalog%' OR query ILIKE '%WHERE false%')"
+        def kill_during_check() -> bool:
+            return bool(
+                pg.scalar(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND application_name = 'poller' AND state = 'active' "
+                    "AND wait_event_type = 'Lock' AND query ILIKE '%WHERE false%'"
+                )
             )
-        )
 
-    wait_for(
-        kill_during_check, 60, "the start-up check's first statements", interval=0.002, watch=[proc]
-    )
+        wait_for(kill_during_check, 60, "the start-up check's probe", interval=0.01, watch=[proc])
+    finally:
+        lock.rollback()  # releases the lock: the retried check and the copy go through
+        lock.close()
+        locker.dispose()
     rc = proc.wait(timeout=120)
     assert rc == 0, f"a lost connection during the start-up check stopped it:\n{proc.describe()}"
     scenario.verify_exactly_once("customers", pg.customers())
