@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.faults.conftest import (
+from tests.integration.faults.harness import (
     Scenario,
     SourceDB,
     SourceRow,

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.integration.conftest import KafkaService
-from tests.integration.faults.conftest import SEED, Scenario, SourceDB, customers_entity
+from tests.integration.faults.harness import SEED, Scenario, SourceDB, customers_entity
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.integration.faults.conftest import (
+from tests.integration.faults.harness import (
     SEED,
     PollerProcess,
     Scenario,

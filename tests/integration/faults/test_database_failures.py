@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from tests.integration.faults.conftest import (
+from tests.integration.faults.harness import (
     SEED,
     PollerProcess,
     PostgresServer,

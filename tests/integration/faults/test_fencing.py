@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.integration.faults.conftest import Scenario, SourceDB, customers_entity
+from tests.integration.faults.harness import Scenario, SourceDB, customers_entity
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

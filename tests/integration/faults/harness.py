@@ -1,0 +1,362 @@
+"""`poller run` processes and the per-test Scenario: unique tenant and topic prefix, config
+files, logs, bounded waits."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import pytest
+import yaml
+
+from poller.config import KafkaConfig
+from poller.errors import PollerError
+from poller.watermark import Watermark
+from poller.watermark import load as load_watermarks
+from tests.integration.conftest import REPO_ROOT
+from tests.integration.faults.readback import (
+    Delivery,
+    Record,
+    TopicEnds,
+    compare,
+    decode_topic,
+    end_offsets,
+    read_committed,
+)
+from tests.integration.faults.sources import (
+    PostgresServer,
+    SourceDB,
+    SourceRow,
+    bounded_connect_args,
+    customers_entity,
+)
+from tests.integration.faults.waits import free_port, poller_argv, wait_for
+
+# What the test modules use, from one place.
+__all__ = [
+    "SEED",
+    "PollerProcess",
+    "PostgresServer",
+    "Scenario",
+    "SourceDB",
+    "SourceRow",
+    "bounded_connect_args",
+    "customers_entity",
+    "end_offsets",
+    "free_port",
+    "metric",
+    "read_committed",
+    "scrape",
+    "wait_for",
+]
+
+T = TypeVar("T")
+
+SEED = int(os.environ.get("POLLER_FAULT_SEED", "20240611"))
+UTC = dt.UTC
+
+# Where `.venv/bin/poller` lives: next to the interpreter running the tests.
+POLLER_BIN = Path(sys.executable).with_name("poller")
+
+
+class PollerProcess:
+    """One `poller ...` subprocess, stdout and stderr in one log file."""
+
+    def __init__(self, argv: list[str], log_path: Path, label: str) -> None:
+        self.argv = argv
+        self.label = label
+        self.log_path = log_path
+        self._log: IO[bytes] = log_path.open("ab")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
+        self.ended: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        if self.proc.poll() is None:
+            return True
+        self._closed()
+        return False
+
+    def _closed(self) -> None:
+        if self.ended is None:
+            self.ended = time.monotonic()
+        if not self._log.closed:
+            self._log.close()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all, like a power cut of the process."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self._closed()
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int:
+        """The exit code; fails the test (and kills the process) after `timeout` seconds."""
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(
+                f"{self.label} did not exit within {timeout:.0f}s; killed.\n{self.describe()}"
+            )
+        self._closed()
+        return rc
+
+    @property
+    def elapsed(self) -> float:
+        return (self.ended or time.monotonic()) - self.started
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def describe(self, lines: int = 40) -> str:
+        state = "running" if self.proc.poll() is None else f"exit code {self.proc.returncode}"
+        tail = "\n".join(self.log().splitlines()[-lines:])
+        return (
+            f"--- {self.label} (pid {self.pid}, {state}, {self.elapsed:.1f}s, "
+            f"log {self.log_path}):\n{tail}\n---"
+        )
+
+
+# -------------------------------------------------------------------------------- scenario
+
+
+class Scenario:
+    """One test's tenant, topic prefix, config files and poller processes."""
+
+    def __init__(self, tmp: Path, bootstrap: str, name: str) -> None:
+        token = uuid.uuid4().hex[:10]
+        self.dir = tmp
+        self.bootstrap = bootstrap
+        self.tenant = f"fault-{name}-{token}"
+        self.prefix = f"fault_{token}"
+        self.procs: list[PollerProcess] = []
+        self.rng = random.Random(f"{SEED}:{name}")
+        self._ends: TopicEnds | None = None
+
+    # -- names -------------------------------------------------------------------------------
+
+    def topic(self, entity: str) -> str:
+        return f"{self.prefix}.{entity}"
+
+    @property
+    def watermark_topic(self) -> str:
+        return f"{self.prefix}.watermarks"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return f"{self.prefix}.dead_letter"
+
+    # -- configuration --------------------------------------------------------------------------
+
+    def config_dict(
+        self,
+        source_url: str,
+        entities: Mapping[str, Mapping[str, Any]],
+        *,
+        bootstrap: str | None = None,
+        retry: Mapping[str, Any] | None = None,
+        metrics_port: int = 0,
+        kafka: Mapping[str, Any] | None = None,
+        source: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant,
+            "source": {"url": source_url, "connect_timeout_s": 5, **(source or {})},
+            "kafka": {
+                "bootstrap_servers": bootstrap or self.bootstrap,
+                "topic_prefix": self.prefix,
+                "topic_partitions": 3,
+                "transaction_timeout_s": 30,
+                **(kafka or {}),
+            },
+            "entities": {k: dict(v) for k, v in entities.items()},
+            "metrics": {"host": "127.0.0.1", "port": metrics_port},
+            "logging": {"format": "text", "level": "INFO"},
+            "retry": {"initial_backoff_s": 0.2, "max_backoff_s": 2, **(retry or {})},
+        }
+
+    def write_config(self, config: Mapping[str, Any], name: str = "poller.yaml") -> Path:
+        path = self.dir / name
+        path.write_text(yaml.safe_dump(dict(config), sort_keys=False), encoding="utf-8")
+        return path
+
+    def config(
+        self,
+        source_url: str,
+        entities: Mapping[str, Mapping[str, Any]],
+        name: str = "poller.yaml",
+        **kw: Any,
+    ) -> Path:
+        return self.write_config(self.config_dict(source_url, entities, **kw), name)
+
+    # -- processes -------------------------------------------------------------------------------
+
+    def start(self, config: Path, *, once: bool = False, label: str | None = None) -> PollerProcess:
+        label = label or f"poller-{len(self.procs) + 1}"
+        args = ["run", "--config", str(config)] + (["--once"] if once else [])
+        proc = PollerProcess(poller_argv(*args), self.dir / f"{label}.log", label)
+        self.procs.append(proc)
+        return proc
+
+    def run_once(self, config: Path, timeout: float, label: str | None = None) -> PollerProcess:
+        """`poller run --once` to its end; fails unless it exits 0 within `timeout`."""
+        proc = self.start(config, once=True, label=label)
+        rc = proc.wait(timeout)
+        assert rc == 0, f"`run --once` failed:\n{proc.describe()}"
+        return proc
+
+    def cli(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            poller_argv(*args),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO_ROOT,
+            check=False,
+        )
+
+    def offsets(self, config: Path) -> dict[str, dict[str, Any]]:
+        """`poller offsets show --json`, by entity."""
+        out = self.cli("offsets", "show", "--config", str(config), "--json")
+        assert out.returncode == 0, f"offsets show failed ({out.returncode}):\n{out.stderr}"
+        return {row["entity"]: row for row in json.loads(out.stdout)}
+
+    def kafka_config(self) -> KafkaConfig:
+        return KafkaConfig.model_validate(
+            {"bootstrap_servers": self.bootstrap, "topic_prefix": self.prefix}
+        )
+
+    def stored(self, entity: str) -> Watermark | None:
+        """The committed watermark, read in-process (cheap enough to poll)."""
+        try:
+            found = load_watermarks(
+                self.kafka_config(), self.watermark_topic, self.tenant, timeout_s=10
+            )
+        except PollerError:  # topic not there yet
+            return None
+        return found.get(entity)
+
+    def wait_for_cursor(
+        self, entity: str, cursor: object, timeout: float, watch: Sequence[PollerProcess] = ()
+    ) -> Watermark:
+        def reached() -> Watermark | None:
+            wm = self.stored(entity)
+            return wm if wm is not None and wm.position.cursor == cursor else None
+
+        return wait_for(
+            reached, timeout, f"{entity}'s watermark to reach {cursor!r}", interval=0.5, watch=watch
+        )
+
+    @property
+    def ends(self) -> TopicEnds:
+        if self._ends is None:
+            self._ends = TopicEnds(self.bootstrap)
+        return self._ends
+
+    def watermark_high(self) -> int:
+        """Committed offsets of the watermark topic so far (2 per committed batch)."""
+        return self.ends.committed(self.watermark_topic)
+
+    def wait_for_batches(
+        self, batches: int, timeout: float, watch: Sequence[PollerProcess] = ()
+    ) -> int:
+        """Until `batches` more transactions hit the watermark topic (from now)."""
+        start = self.watermark_high()
+        goal = start + 2 * batches
+        return wait_for(
+            lambda: h if (h := self.watermark_high()) >= goal else None,
+            timeout,
+            f"{batches} more committed batch(es)",
+            interval=0.05,
+            watch=watch,
+        )
+
+    def records(self, entity: str) -> list[Record]:
+        return read_committed(self.bootstrap, self.topic(entity))
+
+    def delivery(self, entity: str) -> Delivery:
+        return decode_topic(self.records(entity), self.tenant, entity)
+
+    def verify_exactly_once(
+        self, entity: str, expected: Mapping[str, SourceRow], delivery: Delivery | None = None
+    ) -> Delivery:
+        """The entity topic (or `delivery` already read from it) holds each expected row exactly
+        once with the expected field values, and nothing else."""
+        delivery = delivery or self.delivery(entity)
+        problems = compare(delivery, expected)
+        assert not problems, (
+            f"{entity}: {delivery.count} messages for {len(expected)} source rows, not exactly "
+            f"once (seed {SEED}):\n  " + "\n  ".join(problems) + "\n" + self.logs_tail()
+        )
+        return delivery
+
+    def logs_tail(self, lines: int = 15) -> str:
+        return "\n".join(p.describe(lines) for p in self.procs[-3:])
+
+    def close(self) -> None:
+        for p in self.procs:
+            with contextlib.suppress(Exception):
+                p.kill()
+        if self._ends is not None:
+            self._ends.close()
+
+
+def scrape(port: int, timeout: float = 5.0) -> dict[str, float]:
+    """The poller's /metrics as {'name{labels}': value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as resp:
+        text = resp.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                out[name] = float(value)
+    return out
+
+
+def metric(samples: Mapping[str, float], name: str, **labels: str) -> float | None:
+    for key, value in samples.items():
+        base, _, rest = key.partition("{")
+        if base != name:
+            continue
+        if all(f'{k}="{v}"' in rest for k, v in labels.items()):
+            return value
+    return None
+
+
+# -------------------------------------------------------------------------- service control
