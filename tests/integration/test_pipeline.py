@@ -510,6 +510,19 @@ def check_values(url: str, rows: list[dict[str, Any]], prefix: str, bootstrap: s
             assert m.record == want
 
 
+def insert_values(url: str, rows: list[dict[str, Any]]) -> None:
+    eng = engine(url)
+    try:
+        with eng.begin() as conn:
+            conn.execute(
+                sa.text("INSERT INTO vals VALUES (:id, :amount, :discount, :sold, :changed, "
+                        ":born, :txt, :txt2)"),
+                rows,
+            )  # fmt: skip
+    finally:
+        eng.dispose()
+
+
 def test_values_round_trip_postgresql(pg_url: str, prefix: str, kafka_bootstrap: str) -> None:
     execute(
         pg_url,
@@ -517,16 +530,7 @@ def test_values_round_trip_postgresql(pg_url: str, prefix: str, kafka_bootstrap:
         "discount numeric(18,2), sold timestamp NOT NULL, changed timestamptz, born date, "
         "txt text, txt2 text)",
     )
-    eng = engine(pg_url)
-    try:
-        with eng.begin() as conn:
-            conn.execute(
-                sa.text("INSERT INTO vals VALUES (:id, :amount, :discount, :sold, :changed, "
-                        ":born, :txt, :txt2)"),
-                VALUE_ROWS,
-            )  # fmt: skip
-    finally:
-        eng.dispose()
+    insert_values(pg_url, VALUE_ROWS)
     check_values(pg_url, VALUE_ROWS, prefix, kafka_bootstrap)
 
 
@@ -543,16 +547,7 @@ def test_values_round_trip_mariadb(mariadb_url: str, prefix: str, kafka_bootstra
         "discount DECIMAL(18,2), sold DATETIME(6) NOT NULL, changed DATETIME(6), born DATE, "
         "txt TEXT, txt2 TEXT) CHARACTER SET utf8mb4",
     )
-    eng = engine(mariadb_url)
-    try:
-        with eng.begin() as conn:
-            conn.execute(
-                sa.text("INSERT INTO vals VALUES (:id, :amount, :discount, :sold, :changed, "
-                        ":born, :txt, :txt2)"),
-                rows,
-            )  # fmt: skip
-    finally:
-        eng.dispose()
+    insert_values(mariadb_url, rows)
     aware_rows = [
         {**r, "changed": None if r["changed"] is None else r["changed"].replace(tzinfo=BERLIN)}
         for r in rows
