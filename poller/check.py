@@ -11,14 +11,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
 from poller.avro import EntitySchema, load_schema
 from poller.config import AppConfig
 from poller.errors import SchemaMismatchError, StartupError, TerminalError
-from poller.logs import KAFKA_LOGGER
 from poller.reader import check_entity, make_engine
 from poller.source import EntityQuery
+from poller.topics import admin_client
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +45,7 @@ def field_types(schema: EntitySchema) -> dict[str, str]:
 
 def _kafka_problem(cfg: AppConfig, timeout_s: float) -> str | None:
     try:
-        AdminClient(
-            {"bootstrap.servers": cfg.kafka.bootstrap_servers}, logger=KAFKA_LOGGER
-        ).list_topics(timeout=max(timeout_s, 1))
+        admin_client(cfg.kafka).list_topics(timeout=max(timeout_s, 1))
     except KafkaException as exc:
         return f"kafka {cfg.kafka.bootstrap_servers}: not reachable ({exc.args[0].str()})"
     return None

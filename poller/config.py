@@ -84,6 +84,20 @@ class SourceConfig(_Model):
         return make_url(self.url).render_as_string(hide_password=True)
 
 
+# librdkafka settings that every client needs to reach the cluster at all.
+_CLIENT_OPTION_PREFIXES = (
+    "security.",
+    "sasl.",
+    "ssl.",
+    "client.",
+    "socket.",
+    "broker.",
+    "reconnect.",
+    "metadata.",
+    "api.version",
+)
+
+
 class KafkaConfig(_Model):
     bootstrap_servers: str = "127.0.0.1:9092"
     options: dict[str, str | int | float | bool] = Field(
@@ -109,6 +123,13 @@ class KafkaConfig(_Model):
                 f"only {{prefix}}, {{entity}} and {{tenant}} may appear ({exc})"
             ) from exc
         return v
+
+    def client_options(self) -> dict[str, str | int | float | bool]:
+        """What every Kafka client of the poller needs (admin, consumers, producer): the
+        bootstrap servers plus the connection and security settings among `options`.
+        Producer tuning (linger.ms, compression, ...) stays with the producer."""
+        shared = {k: v for k, v in self.options.items() if k.startswith(_CLIENT_OPTION_PREFIXES)}
+        return {**shared, "bootstrap.servers": self.bootstrap_servers}
 
     def topic_for(self, entity: str, tenant: str) -> str:
         return self.topic_template.format(prefix=self.topic_prefix, entity=entity, tenant=tenant)

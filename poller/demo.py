@@ -121,7 +121,7 @@ def _richest(a: dict[str, object] | None, b: dict[str, object]) -> dict[str, obj
 def _read_back(cfg: AppConfig, check: EntityCheck) -> None:
     decoder = Decoder()
     topic = cfg.kafka.topic_for(check.name, cfg.tenant)
-    for msg in read_topic(cfg.kafka.bootstrap_servers, topic, READ_TIMEOUT_S):
+    for msg in read_topic(cfg.kafka, topic, READ_TIMEOUT_S):
         check.messages += 1
         tenant, key = json.loads(msg.key())
         if tenant != cfg.tenant:

@@ -49,7 +49,7 @@ def reset(cfg: AppConfig, entity: str, to: str) -> None:
         else Position(parse_cursor(to, ent.batching.mode), None)
     )
     topic = cfg.kafka.watermark_topic_name(cfg.tenant)
-    ensure_topics(cfg.kafka.bootstrap_servers, {topic: wanted_topics(cfg)[topic]})
+    ensure_topics(cfg.kafka, {topic: wanted_topics(cfg)[topic]})
     stored = watermark.load(cfg.kafka, topic, cfg.tenant)
     old = stored.get(entity)
     pub = TransactionalPublisher(cfg.kafka, cfg.transactional_id())

@@ -23,7 +23,7 @@ class _DebugLog:
 
 
 def probes(cfg: AppConfig, engine: sa.Engine) -> dict[str, Callable[[], bool]]:
-    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers}, logger=_DebugLog())
+    admin = AdminClient(dict(cfg.kafka.client_options()), logger=_DebugLog())
 
     def database() -> bool:
         with engine.connect() as conn:

@@ -194,7 +194,7 @@ class Poller:
         k = self.cfg.kafka
         if not self._topics_ready:
             preflight(self.cfg, self.engine)
-            ensure_topics(k.bootstrap_servers, wanted_topics(self.cfg), k.topic_replication)
+            ensure_topics(k, wanted_topics(self.cfg))
             self._topics_ready = True
         pub = TransactionalPublisher(
             k,

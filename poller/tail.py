@@ -7,26 +7,19 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from poller.avro import Decoder
-from poller.config import AppConfig
+from poller.config import AppConfig, KafkaConfig
 from poller.errors import BrokerUnavailableError, ConfigError
-from poller.logs import KAFKA_LOGGER
+from poller.topics import committed_consumer
 
 
-def read_topic(bootstrap: str, topic: str, timeout_s: float = 10.0) -> Iterator[Any]:
+def read_topic(kafka: KafkaConfig | str, topic: str, timeout_s: float = 10.0) -> Iterator[Any]:
     """Every committed message of `topic` from the beginning, stopping at its end."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"poller-tail-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "logger": KAFKA_LOGGER,
-        }
-    )
+    if isinstance(kafka, str):  # a bare bootstrap address (tests, demo)
+        kafka = KafkaConfig(bootstrap_servers=kafka)
+    consumer = committed_consumer(kafka, f"poller-tail-{uuid.uuid4().hex}")
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or meta.error is not None:
@@ -57,7 +50,7 @@ def tail(
         raise ConfigError([f"--entity: {entity!r} is not configured"])
     decoder = Decoder()
     topic = cfg.kafka.topic_for(entity, cfg.tenant)
-    for n, msg in enumerate(read_topic(cfg.kafka.bootstrap_servers, topic, timeout_s)):
+    for n, msg in enumerate(read_topic(cfg.kafka, topic, timeout_s)):
         if limit is not None and n >= limit:
             return
         _name, fields = decoder.decode(msg.value())

@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from poller.config import AppConfig
+from poller.config import AppConfig, KafkaConfig
 from poller.errors import BrokerUnavailableError, KafkaFatalError
 from poller.logs import KAFKA_LOGGER
 
@@ -29,16 +29,32 @@ def wanted_topics(cfg: AppConfig) -> dict[str, tuple[int, dict[str, str]]]:
     return topics
 
 
-def ensure_topics(
-    bootstrap: str,
-    topics: Mapping[str, tuple[int, dict[str, str]]],
-    replication: int = 1,
-    timeout_s: float = 30.0,
-    admin_options: Mapping[str, str | int | float] | None = None,
-) -> None:
-    admin = AdminClient(
-        {**(admin_options or {}), "bootstrap.servers": bootstrap}, logger=KAFKA_LOGGER
+def admin_client(kafka: KafkaConfig) -> AdminClient:
+    return AdminClient(dict(kafka.client_options()), logger=KAFKA_LOGGER)
+
+
+def committed_consumer(kafka: KafkaConfig, group_id: str) -> Consumer:
+    """A consumer that sees only committed transactions and reports each partition's end;
+    it never commits offsets (readers assign partitions and start from the beginning)."""
+    return Consumer(
+        {
+            **kafka.client_options(),
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "logger": KAFKA_LOGGER,
+        }
     )
+
+
+def ensure_topics(
+    kafka: KafkaConfig,
+    topics: Mapping[str, tuple[int, dict[str, str]]],
+    timeout_s: float = 30.0,
+) -> None:
+    admin = admin_client(kafka)
+    bootstrap, replication = kafka.bootstrap_servers, kafka.topic_replication
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:

@@ -18,13 +18,13 @@ from decimal import Decimal
 from typing import Any
 
 import fastavro
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from poller.avro import SCHEMAS_DIR
 from poller.config import KafkaConfig
 from poller.errors import BrokerUnavailableError, WatermarkRegressionError
-from poller.logs import KAFKA_LOGGER
 from poller.source import Position
+from poller.topics import committed_consumer
 
 log = logging.getLogger(__name__)
 
@@ -140,16 +140,7 @@ def load(
     tenant's open transaction holds the last stable offset back, and stopping there could miss
     our own newer, committed watermark.
     """
-    consumer = Consumer(
-        {
-            "bootstrap.servers": kafka.bootstrap_servers,
-            "group.id": f"poller-watermarks-{tenant}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "logger": KAFKA_LOGGER,
-        }
-    )
+    consumer = committed_consumer(kafka, f"poller-watermarks-{tenant}")
     found: dict[str, Watermark] = {}
     try:
         try:
