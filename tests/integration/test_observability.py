@@ -424,6 +424,22 @@ def check_log_lines(log: Path, tenant: str, secret: str) -> list[dict[str, Any]]
 # -------------------------------------------------------------------------------- tests
 
 
+def start_poller(
+    tmp_path: Path, source: Source, kafka_bootstrap: str, procs: list[Proc], name: str
+) -> tuple[str, int, str, str, Proc]:
+    """`poller run` for a unique tenant, serving metrics on a free port: (tenant, port,
+    topic prefix, base URL, process)."""
+    tenant = unique_name(name)
+    port = free_port()
+    config, prefix = poller_config(tmp_path, source.poller_url, kafka_bootstrap, tenant, port)
+    poller = Proc(
+        [sys.executable, "-m", "poller.cli", "run", "--config", str(config)],
+        tmp_path / "poller.log",
+    )
+    procs.append(poller)
+    return tenant, port, prefix, f"http://127.0.0.1:{port}", poller
+
+
 def test_dashboard_alerts_and_readiness(
     tmp_path: Path,
     source: Source,
@@ -431,15 +447,9 @@ def test_dashboard_alerts_and_readiness(
     kafka_bootstrap: str,
     procs: list[Proc],
 ) -> None:
-    tenant = unique_name("obs-tenant")
-    port = free_port()
-    config, prefix = poller_config(tmp_path, source.poller_url, kafka_bootstrap, tenant, port)
-    base = f"http://127.0.0.1:{port}"
-    poller = Proc(
-        [sys.executable, "-m", "poller.cli", "run", "--config", str(config)],
-        tmp_path / "poller.log",
+    tenant, port, prefix, base, poller = start_poller(
+        tmp_path, source, kafka_bootstrap, procs, "obs-tenant"
     )
-    procs.append(poller)
     prom = start_prometheus(tmp_path, procs, f"127.0.0.1:{port}")
     writer = Writer(source.admin_url)
     writer.start()
@@ -713,15 +723,9 @@ def test_counters_match_the_source(
 ) -> None:
     """Once caught up, every source row was counted once (published or dead-lettered), and
     idle polls count nothing."""
-    tenant = unique_name("obs-count")
-    port = free_port()
-    config, prefix = poller_config(tmp_path, source.poller_url, kafka_bootstrap, tenant, port)
-    base = f"http://127.0.0.1:{port}"
-    poller = Proc(
-        [sys.executable, "-m", "poller.cli", "run", "--config", str(config)],
-        tmp_path / "poller.log",
+    _tenant, _port, prefix, base, poller = start_poller(
+        tmp_path, source, kafka_bootstrap, procs, "obs-count"
     )
-    procs.append(poller)
     engine = sa.create_engine(source.admin_url, poolclass=NullPool)
     with engine.connect() as c:
         rows = {
