@@ -11,10 +11,10 @@ BENCH_ARGS ?=
 
 help:
 	@echo "make venv           create $(VENV) and pip install -e '.[dev]'"
-	@echo "make services-up    start Kafka, PostgreSQL, MariaDB (127.0.0.1) and install Prometheus"
+	@echo "make services-up    start Kafka, the schema registry, PostgreSQL, MariaDB (127.0.0.1) and install Prometheus"
 	@echo "make services-down  stop them"
 	@echo "make test           venv + services-up + pytest"
-	@echo "make demo           venv + Kafka + poller demo"
+	@echo "make demo           venv + Kafka + schema registry + poller demo"
 	@echo "make lint           ruff check, ruff format --check, mypy"
 	@echo "make bench          venv + services-up + python -m bench.run \$$(BENCH_ARGS)"
 
@@ -39,7 +39,7 @@ test: venv services-up
 	$(VENV)/bin/pytest
 
 demo: venv
-	scripts/services up kafka
+	scripts/services up kafka registry
 	$(VENV)/bin/poller demo
 
 lint: venv
