@@ -19,9 +19,9 @@ import yaml
 
 from bench.dataset import FIELDS, TENANT, bench_url
 from bench.raw import delete_topics
-from poller import watermark
 from poller.config import AppConfig, parse_config
-from poller.topics import wanted_topics
+from poller.kafka import watermark
+from poller.kafka.topics import wanted_topics
 
 BOOTSTRAP = os.environ.get("POLLER_BENCH_KAFKA", "127.0.0.1:9092")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -117,7 +117,7 @@ def run_poller(
         conf = Path(tmp) / "poller.yaml"
         conf.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
         log = Path(tmp) / "poller.log"
-        cmd = [*(wrapper or []), sys.executable, "-m", "poller.cli", "run", "--config", str(conf),
+        cmd = [*(wrapper or []), sys.executable, "-m", "poller", "run", "--config", str(conf),
                "--once"]  # fmt: skip
         try:
             with log.open("wb") as out:

@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 
 import fastavro
 
-from poller.avro import build_encoder, load_schema
+from poller.avro.encoder import build_encoder
+from poller.avro.schemas import load_schema
 
 ROW: tuple[object, ...] = (
     "1048576", "Иван Петрович Сидоров", "Иван", "Петрович", "Сидоров", "ivan.sidorov@example.com",

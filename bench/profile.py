@@ -23,22 +23,23 @@ from pathlib import Path
 
 from bench import dataset, e2e
 from bench import raw as raw_bench
-from poller.metrics import Metrics
-from poller.runner import Poller
+from poller.ops.metrics import Metrics
+from poller.pipeline.runner import Poller
 
 Buckets = Sequence[tuple[str, Sequence[str]]]
-PUB = "poller/publisher.py"
+PUB = "poller/kafka/publisher.py"
 # (bucket, frame substrings): the first bucket with a frame anywhere in a stack names it.
 BUCKETS: Buckets = (
-    ("fetch (prefetch thread: driver, rows)", ("fetch (poller/reader.py",)),
+    ("fetch (prefetch thread: driver, rows)", ("fetch (poller/source/reader.py",)),
     ("commit (begin/commit_transaction)", (f"begin ({PUB}", f"commit ({PUB}")),
     ("produce (Producer.produce, poll)", (f"send ({PUB}", f"poll ({PUB}")),
-    ("encode (generated Avro encoder)", ("<avro encoder", "poller/avro_types.py")),
-    ("batch loop (slice, key, Position)", ("publish_batch (poller/stream.py",)),
-    ("prefetch queue hand-over", ("poller/prefetch.py",)),
-    ("metrics/progress", ("_progress (poller/runner.py", "poller/metrics.py")),
-    ("start-up (imports, checks, topics)", ("_connect (poller/runner.py", "<module>", "__init__")),
-    ("shutdown", ("close (poller/runner.py",)),
+    ("encode (generated Avro encoder)", ("<avro encoder", "poller/avro/values.py")),
+    ("batch loop (slice, key, Position)", ("publish_batch (poller/pipeline/stream.py",)),
+    ("prefetch queue hand-over", ("poller/source/prefetch.py",)),
+    ("metrics/progress", ("_progress (poller/pipeline/runner.py", "poller/ops/metrics.py")),
+    ("start-up (imports, checks, topics)",
+     ("_connect (poller/pipeline/runner.py", "<module>", "__init__")),
+    ("shutdown", ("close (poller/pipeline/runner.py",)),
 )  # fmt: skip
 
 

@@ -22,12 +22,13 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from sqlalchemy.engine import make_url
 
-from poller.avro import EntitySchema, build_encoder
+from poller.avro.encoder import build_encoder
+from poller.avro.schemas import EntitySchema
 from poller.config import AppConfig
 from poller.errors import SchemaMismatchError
-from poller.publisher import PRODUCER_DEFAULTS
-from poller.reader import SourceReader, make_engine
-from poller.source import BEGINNING, EntityQuery, Position
+from poller.kafka.publisher import PRODUCER_DEFAULTS
+from poller.source.query import BEGINNING, EntityQuery, Position
+from poller.source.reader import SourceReader, make_engine
 
 FETCH_CHUNK = 10_000
 

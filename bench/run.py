@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 from bench import dataset, e2e, raw, report
 from bench.cpu import CpuMeter, per_million
-from poller.avro import load_schema
-from poller.reader import make_engine
+from poller.avro.schemas import load_schema
+from poller.source.reader import make_engine
 
 log = logging.getLogger("bench")
 T = TypeVar("T")

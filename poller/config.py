@@ -307,7 +307,7 @@ def _format_pydantic(err: ValidationError) -> list[str]:
 def _schema_problems(raw: Mapping[str, Any]) -> list[str]:
     """Entity names and field mappings checked against `schemas/`, on the raw dict so these
     problems are listed together with the structural ones."""
-    from poller.avro import ENTITIES, load_schema
+    from poller.avro.schemas import ENTITIES, load_schema
 
     problems: list[str] = []
     entities = raw.get("entities")

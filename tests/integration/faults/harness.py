@@ -23,8 +23,8 @@ import yaml
 
 from poller.config import KafkaConfig
 from poller.errors import PollerError
-from poller.watermark import Watermark
-from poller.watermark import load as load_watermarks
+from poller.kafka.watermark import Watermark
+from poller.kafka.watermark import load as load_watermarks
 from tests.integration.conftest import REPO_ROOT
 from tests.integration.faults.readback import (
     Delivery,

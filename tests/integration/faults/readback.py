@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from poller.avro import Decoder
+from poller.avro.decoder import Decoder
 from tests.integration.faults.sources import SourceRow
 
 T = TypeVar("T")

@@ -1,0 +1,28 @@
+"""`poller check`: every mapped column exists and fits its schema; lists every problem."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from poller.cli.common import load
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    c = sub.add_parser("check", help="check every mapped column exists and fits its schema")
+    c.add_argument("--config", required=True)
+    c.set_defaults(func=cmd_check)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from poller.pipeline.preflight import check_all
+
+    cfg = load(args)
+    problems = check_all(cfg)
+    for p in problems:
+        print(f"problem: {p}")
+    if problems:
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return 2
+    print(f"ok: {len(cfg.enabled_entities())} entities checked against {cfg.source.safe_url}")
+    return 0

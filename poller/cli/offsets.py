@@ -1,0 +1,95 @@
+"""`poller offsets show|reset`: read or move the stored watermarks on purpose."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+
+from poller.cli.common import load
+from poller.config import AppConfig
+from poller.errors import ConfigError
+from poller.kafka import watermark
+from poller.kafka.publisher import TransactionalPublisher
+from poller.kafka.topics import ensure_topics, wanted_topics
+from poller.pipeline.runner import parse_cursor
+from poller.source.query import Position
+
+
+def show(cfg: AppConfig, as_json: bool = False) -> None:
+    topic = cfg.kafka.watermark_topic_name(cfg.tenant)
+    stored = watermark.load(cfg.kafka, topic, cfg.tenant, missing_ok=True)
+    rows = [
+        {
+            "entity": name,
+            "mode": wm.mode if wm else None,
+            "cursor": None if wm is None else wm.position.cursor,
+            "key": None if wm is None else wm.position.key,
+            "rows_total": wm.rows_total if wm else 0,
+            "updated_at": wm.updated_at if wm else None,
+        }
+        for name in cfg.entities
+        for wm in [stored.get(name)]
+    ]
+    if as_json:
+        print(json.dumps(rows, default=str, ensure_ascii=False))
+        return
+    for r in rows:
+        where = "earliest (nothing stored)" if r["mode"] is None else f"{r['cursor']} / {r['key']}"
+        print(f"{r['entity']:<20} {where:<45} rows={r['rows_total']}")
+
+
+def reset(cfg: AppConfig, entity: str, to: str) -> None:
+    """Writes a new watermark under the tenant's transactional.id, which fences a poller of
+    this tenant that is still running (it stops with 'fenced'): stop it first."""
+    ent = cfg.entities.get(entity)
+    if ent is None:
+        raise ConfigError([f"--entity: {entity!r} is not configured"])
+    position = (
+        Position(None, None)
+        if to == "earliest"
+        else Position(parse_cursor(to, ent.batching.mode), None)
+    )
+    topic = cfg.kafka.watermark_topic_name(cfg.tenant)
+    ensure_topics(cfg.kafka, {topic: wanted_topics(cfg)[topic]})
+    stored = watermark.load(cfg.kafka, topic, cfg.tenant)
+    old = stored.get(entity)
+    pub = TransactionalPublisher(cfg.kafka, cfg.transactional_id())
+    try:
+        pub.start()
+        pub.begin()
+        wm = watermark.Watermark(
+            cfg.tenant,
+            entity,
+            ent.batching.mode.value,
+            position,
+            old.rows_total if old else 0,
+            dt.datetime.now(dt.UTC),
+        )
+        pub.send(topic, watermark.key_bytes(cfg.tenant, entity), watermark.encode(wm))
+        pub.commit()
+    finally:
+        pub.close()
+    print(f"{entity}: watermark reset to {to}")
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    o = sub.add_parser("offsets", help="show or reset the stored watermarks")
+    osub = o.add_subparsers(dest="offsets_cmd", required=True)
+    show_p = osub.add_parser("show")
+    show_p.add_argument("--config", required=True)
+    show_p.add_argument("--json", action="store_true")
+    reset_p = osub.add_parser("reset", help="stop the poller first: reset fences a running one")
+    reset_p.add_argument("--config", required=True)
+    reset_p.add_argument("--entity", required=True)
+    reset_p.add_argument("--to", required=True, help="'earliest' or a cursor value")
+    o.set_defaults(func=cmd_offsets)
+
+
+def cmd_offsets(args: argparse.Namespace) -> int:
+    cfg = load(args)
+    if args.offsets_cmd == "show":
+        show(cfg, as_json=args.json)
+    else:
+        reset(cfg, args.entity, args.to)
+    return 0

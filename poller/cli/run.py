@@ -1,0 +1,51 @@
+"""`poller run`: poll continuously, or `--once` until every entity is caught up."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from types import FrameType
+
+from poller.cli.common import load
+
+log = logging.getLogger("poller")
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    r = sub.add_parser("run", help="poll continuously (or --once until caught up)")
+    r.add_argument("--config", required=True)
+    r.add_argument("--once", action="store_true", help="exit 0 once every entity is caught up")
+    r.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from poller.ops.http import serve
+    from poller.ops.metrics import Health, Metrics
+    from poller.pipeline.runner import Poller
+
+    cfg = load(args)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: finishing the current batch, then stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    metrics, health = Metrics(), Health()
+    poller = Poller(cfg, metrics, health, stop)
+    if cfg.metrics.enabled:
+        from poller.ops.probes import probes
+
+        serve(cfg.metrics.host, cfg.metrics.port, metrics, health, probes(cfg, poller.engine))
+    log.info(
+        "tenant %s: polling %s from %s",
+        cfg.tenant,
+        ", ".join(cfg.enabled_entities()),
+        cfg.source.safe_url,
+    )
+    poller.run(once=args.once)
+    log.info("stopped")
+    return 0

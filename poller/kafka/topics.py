@@ -1,0 +1,88 @@
+"""Creates the poller's topics when they are missing: entity topics, the compacted watermark
+topic and the dead-letter topic."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from poller.config import AppConfig, KafkaConfig
+from poller.errors import BrokerUnavailableError, KafkaFatalError
+
+# librdkafka logs through this logger (its own thread), so they get the JSON format and redaction.
+KAFKA_LOGGER = logging.getLogger("poller.kafka")
+
+
+log = logging.getLogger(__name__)
+
+
+def wanted_topics(cfg: AppConfig) -> dict[str, tuple[int, dict[str, str]]]:
+    k = cfg.kafka
+    topics = {
+        cfg.kafka.topic_for(name, cfg.tenant): (k.topic_partitions, dict(k.topic_config))
+        for name in cfg.enabled_entities()
+    }
+    topics[k.watermark_topic_name(cfg.tenant)] = (1, {"cleanup.policy": "compact"})
+    if any(e.on_bad_row == "dead_letter" for e in cfg.enabled_entities().values()):
+        topics[k.dead_letter_topic_name(cfg.tenant)] = (k.topic_partitions, {})
+    return topics
+
+
+def admin_client(kafka: KafkaConfig) -> AdminClient:
+    return AdminClient(dict(kafka.client_options()), logger=KAFKA_LOGGER)
+
+
+def committed_consumer(kafka: KafkaConfig, group_id: str) -> Consumer:
+    """A consumer that sees only committed transactions and reports each partition's end;
+    it never commits offsets (readers assign partitions and start from the beginning)."""
+    return Consumer(
+        {
+            **kafka.client_options(),
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "logger": KAFKA_LOGGER,
+        }
+    )
+
+
+def ensure_topics(
+    kafka: KafkaConfig,
+    topics: Mapping[str, tuple[int, dict[str, str]]],
+    timeout_s: float = 30.0,
+) -> None:
+    admin = admin_client(kafka)
+    bootstrap, replication = kafka.bootstrap_servers, kafka.topic_replication
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise BrokerUnavailableError(f"Kafka at {bootstrap} did not answer: {exc}") from exc
+    missing = [
+        NewTopic(name, num_partitions=parts, replication_factor=replication, config=conf)
+        for name, (parts, conf) in topics.items()
+        if name not in existing
+    ]
+    if not missing:
+        return
+    for name, fut in admin.create_topics(missing, request_timeout=timeout_s).items():
+        try:
+            fut.result()
+            log.info("created topic %s", name)
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            if err.code() in (
+                KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+            ):
+                raise KafkaFatalError(
+                    f"not allowed to create topic {name}: create it beforehand or grant "
+                    "CREATE on it"
+                ) from exc
+            raise BrokerUnavailableError(f"creating topic {name} failed: {err.str()}") from exc

@@ -1,0 +1,200 @@
+"""Watermarks: how far each (tenant, entity) stream has been published.
+
+They live in a compacted Kafka topic, keyed by tenant and entity, and are written in the same
+transaction as the rows they cover. On start the topic is read to its end with read_committed,
+so a watermark is only ever seen together with its rows. A watermark never moves backwards:
+a regression is raised, never saved.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import fastavro
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+
+from poller.avro.schemas import SCHEMAS_DIR
+from poller.config import KafkaConfig
+from poller.errors import BrokerUnavailableError, WatermarkRegressionError
+from poller.kafka.topics import committed_consumer
+from poller.source.query import Position
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = fastavro.parse_schema(json.loads((SCHEMAS_DIR / "watermark.avsc").read_text()))
+
+
+@dataclass(frozen=True)
+class Watermark:
+    tenant: str
+    entity: str
+    mode: str
+    position: Position
+    rows_total: int
+    updated_at: dt.datetime
+
+
+def _typed(value: object) -> dict[str, str] | None:
+    """Keep the exact type the database returned so it binds back identically."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError("boolean cursor values are not supported")
+    if isinstance(value, int):
+        return {"kind": "int", "text": str(value)}
+    if isinstance(value, Decimal):
+        return {"kind": "decimal", "text": str(value)}
+    if isinstance(value, dt.datetime):
+        return {"kind": "datetime", "text": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {"kind": "date", "text": value.isoformat()}
+    if isinstance(value, str):
+        return {"kind": "str", "text": value}
+    raise TypeError(f"unsupported cursor/key type {type(value).__name__}")
+
+
+def _untyped(value: dict[str, str] | None) -> object:
+    if value is None:
+        return None
+    kind, text = value["kind"], value["text"]
+    if kind == "int":
+        return int(text)
+    if kind == "decimal":
+        return Decimal(text)
+    if kind == "datetime":
+        return dt.datetime.fromisoformat(text)
+    if kind == "date":
+        return dt.date.fromisoformat(text)
+    return text
+
+
+def key_bytes(tenant: str, entity: str) -> bytes:
+    return json.dumps([tenant, entity], separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode(wm: Watermark) -> bytes:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(
+        buf,
+        _SCHEMA,
+        {
+            "tenant": wm.tenant,
+            "entity": wm.entity,
+            "mode": wm.mode,
+            "cursor": _typed(wm.position.cursor),
+            "key": _typed(wm.position.key),
+            "rows_total": wm.rows_total,
+            "updated_at": wm.updated_at,
+        },
+    )
+    return buf.getvalue()
+
+
+def decode(payload: bytes) -> Watermark:
+    rec: Any = fastavro.schemaless_reader(io.BytesIO(payload), _SCHEMA, _SCHEMA)
+    return Watermark(
+        tenant=rec["tenant"],
+        entity=rec["entity"],
+        mode=rec["mode"],
+        position=Position(_untyped(rec["cursor"]), _untyped(rec["key"])),
+        rows_total=rec["rows_total"],
+        updated_at=rec["updated_at"],
+    )
+
+
+def _comparable(a: object, b: object) -> bool:
+    # String order is the database's collation, not Python's; only compare what we can trust.
+    return a is not None and b is not None and type(a) is type(b) and not isinstance(a, str)
+
+
+def check_forward(old: Position, new: Position, where: str) -> None:
+    """Raise if `new` is behind `old`. Equal cursors compare by key where that is meaningful."""
+    if not _comparable(old.cursor, new.cursor):
+        return
+    oc: Any = old.cursor
+    nc: Any = new.cursor
+    ok: Any = old.key
+    nk: Any = new.key
+    behind = nc < oc or (nc == oc and _comparable(ok, nk) and nk < ok)
+    if behind:
+        raise WatermarkRegressionError(
+            f"{where}: new watermark {new} is behind the stored {old}; not saved. The source's "
+            "cursor column went backwards (restored backup? clock change?). Inspect the data, "
+            "then move the watermark on purpose with `poller offsets reset`."
+        )
+
+
+def load(
+    kafka: KafkaConfig, topic: str, tenant: str, timeout_s: float = 60.0, missing_ok: bool = False
+) -> dict[str, Watermark]:
+    """Read the watermark topic to its end; return this tenant's latest watermark per entity.
+
+    Reads up to the high watermark taken at the start (not just to the first EOF): another
+    tenant's open transaction holds the last stable offset back, and stopping there could miss
+    our own newer, committed watermark.
+    """
+    consumer = committed_consumer(kafka, f"poller-watermarks-{tenant}")
+    found: dict[str, Watermark] = {}
+    try:
+        try:
+            meta = consumer.list_topics(topic, timeout=timeout_s)
+        except KafkaException as exc:
+            raise BrokerUnavailableError(f"cannot list topic {topic}: {exc}") from exc
+        tmeta = meta.topics.get(topic)
+        missing = tmeta is None or (
+            tmeta.error is not None and tmeta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+        )
+        # Only a reader may take "no topic" as "nothing stored": the run loop creates the topic
+        # first, and reading a missing one as empty would restart every entity from the start.
+        if missing and missing_ok:
+            return found
+        if tmeta is None or tmeta.error is not None:
+            raise BrokerUnavailableError(
+                f"watermark topic {topic} not available: {tmeta and tmeta.error}"
+            )
+        ends: dict[int, int] = {}
+        for p in tmeta.partitions:
+            try:
+                _low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=timeout_s
+                )
+            except KafkaException as exc:  # e.g. NOT_LEADER right after the topic was created
+                raise BrokerUnavailableError(f"offsets of {topic}[{p}]: {exc}") from exc
+            if high > 0:
+                ends[p] = high
+        if not ends:
+            return found
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        deadline = time.monotonic() + timeout_s
+        pending = dict(ends)
+        mine = json.dumps(tenant, ensure_ascii=False)
+        while pending:
+            if time.monotonic() > deadline:
+                raise BrokerUnavailableError(
+                    f"reading {topic} to its end timed out (partitions {sorted(pending)}); an "
+                    "open transaction may be holding it; retry after transaction.timeout.ms"
+                )
+            msg = consumer.poll(0.5)
+            if msg is None:
+                pass
+            elif (err := msg.error()) is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    raise BrokerUnavailableError(f"reading {topic}: {err.str()}")
+            else:
+                key, value = msg.key() or b"", msg.value()
+                if key.decode().startswith(f"[{mine},") and value is not None:
+                    wm = decode(value)
+                    found[wm.entity] = wm
+            for tp in consumer.position([TopicPartition(topic, p) for p in list(pending)]):
+                if tp.offset >= 0 and tp.offset >= pending[tp.partition]:
+                    del pending[tp.partition]
+    finally:
+        consumer.close()
+    return found

@@ -1,0 +1,296 @@
+"""The run loop of one tenant's poller.
+
+For each entity it reads the rows changed since its watermark in batches, encodes each row as
+Avro, publishes it to the entity's topic and stores the new watermark in the same Kafka
+transaction. Transient failures (database or broker gone, aborted transaction) back off and
+resume from the last committed watermark; terminal ones stop the process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+
+from poller.avro.schemas import EntitySchema, load_schema
+from poller.config import AppConfig, EntityConfig, Mode
+from poller.errors import (
+    PollerError,
+    SourceError,
+    TerminalError,
+    TransientError,
+)
+from poller.kafka import watermark
+from poller.kafka.publisher import TransactionalPublisher
+from poller.kafka.topics import ensure_topics, wanted_topics
+from poller.ops.metrics import Health, Metrics
+from poller.pipeline.preflight import preflight
+from poller.pipeline.stream import EntityStream, cursor_number, make_streams, publish_batch
+from poller.source.prefetch import Prefetcher
+from poller.source.query import EntityQuery, Position
+from poller.source.reader import Batch, SourceReader, make_engine
+
+log = logging.getLogger(__name__)
+
+MAX_BATCHES_PER_TURN = 50  # then let the other entities have a turn
+
+
+class Poller:
+    def __init__(
+        self,
+        cfg: AppConfig,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.tenant = cfg.tenant
+        self.metrics = metrics or Metrics()
+        self.health = health or Health()
+        self.stop = stop or threading.Event()
+        self.metrics.init_labels(cfg.tenant, cfg.enabled_entities())
+        self.engine = make_engine(cfg.source)
+        self.schemas: dict[str, EntitySchema] = {n: load_schema(n) for n in cfg.enabled_entities()}
+        self.readers: dict[str, SourceReader] = {}
+        for name, ent in cfg.enabled_entities().items():
+            query = EntityQuery(
+                ent,
+                cfg.source,
+                cfg.tenant,
+                self.schemas[name].field_names,
+                self.engine.dialect,
+                name=name,
+            )
+            self.readers[name] = SourceReader(self.engine, query, ent, cfg.source)
+        self.watermark_topic = cfg.kafka.watermark_topic_name(cfg.tenant)
+        self.dead_letter_topic = cfg.kafka.dead_letter_topic_name(cfg.tenant)
+        self.publisher: TransactionalPublisher | None = None
+        self.streams: dict[str, EntityStream] = {}
+        self._start_positions: dict[str, Position] = {}
+        self._topics_ready = False
+        self._failures = 0  # consecutive transient failures, for the backoff
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, once: bool = False) -> None:
+        """Poll until stopped; with `once`, until every entity is caught up."""
+        try:
+            while not self.stop.is_set():
+                try:
+                    self._connect()
+                    self._turn()
+                    self._failures = 0
+                except TransientError as exc:
+                    self._failures += 1
+                    self._recover(exc, self._failures)
+                    continue
+                if once and all(s.caught_up for s in self.streams.values()):
+                    return
+                self._sleep_until_due()
+        finally:
+            self.close()
+
+    def _turn(self) -> None:
+        for stream in self.streams.values():
+            if self.stop.is_set():
+                return
+            if stream.next_poll_at <= time.monotonic():
+                self._drain(stream)
+
+    def _drain(self, s: EntityStream) -> None:
+        """Publish batches of one entity until it is caught up or has had its turn."""
+        size = s.cfg.batch_size
+        fetch_hist = self.metrics.phase_seconds.labels(self.tenant, s.name, "fetch")
+        prefetch = Prefetcher(
+            self.readers[s.name].fetch,
+            s.position,
+            size,
+            MAX_BATCHES_PER_TURN,
+            on_fetch=fetch_hist.observe,
+        )
+        last_len = size
+        try:
+            for batch in prefetch:
+                self._database_ok(True)
+                self.metrics.rows_read.labels(self.tenant, s.name).inc(len(batch.rows))
+                if batch.rows:
+                    self._commit(s, batch)
+                self._progress(s, batch)
+                last_len = len(batch.rows)
+                if self.stop.is_set():
+                    break
+        except SourceError:
+            self._database_ok(False)
+            raise
+        finally:
+            prefetch.stop()
+        s.caught_up = last_len < size
+        s.next_poll_at = time.monotonic() + (s.cfg.poll_interval_s if s.caught_up else 0)
+
+    def _commit(self, s: EntityStream, batch: Batch) -> None:
+        """One Kafka transaction: the batch's rows plus its watermark, or nothing."""
+        pub = self._publisher()
+        t0 = time.perf_counter()
+        pub.begin()
+        try:
+            outcome = publish_batch(s, batch, pub, self.watermark_topic, self.dead_letter_topic)
+        except BaseException:
+            pub.abort()
+            self.metrics.transactions.labels(self.tenant, "aborted").inc()
+            raise
+        t1 = time.perf_counter()
+        try:
+            pub.commit()
+        except PollerError:
+            self.metrics.transactions.labels(self.tenant, "aborted").inc()
+            raise
+        m, labels = self.metrics, (self.tenant, s.name)
+        m.phase_seconds.labels(*labels, "encode").observe(t1 - t0)
+        m.phase_seconds.labels(*labels, "commit").observe(time.perf_counter() - t1)
+        m.transactions.labels(self.tenant, "committed").inc()
+        m.batches.labels(*labels).inc()
+        m.rows_published.labels(*labels).inc(outcome.published)
+        if outcome.dead_lettered:
+            m.rows_dead_lettered.labels(*labels).inc(outcome.dead_lettered)
+        s.position = outcome.position
+        s.rows_total += outcome.published + outcome.dead_lettered
+        self._failures = 0  # progress was made: the next outage backs off from the start
+        self._kafka_ok(True)
+        if outcome.error is not None:
+            m.errors.labels(self.tenant, s.name, "bad_row").inc()
+            self.health.last_batch_ok = False
+            raise outcome.error
+
+    def _progress(self, s: EntityStream, batch: Batch) -> None:
+        m, labels = self.metrics, (self.tenant, s.name)
+        self.health.last_batch_ok = True
+        m.last_success.labels(*labels).set(time.time())
+        value = cursor_number(s.position.cursor, s.tz)
+        if value is not None:
+            m.watermark_value.labels(*labels).set(value)
+        if s.cfg.is_time_mode and batch.db_now is not None and value is not None:
+            # Caught up means nothing older than now - settle is waiting: no lag to report.
+            now = cursor_number(batch.db_now, s.tz)
+            caught_up = len(batch.rows) < s.cfg.batch_size
+            if now is not None:
+                m.lag_seconds.labels(*labels).set(0.0 if caught_up else max(0.0, now - value))
+
+    def _sleep_until_due(self) -> None:
+        due = min((s.next_poll_at for s in self.streams.values()), default=time.monotonic())
+        self.stop.wait(max(0.0, due - time.monotonic()))
+
+    # -- connecting and recovering -------------------------------------------------------------
+
+    def _publisher(self) -> TransactionalPublisher:
+        assert self.publisher is not None
+        return self.publisher
+
+    def _connect(self) -> None:
+        """(Re)start the producer, then read the committed watermarks: after any Kafka trouble
+        only the topic knows which transactions committed."""
+        if self.publisher is not None:
+            return
+        k = self.cfg.kafka
+        if not self._topics_ready:
+            preflight(self.cfg, self.engine)
+            ensure_topics(k, wanted_topics(self.cfg))
+            self._topics_ready = True
+        pub = TransactionalPublisher(
+            k,
+            self.cfg.transactional_id(),
+            stats_cb=lambda s: self.metrics.on_stats(self.tenant, s),
+        )
+        try:
+            pub.start()  # fences an older poller of this tenant, aborts its open transaction
+            stored = watermark.load(k, self.watermark_topic, self.tenant)
+        except BaseException:
+            pub.close()
+            raise
+        self.publisher = pub
+        self._kafka_ok(True)
+        for name, ent in self.cfg.enabled_entities().items():
+            if name not in stored and name not in self._start_positions:
+                self._start_positions[name] = self._start_position(name, ent)
+        previous = self.streams
+        self.streams = make_streams(self.cfg, self.schemas, stored, self._start_positions)
+        for name, s in self.streams.items():
+            if name in previous:
+                s.next_poll_at = previous[name].next_poll_at
+            log.info(
+                "%s/%s resumes after %s (%d rows so far)",
+                self.tenant,
+                name,
+                s.position,
+                s.rows_total,
+                extra={"tenant": self.tenant, "entity": name},
+            )
+
+    def _start_position(self, name: str, ent: EntityConfig) -> Position:
+        start = ent.start
+        if start == "earliest":
+            return Position(None, None)
+        if start == "now":
+            return Position(self.readers[name].max_cursor(), None)
+        return Position(parse_cursor(str(start), ent.batching.mode), None)
+
+    def _recover(self, exc: TransientError, failures: int) -> None:
+        r = self.cfg.retry
+        if r.max_attempts and failures > r.max_attempts:
+            raise TerminalError(f"giving up after {failures - 1} retries: {exc}") from exc
+        delay = min(r.max_backoff_s, r.initial_backoff_s * 2 ** (failures - 1))
+        kind = type(exc).__name__
+        self.metrics.errors.labels(self.tenant, "", kind).inc()
+        self.metrics.retries.labels(self.tenant, "").inc()
+        self.health.last_batch_ok = False
+        log.warning(
+            "%s: %s; retry %d in %.1fs from the last committed watermark",
+            kind,
+            exc,
+            failures,
+            delay,
+            extra={"tenant": self.tenant},
+        )
+        if isinstance(exc, SourceError):
+            self._database_ok(False)
+            if self.publisher is not None and self.publisher.in_transaction:
+                self._drop_publisher()
+        else:
+            self._kafka_ok(False)
+            self._drop_publisher()
+        self.stop.wait(delay)
+
+    def _drop_publisher(self) -> None:
+        if self.publisher is not None:
+            try:
+                self.publisher.close()
+            except PollerError as exc:
+                log.warning("closing the producer: %s", exc)
+            self.publisher = None
+
+    def _database_ok(self, ok: bool) -> None:
+        self.health.database_ok = ok
+        self.metrics.db_up.labels(self.tenant).set(1 if ok else 0)
+
+    def _kafka_ok(self, ok: bool) -> None:
+        self.health.kafka_ok = ok
+        self.metrics.kafka_up.labels(self.tenant).set(1 if ok else 0)
+
+    def close(self) -> None:
+        self._drop_publisher()
+        for reader in self.readers.values():
+            reader.close()
+        self.engine.dispose()
+
+
+def parse_cursor(text: str, mode: Mode) -> object:
+    """A cursor typed by the operator (config `start`, `offsets reset --to`)."""
+    if mode is Mode.ID:
+        try:
+            return int(text)
+        except ValueError as exc:
+            raise TerminalError(f"{text!r} is not an integer id") from exc
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise TerminalError(f"{text!r} is not an ISO-8601 timestamp") from exc

@@ -1,0 +1,422 @@
+"""Reads batches from the source database: engine set-up, streaming reads, error translation and
+the start-up check of an entity's columns.
+
+Every batch is one short transaction on a pooled connection: a long-lived transaction would pin
+old row versions (PostgreSQL vacuum, InnoDB purge) on the retailer's production database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pymysql.cursors
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from poller.config import EntityConfig, Mode, SourceConfig
+from poller.errors import ConfigError, PollerError, SchemaMismatchError, SourceError
+from poller.source.query import (
+    BEGINNING,
+    AnySelect,
+    EntityQuery,
+    Position,
+    column_kind,
+    description_kind,
+    fits,
+    is_identifier,
+    kind_text,
+    split_table,
+)
+
+log = logging.getLogger(__name__)
+
+# Rows per fetchmany(): large enough that the per-call overhead vanishes, small enough that a
+# server-side cursor round trip stays short.
+_CHUNK = 5_000
+
+# ------------------------------------------------------------------------------ engine
+
+
+def make_engine(source: SourceConfig) -> sa.Engine:
+    """An engine whose connections are read-only, time-limited and in `source.timezone`.
+
+    Settings are made once per connection (connect arguments or a connect hook), not per batch,
+    so a batch costs no extra round trips. The password is never logged: SQLAlchemy renders URLs
+    with the password hidden, and `echo` stays off.
+    """
+    url = make_url(source.url)
+    backend = url.get_backend_name()
+    timeout_ms = max(1, int(source.statement_timeout_s * 1000))
+    connect_args: dict[str, Any] = {}
+    if backend == "postgresql":
+        # libpq startup options; the server applies them before the first statement.
+        options = (
+            f"-c statement_timeout={timeout_ms} -c default_transaction_read_only=on "
+            f"-c TimeZone={source.timezone}"
+        )
+        user_options = url.query.get("options")
+        if isinstance(user_options, str):
+            options = f"{user_options} {options}"
+        connect_args = {
+            "connect_timeout": max(2, math.ceil(source.connect_timeout_s)),  # libpq minimum 2 s
+            "options": options,
+            "application_name": url.query.get("application_name", "poller"),
+            # Detects a silently dead peer (firewall, failover) in ~1 min instead of hours.
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
+    elif backend in ("mysql", "mariadb"):
+        connect_args = {
+            "connect_timeout": source.connect_timeout_s,
+            # The server ends a slow statement itself; the socket timeouts only catch a dead peer.
+            "read_timeout": source.statement_timeout_s + 30,
+            "write_timeout": source.statement_timeout_s + 30,
+        }
+    elif backend == "sqlite":
+        connect_args = {"timeout": source.connect_timeout_s}
+    elif backend == "mssql":
+        connect_args = {"timeout": max(1, math.ceil(source.connect_timeout_s))}  # login timeout
+    elif backend == "oracle":
+        connect_args = {"tcp_connect_timeout": source.connect_timeout_s}
+    engine = sa.create_engine(url, pool_pre_ping=True, pool_recycle=1800, connect_args=connect_args)
+    event.listen(engine, "connect", _session_setup(backend, source, timeout_ms))
+    return engine
+
+
+def _session_setup(backend: str, source: SourceConfig, timeout_ms: int) -> Any:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        if backend in ("mysql", "mariadb"):
+            mariadb = "mariadb" in str(dbapi_conn.get_server_info()).lower()
+            with contextlib.closing(dbapi_conn.cursor()) as cur:
+                cur.execute("SET SESSION TRANSACTION READ ONLY")
+                if mariadb:
+                    cur.execute("SET SESSION max_statement_time = %s", (timeout_ms / 1000,))
+                else:
+                    cur.execute("SET SESSION max_execution_time = %s", (timeout_ms,))
+                zone = "+00:00" if source.timezone in ("UTC", "Etc/UTC") else source.timezone
+                try:
+                    # Only TIMESTAMP columns depend on it (DATETIME is zone-less).
+                    cur.execute("SET SESSION time_zone = %s", (zone,))
+                except Exception as exc:  # named zones need the server's tz tables loaded
+                    log.warning("cannot set MySQL session time_zone to %s: %s", zone, exc)
+        elif backend == "sqlite":
+            with contextlib.closing(dbapi_conn.cursor()) as cur:
+                cur.execute("PRAGMA query_only = ON")
+        elif backend == "mssql":
+            dbapi_conn.timeout = max(1, timeout_ms // 1000)  # pyodbc query timeout, seconds
+        elif backend == "oracle":
+            dbapi_conn.call_timeout = timeout_ms
+
+    return on_connect
+
+
+# ------------------------------------------------------------------------------ errors
+
+# MySQL/MariaDB error numbers that mean the SQL does not fit the schema. PyMySQL raises several
+# of them (e.g. 1054 unknown column) as OperationalError, so the class alone cannot tell.
+_MYSQL_SCHEMA_ERRORS = frozenset(
+    {1049, 1052, 1054, 1060, 1064, 1109, 1142, 1143, 1146, 1241, 1247, 1248, 1267, 1305, 1630}
+)
+_ORACLE_SCHEMA_ERRORS = tuple(
+    f"ORA-{n:05d}" for n in (904, 907, 918, 932, 933, 936, 942, 1722)
+)  # invalid identifier, missing parenthesis, ambiguous column, type, syntax, no table, number
+
+
+def _cause(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    text = lines[0] if lines else type(orig).__name__
+    return f"{type(orig).__name__}: {text[:500]}"
+
+
+def _is_schema_error(orig: BaseException, wrapper: BaseException) -> bool:
+    pgcode = getattr(orig, "pgcode", None)
+    if isinstance(pgcode, str):  # 42: syntax/undefined object/privilege, 22: data, 0A: unsupported
+        return pgcode[:2] in ("42", "22", "0A")
+    sqlite_code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(sqlite_code, int):  # SQLITE_ERROR: SQL error or missing table/column
+        return sqlite_code & 0xFF == 1  # (BUSY, LOCKED, IOERR, CANTOPEN... are transient)
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):  # PyMySQL: (errno, message)
+        return args[0] in _MYSQL_SCHEMA_ERRORS
+    if args and isinstance(args[0], str) and len(args[0]) == 5:  # pyodbc: (SQLSTATE, message)
+        return args[0][:2] in ("42", "22")
+    if any(code in str(orig) for code in _ORACLE_SCHEMA_ERRORS):
+        return True
+    names = {type(e).__name__ for e in (orig, wrapper)}
+    return bool(names & {"ProgrammingError", "DataError"})
+
+
+def translate_error(exc: BaseException, what: str, source: SourceConfig) -> PollerError:
+    """SQLAlchemy or raw driver error -> SourceError (retry after a backoff) or a terminal one.
+
+    Anything not recognised as a schema/SQL problem counts as transient: retrying a query that
+    is wrong costs log lines, stopping on a network blip loses availability.
+    """
+    if isinstance(exc, sa_exc.DBAPIError | sa_exc.DisconnectionError | sa_exc.TimeoutError):
+        orig = getattr(exc, "orig", None) or exc
+        invalidated = getattr(exc, "connection_invalidated", False)
+    elif isinstance(exc, sa_exc.SQLAlchemyError):  # no driver involved: URL, driver module, ...
+        return ConfigError([f"source.url ({source.safe_url}): {_cause(exc)}"])
+    else:
+        orig, invalidated = exc, False
+    if not invalidated and _is_schema_error(orig, exc):
+        return SchemaMismatchError(
+            f"{what}: the query does not fit the source database {source.safe_url} "
+            f"({_cause(exc)}); check the table, columns and field mapping in the config"
+        )
+    return SourceError(f"{what}: source database {source.safe_url} failed: {_cause(exc)}")
+
+
+@contextlib.contextmanager
+def _connection(engine: sa.Engine, what: str, source: SourceConfig) -> Iterator[sa.Connection]:
+    """A pooled connection whose errors (SQLAlchemy's and the raw driver's) come out translated.
+
+    A connection that failed with a transient error is invalidated before it goes back to the
+    pool, so the next attempt opens a fresh one even when the driver's message was not
+    recognised as a disconnect.
+    """
+    driver_error: type[Exception] = getattr(engine.dialect.loaded_dbapi, "Error", Exception)
+    conn: sa.Connection | None = None
+    try:
+        conn = engine.connect()
+        yield conn
+    except (sa_exc.SQLAlchemyError, driver_error) as exc:
+        err = translate_error(exc, what, source)
+        if isinstance(err, SourceError) and conn is not None and not conn.invalidated:
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+        raise err from exc
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+def to_zone(value: object, zone: ZoneInfo) -> dt.datetime:
+    """A database "now" (UTC naive, aware, or SQLite text in UTC) as a naive time in `zone`."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if not isinstance(value, dt.datetime):
+        raise SourceError(f"the database returned {type(value).__name__} for its current time")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(zone).replace(tzinfo=None)
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+@dataclass
+class Batch:
+    rows: list[Sequence[object]]  # fields in field_names order, then cursor, then tie-breaker
+    last: Position | None  # position of the last row; None when empty
+    db_now: object | None  # the database's now (naive, source.timezone) of the upper bound
+
+
+class SourceReader:
+    """Reads one entity's batches; holds no connection between batches (thread-safe as long as
+    one thread fetches at a time, which the run loop's prefetcher guarantees)."""
+
+    def __init__(
+        self, engine: sa.Engine, query: EntityQuery, entity: EntityConfig, source: SourceConfig
+    ) -> None:
+        self._engine = engine
+        self._query = query
+        self._entity = entity
+        self._source = source
+        self._zone = ZoneInfo(source.timezone)
+        self._settle = dt.timedelta(seconds=entity.settle_delay_s)
+        self._what = f"entity {query.name!r}"
+        self._n = query.n_fields
+        self._chunk = min(_CHUNK, entity.batch_size)
+        self._driver = engine.dialect.driver
+        self._compiled: dict[AnySelect, SQLCompiler] = {}
+
+    def fetch(self, position: Position) -> Batch:
+        """The next batch (at most batch_size rows) after `position`, in keyset order."""
+        db_now: dt.datetime | None = None
+        with _connection(self._engine, self._what, self._source) as conn:
+            upper: dt.datetime | None = None
+            if self._entity.is_time_mode:
+                db_now = self._now(conn)
+                upper = db_now - self._settle
+            stmt, params = self._query.batch(position, upper)
+            sql, values = self._driver_statement(stmt, params)
+            dbapi_conn = conn.connection.dbapi_connection
+            assert dbapi_conn is not None  # an open Connection always has one
+            try:
+                rows = self._read(dbapi_conn, sql, values)
+            except (ValueError, OverflowError) as exc:
+                # The driver could not build a Python value (e.g. a timestamptz that falls in
+                # year 10000 once shown in source.timezone). Retrying cannot help.
+                raise SchemaMismatchError(
+                    f"{self._what}: the driver cannot convert a value of the batch after "
+                    f"{position}: {exc}. Fix the row, or cast the column in a `query:`."
+                ) from exc
+        last = Position(rows[-1][self._n], rows[-1][self._n + 1]) if rows else None
+        return Batch(rows=rows, last=last, db_now=db_now)
+
+    def _driver_statement(self, stmt: AnySelect, params: dict[str, object]) -> tuple[str, Any]:
+        """SQL text and parameters in the driver's own paramstyle.
+
+        Rows are read from the driver's cursor, not through SQLAlchemy's Result: building a Row
+        per row (and its buffering deque) cost ~20% of the raw fetch rate. SQLAlchemy still
+        renders the SQL (compiled once per statement shape); the expanded state inlines what it
+        renders at execution time (SQL Server TOP n, Oracle FETCH FIRST n: the configured batch
+        size, never data). The bind parameters are untyped, so there are no bind processors.
+        """
+        compiled = self._compiled.get(stmt)
+        if compiled is None:
+            compiled = self._compiled[stmt] = stmt.compile(dialect=self._engine.dialect)
+        state = compiled.construct_expanded_state(params)
+        if self._engine.dialect.positional:
+            return state.statement, state.positional_parameters
+        return state.statement, state.parameters
+
+    def _read(self, dbapi_conn: Any, sql: str, values: Any) -> list[Sequence[object]]:
+        # A server-side cursor where the driver buffers the whole result otherwise, so memory
+        # stays at one chunk in the driver plus the batch itself.
+        if self._driver == "psycopg2":
+            cur = dbapi_conn.cursor(name="poller_batch")  # DECLARE ... CURSOR, FETCH chunks
+            cur.itersize = self._chunk
+        elif self._driver == "pymysql":
+            cur = dbapi_conn.cursor(pymysql.cursors.SSCursor)  # unbuffered, reads the socket
+        else:  # sqlite3, pyodbc and oracledb stream by default
+            cur = dbapi_conn.cursor()
+            cur.arraysize = self._chunk
+        rows: list[Sequence[object]] = []
+        try:
+            cur.execute(sql, values)
+            while chunk := cur.fetchmany(self._chunk):
+                rows.extend(chunk)
+        except BaseException:
+            # Closing may fail too (aborted transaction, dead socket, an unbuffered result that
+            # cannot be drained); the first error is the one that tells what happened.
+            with contextlib.suppress(Exception):
+                cur.close()
+            raise
+        cur.close()
+        return rows
+
+    def db_now(self) -> object:
+        """The database's current time as a naive datetime in `source.timezone`."""
+        with _connection(self._engine, self._what, self._source) as conn:
+            return self._now(conn)
+
+    def max_cursor(self) -> object:
+        """The newest cursor value of this tenant's rows (None for an empty table)."""
+        with _connection(self._engine, self._what, self._source) as conn:
+            return conn.execute(self._query.max_cursor()).scalar_one()
+
+    def _now(self, conn: sa.Connection) -> dt.datetime:
+        return to_zone(conn.execute(self._query.now()).scalar_one(), self._zone)
+
+    def close(self) -> None:
+        """Nothing to release: connections go back to the pool after every batch. The engine is
+        shared by the entities of a source; its owner disposes of it."""
+
+
+# ------------------------------------------------------------------------------ check
+
+
+def check_entity(
+    engine: sa.Engine, query: EntityQuery, entity: EntityConfig, field_types: Mapping[str, str]
+) -> list[str]:
+    """Every problem of the entity's mapping against the live database (empty: all fine).
+
+    Each column and expression is probed on its own with a zero-row SELECT, so one run lists
+    every problem. Connection failures raise SourceError instead of being listed.
+    """
+    what = f"entity {query.name!r}"
+    dialect = engine.dialect.name
+    problems: list[str] = []
+    with _connection(engine, what, query.source) as conn:
+
+        def probe(expr: sa.ColumnElement[object]) -> tuple[str | None, str]:
+            try:
+                result = conn.execute(query.probe(expr))
+                desc = result.cursor.description[0] if result.cursor is not None else None
+                result.close()
+                return None, description_kind(dialect, desc) if desc else "unknown"
+            except sa_exc.DBAPIError as exc:
+                err = translate_error(exc, what, query.source)
+                if isinstance(err, SourceError):
+                    raise
+                conn.rollback()  # PostgreSQL refuses more statements in a failed transaction
+                return _cause(exc), "unknown"
+
+        reflected: dict[str, str] = {}
+        if entity.table is not None:
+            schema, table = split_table(entity.table)
+            try:
+                columns = sa.inspect(conn).get_columns(table, schema=schema)
+            except sa_exc.NoSuchTableError:
+                return [f"{what}: table {entity.table!r} does not exist (or is not visible)"]
+            reflected = {c["name"]: column_kind(c["type"]) for c in columns}
+        else:
+            error, _ = probe(sa.literal_column("*"))
+            if error is not None:
+                return [f"{what}: the query fails: {error}"]
+
+        def kind_of(column: str, probed: str) -> str:
+            for name, kind in reflected.items():
+                if name == column or (dialect != "postgresql" and name.lower() == column.lower()):
+                    return kind
+            return probed
+
+        for field, mapping in entity.fields.items():
+            plain = is_identifier(mapping)
+            error, kind = probe(query.field_expression(field))
+            label = f"{what}: field {field!r} ({'column' if plain else 'expression'} {mapping!r})"
+            if error is not None:
+                problems.append(f"{label}: {'not found' if plain else 'fails'}: {error}")
+                continue
+            kind = kind_of(mapping, kind) if plain else kind
+            avro = field_types.get(field)
+            if avro is not None and not fits(avro, kind, dialect):
+                problems.append(f"{label}: a {kind_text(kind)} column cannot fill Avro {avro}")
+
+        mode = entity.batching.mode
+        roles = [("batching.column", entity.batching.column), ("key", entity.key)]
+        if entity.batching.id_column is not None:
+            roles.append(("batching.id_column", entity.batching.id_column))
+        if query.source.tenant_column is not None:
+            roles.append(("source.tenant_column", query.source.tenant_column))
+        for role, column in roles:
+            error, kind = probe(query.column(column))
+            if error is not None:
+                problems.append(f"{what}: {role} column {column!r} not found: {error}")
+                continue
+            if role != "batching.column":
+                continue
+            kind = kind_of(column, kind)
+            wanted = "long" if mode is Mode.ID else "timestamp"
+            if not fits(wanted, kind, dialect) or (mode is Mode.ID and kind == "bool"):
+                need = "an integer" if mode is Mode.ID else "a date/timestamp"
+                problems.append(
+                    f"{what}: batching.column {column!r} is {kind_text(kind)}; "
+                    f"mode {mode.value} needs {need} column"
+                )
+
+        if not problems:  # the whole statement, as the reader will run it
+            stmt, params = query.batch(BEGINNING, None)
+            try:
+                conn.execute(stmt.where(sa.false()), params).close()
+            except sa_exc.DBAPIError as exc:
+                err = translate_error(exc, what, query.source)
+                if isinstance(err, SourceError):
+                    raise
+                problems.append(f"{what}: the batch query fails: {_cause(exc)}")
+    return problems
