@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,6 +24,14 @@ from poller.errors import ConfigError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$#]*$")
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+
+
+# Default settle delays. With the transaction horizon the delay only covers the short race
+# between a writer taking its timestamp and showing up in the database's transaction list
+# (MySQL refreshes innodb_trx at most every 0.1 s); without it, it is the only defence
+# against transactions that commit late, so it is long.
+SETTLE_WITH_HORIZON_S = 1.0
+SETTLE_FALLBACK_S = 30.0
 
 
 class Mode(StrEnum):
@@ -51,6 +60,11 @@ class SourceConfig(_Model):
     timezone: str = Field("UTC", description="zone of naive timestamps in the database")
     statement_timeout_s: float = Field(300, gt=0)
     connect_timeout_s: float = Field(10, gt=0)
+    horizon: Literal["transactions", "settle"] = Field(
+        "transactions",
+        description="transactions: read only rows no open transaction can still write behind "
+        "(needs pg_read_all_stats / PROCESS ...; falls back to settle); settle: settle_delay_s",
+    )
 
     @field_validator("url")
     @classmethod
@@ -100,6 +114,11 @@ _CLIENT_OPTION_PREFIXES = (
 
 class KafkaConfig(_Model):
     bootstrap_servers: str = "127.0.0.1:9092"
+    format: Literal["confluent", "single_object"] = Field(
+        "confluent",
+        description="confluent: magic 0 + 4-byte schema id + Avro, Avro keys (schema_registry); "
+        "single_object: C3 01 + fingerprint + Avro, JSON keys",
+    )
     options: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="extra librdkafka producer options"
     )
@@ -160,6 +179,20 @@ class Batching(_Model):
         return self
 
 
+class DeletesConfig(_Model):
+    """Soft deletes: such a row is published as a tombstone (key, null value)."""
+
+    column: str = Field(description="the soft-delete flag or deleted_at column")
+    values: list[str | int | bool] | None = Field(
+        None, min_length=1, description="values meaning deleted; omitted: deleted when not NULL"
+    )
+
+    @field_validator("column")
+    @classmethod
+    def _column(cls, v: str) -> str:
+        return check_identifier(v, "deletes.column")
+
+
 class EntityConfig(_Model):
     table: str | None = None
     query: str | None = None
@@ -168,10 +201,19 @@ class EntityConfig(_Model):
     batching: Batching
     batch_size: int = Field(10_000, ge=1, le=1_000_000)
     poll_interval_s: float = Field(30, gt=0)
+    heartbeat_interval_s: float = Field(
+        60, ge=0, description="rewrite an idle entity's watermark this often; 0 = never"
+    )
     settle_delay_s: float = Field(5, ge=0)
     start: str | int = "earliest"
     on_bad_row: Literal["fail", "dead_letter"] = "fail"
     enabled: bool = True
+    deletes: DeletesConfig | None = None
+    repair_interval_s: float | None = Field(
+        None, gt=0, description="tombstone keys deleted in the source, this often"
+    )
+    repair_rows_per_s: float = Field(1000, gt=0, description="keys looked up per second")
+    repair_range_keys: int = Field(1000, ge=1, le=100_000, description="keys per transaction")
 
     @field_validator("table")
     @classmethod
@@ -180,8 +222,13 @@ class EntityConfig(_Model):
 
     @field_validator("key")
     @classmethod
-    def _key(cls, v: str) -> str:
-        return check_identifier(v, "key")
+    def _key(cls, v: str | list[str]) -> str | list[str]:
+        names = [v] if isinstance(v, str) else v
+        if not names or len(set(names)) != len(names):
+            raise ValueError("key must name one column or a list of distinct columns")
+        for name in names:
+            check_identifier(name, "key")
+        return v
 
     @field_validator("query")
     @classmethod
@@ -210,13 +257,30 @@ class EntityConfig(_Model):
         return self
 
     @property
+    def key_columns(self) -> list[str]:
+        """The row's key: one column, or several (`key: [receipt_id, line_no]`)."""
+        return [self.key] if isinstance(self.key, str) else list(self.key)
+
+    @property
+    def tiebreak_columns(self) -> list[str]:
+        """What orders rows sharing one cursor value: id_column, else the key column(s)."""
+        return [self.batching.id_column] if self.batching.id_column else self.key_columns
+
+    @property
     def tiebreak(self) -> str:
-        return self.batching.id_column or self.key
+        """The first tie-breaker column (the only one unless the key is composite)."""
+        return self.tiebreak_columns[0]
 
     @property
     def key_is_tiebreak(self) -> bool:
-        """False when the message key must be selected as a column of its own."""
-        return self.tiebreak == self.key
+        """False when the message key must be selected as column(s) of its own."""
+        return self.tiebreak_columns == self.key_columns
+
+    def settle_s(self, horizon_active: bool) -> float:
+        """The settle delay in force: the configured one, else the default for the horizon."""
+        if self.settle_delay_s is not None:
+            return self.settle_delay_s
+        return SETTLE_WITH_HORIZON_S if horizon_active else SETTLE_FALLBACK_S
 
     @property
     def is_time_mode(self) -> bool:
@@ -243,10 +307,68 @@ class RetryConfig(_Model):
     )
 
 
+Compatibility = Literal[
+    "NONE",
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
+]
+
+
+class BasicAuth(_Model):
+    user: str = Field(min_length=1)
+    password: str = Field(repr=False, description="put it in ${ENV} or ${file:...}")
+
+
+class SchemaRegistryConfig(_Model):
+    """A Confluent-compatible Schema Registry (Confluent, Apicurio's /apis/ccompat/v7, ...)."""
+
+    url: str = Field(description="base URL; several, comma-separated, are tried in turn")
+    basic_auth: BasicAuth | None = None
+    subject_strategy: Literal["topic", "record", "topic_record"] = "topic"
+    compatibility: Compatibility | None = Field(
+        "FULL_TRANSITIVE", description="set on each subject at start; null leaves it as it is"
+    )
+    auto_register: bool = Field(True, description="false: only look the schemas up")
+    timeout_s: float = Field(10, gt=0)
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="extra client options, e.g. ssl.ca.location"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        for part in v.split(","):
+            parsed = urlsplit(part.strip())
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ValueError(
+                    "not an http(s) URL (value hidden: it may hold a password); "
+                    "e.g. http://registry:8081 or http://apicurio:8080/apis/ccompat/v7"
+                )
+        return v
+
+    @property
+    def safe_url(self) -> str:
+        """The URL(s) with any password replaced by ***."""
+        out = []
+        for part in self.url.split(","):
+            p = urlsplit(part.strip())
+            if p.password is not None:
+                host = p.hostname or ""
+                netloc = f"{p.username}:***@{host}" + (f":{p.port}" if p.port else "")
+                p = p._replace(netloc=netloc)
+            out.append(urlunsplit(p))
+        return ",".join(out)
+
+
 class AppConfig(_Model):
     tenant: str = Field(min_length=1, max_length=200)
     source: SourceConfig
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    schema_registry: SchemaRegistryConfig | None = None
     entities: dict[str, EntityConfig] = Field(min_length=1)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
@@ -258,6 +380,15 @@ class AppConfig(_Model):
         if any(ord(c) < 32 for c in v):
             raise ValueError("tenant must not contain control characters")
         return v
+
+    @model_validator(mode="after")
+    def _registry(self) -> AppConfig:
+        if self.kafka.format == "confluent" and self.schema_registry is None:
+            raise ValueError(
+                "schema_registry: required by kafka.format confluent (the default); give "
+                "schema_registry.url, or set kafka.format: single_object"
+            )
+        return self
 
     def transactional_id(self) -> str:
         """Stable per tenant so a restarted or duplicate poller fences the old one."""

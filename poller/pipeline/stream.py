@@ -20,6 +20,7 @@ from poller.config import AppConfig, EntityConfig, Mode
 from poller.errors import BadRowError, BadValueError
 from poller.kafka.publisher import TransactionalPublisher, classify
 from poller.kafka.watermark import Watermark, check_forward, encode, key_bytes
+from poller.source.deletes import deleted_matcher
 from poller.source.query import Position
 from poller.source.reader import Batch
 
@@ -75,9 +76,11 @@ class EntityStream:
     next_poll_at: float = 0.0
     encoder: Callable[[Sequence[object]], bytes] = field(init=False)
     n_fields: int = field(init=False)
+    is_deleted: Callable[[object], bool] | None = field(init=False)  # soft deletes configured
 
     def __post_init__(self) -> None:
         self.encoder = build_encoder(self.schema, self.tz)
+        self.is_deleted = deleted_matcher(self.cfg.deletes) if self.cfg.deletes else None
         self.n_fields = len(self.schema.field_names)
         self.headers: list[tuple[str, str | bytes | None]] = [
             ("tenant", self.tenant.encode()),
@@ -138,22 +141,31 @@ def publish_batch(
     topic, headers, tz = stream.topic, stream.headers, stream.tz
     time_mode = stream.cfg.batching.mode is not Mode.ID
     key_at = n + 1 if stream.cfg.key_is_tiebreak else n + 2
+    # The soft-delete column follows the key; such a row becomes a tombstone (null value).
+    deleted_at = key_at + 1 if stream.is_deleted is not None else None
+    is_deleted = stream.is_deleted or bool
     dead = 0
     rows = batch.rows
+    value: bytes | None
     for i, row in enumerate(rows):
-        try:
-            value = encode_row(row[:n])
-        except BadValueError as exc:
-            key = row[key_at]
-            if stream.cfg.on_bad_row == "fail":
-                prev = stream.position if i == 0 else Position(rows[i - 1][n], rows[i - 1][n + 1])
-                if i:
-                    _send_watermark(stream, prev, i, publisher, watermark_topic)
-                error = BadRowError(stream.tenant, stream.name, key, exc)
-                return BatchOutcome(i - dead, dead, prev, error)
-            send(dead_letter_topic, key_of(key), _dead_letter(stream, row, key, exc), headers)
-            dead += 1
-            continue
+        if deleted_at is not None and is_deleted(row[deleted_at]):
+            value = None
+        else:
+            try:
+                value = encode_row(row[:n])
+            except BadValueError as exc:
+                key = row[key_at]
+                if stream.cfg.on_bad_row == "fail":
+                    prev = (
+                        stream.position if i == 0 else Position(rows[i - 1][n], rows[i - 1][n + 1])
+                    )
+                    if i:
+                        _send_watermark(stream, prev, i, publisher, watermark_topic)
+                    error = BadRowError(stream.tenant, stream.name, key, exc)
+                    return BatchOutcome(i - dead, dead, prev, error)
+                send(dead_letter_topic, key_of(key), _dead_letter(stream, row, key, exc), headers)
+                dead += 1
+                continue
         k = row[key_at]
         kb = f"{prefix}{k}]".encode() if type(k) is int else key_of(k)
         ts = epoch_ms(row[n], tz) if time_mode else 0

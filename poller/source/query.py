@@ -30,6 +30,7 @@ AnySelect: TypeAlias = Select[*tuple[Any, ...]]
 CURSOR_LABEL = "_wm_cursor"
 KEY_LABEL = "_wm_key"
 ROW_KEY_LABEL = "_row_key"
+DELETED_LABEL = "_deleted"
 
 # Dialects with a correct row-value comparison `(a, b) > (x, y)`. SQL Server has no row values;
 # Oracle has them only for equality, so both get the expanded OR form.
@@ -113,6 +114,8 @@ class EntityQuery:
     def _referenced_columns(self) -> list[str]:
         names = [v for v in self.entity.fields.values() if is_identifier(v)]
         names += [self.entity.batching.column, self.entity.tiebreak, self.entity.key]
+        if self.entity.deletes is not None:
+            names.append(self.entity.deletes.column)
         if self.source.tenant_column is not None:
             names.append(self.source.tenant_column)
         return list(dict.fromkeys(names))  # de-duplicated, order kept for stable SQL
@@ -167,11 +170,34 @@ class EntityQuery:
             return [c >= wm_c, sa.tuple_(c, k) > sa.tuple_(wm_c, wm_k)]
         return [c >= wm_c, sa.or_(c > wm_c, sa.and_(c == wm_c, k > wm_k))]
 
-    def _build(self, kind: str, bounded: bool) -> AnySelect:
+    def batch_columns(self) -> list[ColumnElement[Any]]:
+        """The fields in schema order, the cursor, the tie-breaker, the message key when it is
+        not the tie-breaker, and the soft-delete column when the entity has one."""
         columns = [self.field_expression(f) for f in self.field_names]
         columns += [self.cursor_col.label(CURSOR_LABEL), self.key_col.label(KEY_LABEL)]
         if not self.entity.key_is_tiebreak:  # the message key is a column of its own
             columns.append(self.column(self.entity.key).label(ROW_KEY_LABEL))
+        if self.entity.deletes is not None:
+            columns.append(self.column(self.entity.deletes.column).label(DELETED_LABEL))
+        return columns
+
+    def tenant_filter(self) -> list[ColumnElement[bool]]:
+        return self._tenant_filter()
+
+    def after(self, position: Position) -> tuple[ColumnElement[bool] | None, dict[str, object]]:
+        """"This row comes after `position`" in the batches' keyset order, and its parameters
+        (None: every row, for a position at the beginning)."""
+        if position.cursor is None:
+            return None, {}
+        params: dict[str, object] = {"wm_cursor": self._bind_value(position.cursor)}
+        kind = "cursor"
+        if position.key is not None and not self._same_column:
+            kind = "keyset"
+            params["wm_key"] = self._bind_value(position.key)
+        return sa.and_(*self._keyset(kind)), params
+
+    def _build(self, kind: str, bounded: bool) -> AnySelect:
+        columns = self.batch_columns()
         where = self._tenant_filter() + self._keyset(kind)
         if bounded:
             where.append(self.cursor_col <= sa.bindparam("upper"))

@@ -204,6 +204,10 @@ def _connection(engine: sa.Engine, what: str, source: SourceConfig) -> Iterator[
             conn.close()
 
 
+# For the other readers of the source (verify): same translation, same invalidation.
+source_connection = _connection
+
+
 def to_zone(value: object, zone: ZoneInfo) -> dt.datetime:
     """A database "now" (UTC naive, aware, or SQLite text in UTC) as a naive time in `zone`."""
     if isinstance(value, str):
@@ -394,6 +398,8 @@ def check_entity(
             roles.append(("batching.id_column", entity.batching.id_column))
         if query.source.tenant_column is not None:
             roles.append(("source.tenant_column", query.source.tenant_column))
+        if entity.deletes is not None:
+            roles.append(("deletes.column", entity.deletes.column))
         for role, column in roles:
             error, kind = probe(query.column(column))
             if error is not None:
