@@ -65,6 +65,10 @@ class SourceConfig(_Model):
         description="transactions: read only rows no open transaction can still write behind "
         "(needs pg_read_all_stats / PROCESS ...; falls back to settle); settle: settle_delay_s",
     )
+    max_concurrent_queries: int | None = Field(
+        None, ge=1, description="cap across the tenants of this database on one worker"
+    )
+    max_rows_per_second: float | None = Field(None, gt=0, description="this tenant's read rate")
 
     @field_validator("url")
     @classmethod
@@ -197,14 +201,19 @@ class EntityConfig(_Model):
     table: str | None = None
     query: str | None = None
     fields: dict[str, str] = Field(description="canonical field -> source column or SQL expression")
-    key: str = Field(description="the row's unique key column")
+    key: str | list[str] = Field(description="the row's unique key column(s)")
     batching: Batching
     batch_size: int = Field(10_000, ge=1, le=1_000_000)
     poll_interval_s: float = Field(30, gt=0)
     heartbeat_interval_s: float = Field(
         60, ge=0, description="rewrite an idle entity's watermark this often; 0 = never"
     )
-    settle_delay_s: float = Field(5, ge=0)
+    settle_delay_s: float | None = Field(
+        None, ge=0, description="default: SETTLE_WITH_HORIZON_S, or SETTLE_FALLBACK_S without it"
+    )
+    null_cursor: Literal["fail", "skip"] = Field(
+        "fail", description="skip: rows whose cursor is NULL are never read (counted in a metric)"
+    )
     start: str | int = "earliest"
     on_bad_row: Literal["fail", "dead_letter"] = "fail"
     enabled: bool = True
@@ -424,6 +433,17 @@ def _expand(node: Any, path: str, problems: list[str]) -> Any:
         return os.environ[ref]
 
     return _PLACEHOLDER.sub(sub, node)
+
+
+def resolve_references(node: Any, problems: list[str]) -> Any:
+    """`node` with every `${ENV}` / `${file:...}` replaced; what cannot be resolved is added to
+    `problems` with its path (for configurations other than a tenant's, e.g. the worker's)."""
+    return _expand(node, "", problems)
+
+
+def format_problems(err: ValidationError) -> list[str]:
+    """A pydantic error as `path: message` lines."""
+    return _format_pydantic(err)
 
 
 def _format_pydantic(err: ValidationError) -> list[str]:

@@ -1,4 +1,4 @@
-"""The `poller` command: run, check, offsets, tail, demo."""
+"""The `poller` command: run, check, status, backfill, offsets, tail, demo, worker, tenants."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from poller.cli import check, demo, offsets, run, tail
+from poller.cli import backfill, check, demo, offsets, run, status, tail, tenants, worker
 from poller.errors import PollerError
 
 log = logging.getLogger("poller")
 
 # Each command group lives in its own module with add_parser(sub) and its command function.
-COMMANDS = (run, check, offsets, tail, demo)
+COMMANDS = (run, check, status, backfill, offsets, tail, demo, worker, tenants)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,21 +12,26 @@ import datetime as dt
 import logging
 import threading
 import time
+from typing import Protocol
 
 from poller.avro.schemas import EntitySchema, load_schema
 from poller.config import AppConfig, EntityConfig, Mode
 from poller.errors import (
     PollerError,
+    ProducerFailedError,
     SourceError,
     TerminalError,
     TransientError,
 )
-from poller.kafka import watermark
+from poller.kafka.backfill_state import load_all
 from poller.kafka.publisher import TransactionalPublisher
 from poller.kafka.topics import ensure_topics, wanted_topics
 from poller.ops.metrics import Health, Metrics
+from poller.pipeline.backfill import Backfiller
+from poller.pipeline.heartbeat import Heartbeats
 from poller.pipeline.preflight import preflight
 from poller.pipeline.stream import EntityStream, cursor_number, make_streams, publish_batch
+from poller.source.limits import SourceLimits
 from poller.source.prefetch import Prefetcher
 from poller.source.query import EntityQuery, Position
 from poller.source.reader import Batch, SourceReader, make_engine
@@ -34,6 +39,14 @@ from poller.source.reader import Batch, SourceReader, make_engine
 log = logging.getLogger(__name__)
 
 MAX_BATCHES_PER_TURN = 50  # then let the other entities have a turn
+
+
+class RunObserver(Protocol):
+    """Follows a run (the progress bars of `run --once`)."""
+
+    def started(self, poller: Poller) -> None: ...
+    def committed(self, entity: str, rows: int) -> None: ...
+    def caught_up(self, entity: str) -> None: ...
 
 
 class Poller:
@@ -51,6 +64,7 @@ class Poller:
         self.stop = stop or threading.Event()
         self.metrics.init_labels(cfg.tenant, cfg.enabled_entities())
         self.engine = make_engine(cfg.source)
+        self.limits = SourceLimits(cfg.source, self.stop)  # max_concurrent_queries, rows/s
         self.schemas: dict[str, EntitySchema] = {n: load_schema(n) for n in cfg.enabled_entities()}
         self.readers: dict[str, SourceReader] = {}
         for name, ent in cfg.enabled_entities().items():
@@ -63,6 +77,9 @@ class Poller:
                 name=name,
             )
             self.readers[name] = SourceReader(self.engine, query, ent, cfg.source)
+        self._fetch = {
+            name: self.limits.fetcher(r.fetch, _batch_rows) for name, r in self.readers.items()
+        }
         self.watermark_topic = cfg.kafka.watermark_topic_name(cfg.tenant)
         self.dead_letter_topic = cfg.kafka.dead_letter_topic_name(cfg.tenant)
         self.publisher: TransactionalPublisher | None = None
@@ -70,6 +87,11 @@ class Poller:
         self._start_positions: dict[str, Position] = {}
         self._topics_ready = False
         self._failures = 0  # consecutive transient failures, for the backoff
+        self.heartbeats = Heartbeats(
+            cfg.tenant, self.metrics, self.watermark_topic, cfg.source.timezone
+        )
+        self.backfill: Backfiller | None = None  # pending backfills, interleaved with batches
+        self.observer: RunObserver | None = None
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -85,7 +107,11 @@ class Poller:
                     self._failures += 1
                     self._recover(exc, self._failures)
                     continue
-                if once and all(s.caught_up for s in self.streams.values()):
+                if (
+                    once
+                    and self.backfill is None
+                    and all(s.caught_up for s in self.streams.values())
+                ):
                     return
                 self._sleep_until_due()
         finally:
@@ -97,13 +123,18 @@ class Poller:
                 return
             if stream.next_poll_at <= time.monotonic():
                 self._drain(stream)
+            if self.heartbeats.beat_if_due(stream, self.readers[stream.name], self._publisher()):
+                self._kafka_ok(True)
+        if self.backfill is not None and not self.stop.is_set() and not self.backfill.step():
+            self.backfill.close()
+            self.backfill = None
 
     def _drain(self, s: EntityStream) -> None:
         """Publish batches of one entity until it is caught up or has had its turn."""
         size = s.cfg.batch_size
         fetch_hist = self.metrics.phase_seconds.labels(self.tenant, s.name, "fetch")
         prefetch = Prefetcher(
-            self.readers[s.name].fetch,
+            self._fetch[s.name],
             s.position,
             size,
             MAX_BATCHES_PER_TURN,
@@ -127,6 +158,8 @@ class Poller:
             prefetch.stop()
         s.caught_up = last_len < size
         s.next_poll_at = time.monotonic() + (s.cfg.poll_interval_s if s.caught_up else 0)
+        if s.caught_up and self.observer is not None:
+            self.observer.caught_up(s.name)
 
     def _commit(self, s: EntityStream, batch: Batch) -> None:
         """One Kafka transaction: the batch's rows plus its watermark, or nothing."""
@@ -136,7 +169,10 @@ class Poller:
         try:
             outcome = publish_batch(s, batch, pub, self.watermark_topic, self.dead_letter_topic)
         except BaseException:
-            pub.abort()
+            try:
+                pub.abort()
+            except ProducerFailedError as abort_error:  # the first error says what happened
+                log.warning("%s", abort_error, extra={"tenant": self.tenant, "entity": s.name})
             self.metrics.transactions.labels(self.tenant, "aborted").inc()
             raise
         t1 = time.perf_counter()
@@ -157,6 +193,9 @@ class Poller:
         s.rows_total += outcome.published + outcome.dead_lettered
         self._failures = 0  # progress was made: the next outage backs off from the start
         self._kafka_ok(True)
+        self.heartbeats.committed(s)
+        if self.observer is not None:
+            self.observer.committed(s.name, outcome.published + outcome.dead_lettered)
         if outcome.error is not None:
             m.errors.labels(self.tenant, s.name, "bad_row").inc()
             self.health.last_batch_ok = False
@@ -177,7 +216,11 @@ class Poller:
                 m.lag_seconds.labels(*labels).set(0.0 if caught_up else max(0.0, now - value))
 
     def _sleep_until_due(self) -> None:
+        if self.backfill is not None:
+            return  # a pending backfill takes the idle time
         due = min((s.next_poll_at for s in self.streams.values()), default=time.monotonic())
+        beat = self.heartbeats.next_due(self.streams.values())
+        due = due if beat is None else min(due, beat)
         self.stop.wait(max(0.0, due - time.monotonic()))
 
     # -- connecting and recovering -------------------------------------------------------------
@@ -193,7 +236,8 @@ class Poller:
             return
         k = self.cfg.kafka
         if not self._topics_ready:
-            preflight(self.cfg, self.engine)
+            with self.limits.query():
+                preflight(self.cfg, self.engine)
             ensure_topics(k, wanted_topics(self.cfg))
             self._topics_ready = True
         pub = TransactionalPublisher(
@@ -203,12 +247,18 @@ class Poller:
         )
         try:
             pub.start()  # fences an older poller of this tenant, aborts its open transaction
-            stored = watermark.load(k, self.watermark_topic, self.tenant)
+            everything = load_all(k, self.watermark_topic, self.tenant)
         except BaseException:
             pub.close()
             raise
         self.publisher = pub
         self._kafka_ok(True)
+        stored = everything.watermarks
+        enabled = self.cfg.enabled_entities()
+        if self.backfill is None and any(
+            not b.done and name in enabled for name, b in everything.backfills.items()
+        ):
+            self.backfill = Backfiller(self.cfg, self.engine, self.schemas)
         for name, ent in self.cfg.enabled_entities().items():
             if name not in stored and name not in self._start_positions:
                 self._start_positions[name] = self._start_position(name, ent)
@@ -225,13 +275,17 @@ class Poller:
                 s.rows_total,
                 extra={"tenant": self.tenant, "entity": name},
             )
+        self.heartbeats.start(self.streams)
+        if self.observer is not None:
+            self.observer.started(self)
 
     def _start_position(self, name: str, ent: EntityConfig) -> Position:
         start = ent.start
         if start == "earliest":
             return Position(None, None)
         if start == "now":
-            return Position(self.readers[name].max_cursor(), None)
+            with self.limits.query():
+                return Position(self.readers[name].max_cursor(), None)
         return Position(parse_cursor(str(start), ent.batching.mode), None)
 
     def _recover(self, exc: TransientError, failures: int) -> None:
@@ -253,7 +307,9 @@ class Poller:
         )
         if isinstance(exc, SourceError):
             self._database_ok(False)
-            if self.publisher is not None and self.publisher.in_transaction:
+            if self.publisher is not None and (
+                self.publisher.in_transaction or self.publisher.failed
+            ):
                 self._drop_publisher()
         else:
             self._kafka_ok(False)
@@ -278,9 +334,16 @@ class Poller:
 
     def close(self) -> None:
         self._drop_publisher()
+        if self.backfill is not None:
+            self.backfill.close()
         for reader in self.readers.values():
             reader.close()
         self.engine.dispose()
+        self.limits.close()
+
+
+def _batch_rows(batch: Batch) -> int:
+    return len(batch.rows)
 
 
 def parse_cursor(text: str, mode: Mode) -> object:

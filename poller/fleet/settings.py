@@ -1,0 +1,191 @@
+"""The worker's configuration (`poller worker --config worker.yaml`) and the checks a tenant's
+configuration passes before it is stored in the tenants topic.
+
+A tenant's configuration is stored as its operator wrote it: `${ENV}` and `${file:...}`
+references stay references and are resolved by the tenant's process on the worker, so a
+resolved secret never travels through Kafka. `put` therefore refuses literal secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.engine import make_url
+
+from poller.config import (
+    AppConfig,
+    KafkaConfig,
+    LoggingConfig,
+    MetricsConfig,
+    format_problems,
+    parse_config,
+    resolve_references,
+)
+from poller.errors import ConfigError
+
+_REFERENCE = re.compile(r"\$\{[^}]*\}")
+# librdkafka options that hold secrets: only references may be stored.
+_SECRET_OPTIONS = re.compile(r"(password|secret|\.key\.pem$|token)", re.IGNORECASE)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RestartConfig(_Model):
+    initial_backoff_s: float = Field(1, gt=0)
+    max_backoff_s: float = Field(60, gt=0)
+    healthy_after_s: float = Field(60, gt=0, description="a child up this long resets backoff")
+
+
+class WorkerConfig(_Model):
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    group: str = Field("poller-workers", min_length=1)
+    protocol: Literal["classic", "consumer"] = "classic"
+    instance_id: str | None = Field(
+        None,
+        description="group.instance.id (static membership); default $HOSTNAME in Kubernetes",
+    )
+    max_tenants: int = Field(50, ge=1)
+    session_timeout_s: float = Field(10, ge=1, description="classic protocol only")
+    heartbeat_interval_s: float = Field(1, gt=0, description="classic protocol only")
+    tenants_topic: str = "{prefix}.tenants"
+    tenants_partitions: int = Field(24, ge=1, description="when the worker creates the topic")
+    stop_timeout_s: float = Field(30, gt=0, description="SIGTERM to SIGKILL for a child")
+    restart: RestartConfig = Field(default_factory=RestartConfig)
+    state_dir: str | None = Field(None, description="children's configs and query slots")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @field_validator("tenants_topic")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        try:
+            v.format(prefix="p")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"only {{prefix}} may appear ({exc})") from exc
+        return v
+
+    def tenants_topic_name(self) -> str:
+        return self.tenants_topic.format(prefix=self.kafka.topic_prefix)
+
+    def member_instance_id(self) -> str | None:
+        """Static membership: the configured id, else the pod name under Kubernetes (stable in
+        a StatefulSet), else none (a dynamic member leaves the group at once when it stops)."""
+        if self.instance_id:
+            return self.instance_id
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and os.environ.get("HOSTNAME"):
+            return os.environ["HOSTNAME"]
+        return None
+
+    def worker_name(self) -> str:
+        return self.member_instance_id() or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def load_worker_config(path: str | None, overrides: dict[str, Any]) -> WorkerConfig:
+    """The worker's YAML (optional) with the command line's overrides on top; every problem
+    listed at once."""
+    raw: Any = {}
+    source = path or "worker configuration"
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError([f"cannot read {path}: {exc.strerror}"], path) from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"YAML syntax: {exc}"], path) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(["(top level): expected a mapping"], source)
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = raw
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    problems: list[str] = []
+    expanded = resolve_references(raw, problems)
+    try:
+        cfg = WorkerConfig.model_validate(expanded)
+    except ValidationError as err:
+        problems.extend(format_problems(err))
+        raise ConfigError(problems, source) from None
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+# ------------------------------------------------------------------------------ tenants
+
+
+def _placeholders(node: Any) -> Any:
+    """Every reference replaced by a harmless stand-in, to validate the structure where the
+    secrets do not exist (the operator's machine)."""
+    if isinstance(node, dict):
+        return {k: _placeholders(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_placeholders(v) for v in node]
+    if isinstance(node, str):
+        return _REFERENCE.sub("secret", node)
+    return node
+
+
+def literal_secrets(raw: dict[str, Any]) -> list[str]:
+    """Secrets written out instead of referenced: a password in source.url, or a secret
+    librdkafka option."""
+    problems: list[str] = []
+    source = raw.get("source")
+    url = source.get("url") if isinstance(source, dict) else None
+    if isinstance(url, str):
+        try:
+            password = make_url(_REFERENCE.sub("ref", url)).password
+        except Exception:  # the structural check reports a broken URL
+            password = None
+        if password and password != "ref":
+            problems.append(
+                "source.url: the password is written out; use ${ENV} or ${file:...} (it is "
+                "stored in Kafka as written)"
+            )
+    kafka = raw.get("kafka")
+    options = kafka.get("options") if isinstance(kafka, dict) else None
+    if isinstance(options, dict):
+        for key, value in options.items():
+            if _SECRET_OPTIONS.search(str(key)) and not (
+                isinstance(value, str) and _REFERENCE.fullmatch(value.strip())
+            ):
+                problems.append(f"kafka.options.{key}: write it as ${{ENV}} or ${{file:...}}")
+    return problems
+
+
+def parse_tenant_text(text: str, source: str, *, strict: bool) -> tuple[dict[str, Any], str]:
+    """A tenant's configuration text -> (raw mapping, tenant id). Checked without resolving its
+    references; `strict` (for `tenants put`) also refuses literal secrets."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"YAML syntax: {exc}"], source) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(["(top level): expected a mapping"], source)
+    problems = literal_secrets(raw) if strict else []
+    try:
+        cfg: AppConfig = parse_config(_placeholders(raw), source)
+    except ConfigError as exc:
+        raise ConfigError([*problems, *exc.problems], source) from None
+    if problems:
+        raise ConfigError(problems, source)
+    return raw, cfg.tenant
+
+
+def child_config_text(raw: dict[str, Any], metrics_port: int) -> str:
+    """The tenant's configuration as its child process runs it: unchanged but for the metrics
+    server, which listens on loopback on a port the worker picked (the worker serves it on)."""
+    out = dict(raw)
+    out["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": metrics_port}
+    return yaml.safe_dump(out, sort_keys=False, allow_unicode=True)
