@@ -45,6 +45,12 @@ class SchemaMismatchError(TerminalError):
     exit_code = 2
 
 
+class NoProgressError(TerminalError):
+    """A batch did not move the entity's position forward: reading on would loop forever."""
+
+    exit_code = 2
+
+
 class BadValueError(TerminalError):
     """A single value does not fit its Avro field. The run loop adds tenant/entity/key."""
 
@@ -70,6 +76,12 @@ class BadRowError(TerminalError):
 
 class PublishError(TransientError):
     """The Kafka transaction was aborted or could not commit; redo from the last watermark."""
+
+
+class ProducerFailedError(PublishError):
+    """The producer cannot be used any more (a librdkafka fatal error, or a transaction that
+    could not be ended); the run loop replaces it, and the new one's init_transactions fences
+    the old one and aborts what it left open."""
 
 
 class BrokerUnavailableError(TransientError):
@@ -98,3 +110,14 @@ class StartupError(TerminalError):
     """The database or Kafka could not be reached at start, or the mapping does not fit."""
 
     exit_code = 7
+
+
+class IncompatibleSchemaError(TerminalError):
+    """The schema registry refuses a schema (HTTP 409): it breaks the subject's compatibility
+    rule, or (auto_register off) it was never registered."""
+
+    exit_code = 2
+
+
+class RegistryUnavailableError(TransientError):
+    """The schema registry did not answer: network error, timeout or HTTP 5xx."""

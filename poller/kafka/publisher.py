@@ -16,7 +16,15 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from poller.config import KafkaConfig
-from poller.errors import BrokerUnavailableError, FencedError, KafkaFatalError, PublishError
+from poller.errors import (
+    BrokerUnavailableError,
+    ConfigError,
+    FencedError,
+    KafkaFatalError,
+    PollerError,
+    ProducerFailedError,
+    PublishError,
+)
 from poller.kafka.topics import KAFKA_LOGGER
 
 log = logging.getLogger(__name__)
@@ -59,7 +67,9 @@ def classify(exc: KafkaException, what: str) -> Exception:
     if code in _PERMISSION_CODES:
         return KafkaFatalError(f"{text}. Grant the poller's principal the missing ACL.")
     if err.fatal():
-        return KafkaFatalError(text)
+        # Fatal to this producer instance only (e.g. INVALID_TXN_STATE after a broker restart,
+        # an idempotence sequence gap): a new producer recovers, a human is not needed.
+        return ProducerFailedError(f"{text}; the producer is replaced")
     if code in (KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
         return BrokerUnavailableError(text)
     return PublishError(text)
@@ -88,7 +98,10 @@ class TransactionalPublisher:
             conf.setdefault("statistics.interval.ms", 5000)
         self.transactional_id = transactional_id
         self._timeout = op_timeout_s
-        self._producer = Producer(conf)
+        try:
+            self._producer = Producer(conf)
+        except KafkaException as exc:  # an unknown or invalid librdkafka option
+            raise ConfigError([f"kafka.options: {exc.args[0].str()}"]) from None
         # The raw produce() for the hot loop; a full queue (BufferError) goes through send().
         self.produce_fast = self._producer.produce
         self._in_txn = False
@@ -119,7 +132,7 @@ class TransactionalPublisher:
                         f"Kafka {what} failed, transaction must be aborted: {err.str()}"
                     ) from exc
                 error = classify(exc, what)
-                if isinstance(error, FencedError | KafkaFatalError):
+                if isinstance(error, FencedError | KafkaFatalError | ProducerFailedError):
                     # The producer is unusable and the coordinator has aborted its transaction:
                     # nothing is left to abort or flush.
                     self.fatal, self._in_txn = error, False
@@ -148,17 +161,21 @@ class TransactionalPublisher:
     ) -> None:
         produce = self._producer.produce
         try:
-            produce(topic, value, key, headers=headers, timestamp=timestamp_ms)
-        except BufferError:
-            # Local queue full: let librdkafka drain it, then try once more per wait.
-            while True:
-                self._producer.poll(0.05)
-                try:
-                    produce(topic, value, key, headers=headers, timestamp=timestamp_ms)
-                    return
-                except BufferError:
+            try:
+                produce(topic, value, key, headers=headers, timestamp=timestamp_ms)
+            except BufferError:
+                # Local queue full: let librdkafka drain it, then try once more per wait. A
+                # KafkaException from the retry (the transaction failed meanwhile) is classified
+                # below like the first attempt's.
+                while True:
                     if self.fatal is not None:
                         raise self.fatal from None
+                    self._producer.poll(0.05)
+                    try:
+                        produce(topic, value, key, headers=headers, timestamp=timestamp_ms)
+                        return
+                    except BufferError:
+                        continue
         except KafkaException as exc:
             raise classify(exc, f"produce to {topic}") from exc
 
@@ -168,17 +185,29 @@ class TransactionalPublisher:
             raise self.fatal
 
     def commit(self) -> None:
-        """Flush and commit. On an abortable failure the transaction is aborted here."""
+        """Flush and commit. On an abortable failure the transaction is aborted here; when the
+        transaction cannot be ended at all, the producer is marked failed (see `abort`)."""
         try:
             self._call(
                 "commit_transaction", lambda: self._producer.commit_transaction(self._timeout)
             )
+        except (FencedError, KafkaFatalError):
+            raise
         except PublishError:
             self.abort()
+            raise
+        except PollerError as exc:
+            # Timed out: whether it committed is unknown until the watermarks are read again;
+            # this producer cannot begin another transaction, so a new one must take over.
+            self._failed("commit_transaction", exc)
             raise
         self._in_txn = False
 
     def abort(self, deadline_s: float | None = None) -> None:
+        """Abort the open transaction. If that fails (e.g. INVALID_TXN_STATE after a broker
+        restart) the producer is marked failed and ProducerFailedError raised: the run loop
+        replaces it, and the new producer's init_transactions aborts the transaction. Only
+        fencing and missing permissions stay terminal."""
         if not self._in_txn or self.fatal is not None:
             self._in_txn = False
             return
@@ -188,8 +217,28 @@ class TransactionalPublisher:
                 lambda: self._producer.abort_transaction(self._timeout),
                 deadline_s,
             )
+        except (FencedError, KafkaFatalError):
+            raise
+        except PollerError as exc:
+            raise self._failed("abort_transaction", exc) from exc
         finally:
             self._in_txn = False
+
+    def _failed(self, what: str, cause: PollerError) -> ProducerFailedError:
+        failure = (
+            self.fatal
+            if isinstance(self.fatal, ProducerFailedError)
+            else ProducerFailedError(
+                f"Kafka {what} could not end the transaction ({cause}); the producer is replaced"
+            )
+        )
+        self.fatal, self._in_txn = failure, False
+        return failure
+
+    @property
+    def failed(self) -> bool:
+        """True when this producer can no longer be used and must be replaced."""
+        return self.fatal is not None
 
     def queue_length(self) -> int:
         return len(self._producer)

@@ -29,8 +29,11 @@ from poller.kafka.topics import ensure_topics, wanted_topics
 from poller.ops.metrics import Health, Metrics
 from poller.pipeline.backfill import Backfiller
 from poller.pipeline.heartbeat import Heartbeats
+from poller.pipeline.guards import ensure_progress, fit_position, start_checks, stored_mismatches
 from poller.pipeline.preflight import preflight
 from poller.pipeline.stream import EntityStream, cursor_number, make_streams, publish_batch
+from poller.pipeline.wire import EntityWire, register_entities
+from poller.source.horizon import HorizonAccess
 from poller.source.limits import SourceLimits
 from poller.source.prefetch import Prefetcher
 from poller.source.query import EntityQuery, Position
@@ -67,8 +70,11 @@ class Poller:
         self.limits = SourceLimits(cfg.source, self.stop)  # max_concurrent_queries, rows/s
         self.schemas: dict[str, EntitySchema] = {n: load_schema(n) for n in cfg.enabled_entities()}
         self.readers: dict[str, SourceReader] = {}
+        self.queries: dict[str, EntityQuery] = {}
+        self.access = HorizonAccess(cfg.source.horizon, self.engine.dialect.name)
+        self.config_path = "<config file>"  # for the commands error messages suggest
         for name, ent in cfg.enabled_entities().items():
-            query = EntityQuery(
+            query = self.queries[name] = EntityQuery(
                 ent,
                 cfg.source,
                 cfg.tenant,
@@ -76,7 +82,9 @@ class Poller:
                 self.engine.dialect,
                 name=name,
             )
-            self.readers[name] = SourceReader(self.engine, query, ent, cfg.source)
+            self.readers[name] = SourceReader(
+                self.engine, query, ent, cfg.source, access=self.access
+            )
         self._fetch = {
             name: self.limits.fetcher(r.fetch, _batch_rows) for name, r in self.readers.items()
         }
@@ -86,6 +94,7 @@ class Poller:
         self.streams: dict[str, EntityStream] = {}
         self._start_positions: dict[str, Position] = {}
         self._topics_ready = False
+        self.wires: dict[str, EntityWire] = {}  # Confluent framing per entity, set at start
         self._failures = 0  # consecutive transient failures, for the backoff
         self.heartbeats = Heartbeats(
             cfg.tenant, self.metrics, self.watermark_topic, cfg.source.timezone
@@ -146,6 +155,7 @@ class Poller:
                 self._database_ok(True)
                 self.metrics.rows_read.labels(self.tenant, s.name).inc(len(batch.rows))
                 if batch.rows:
+                    ensure_progress(s.name, s.position, batch, size)
                     self._commit(s, batch)
                 self._progress(s, batch)
                 last_len = len(batch.rows)
@@ -205,6 +215,7 @@ class Poller:
         m, labels = self.metrics, (self.tenant, s.name)
         self.health.last_batch_ok = True
         m.last_success.labels(*labels).set(time.time())
+        m.horizon_holdback.labels(*labels).set(batch.holdback_s)
         value = cursor_number(s.position.cursor, s.tz)
         if value is not None:
             m.watermark_value.labels(*labels).set(value)
@@ -238,6 +249,9 @@ class Poller:
         if not self._topics_ready:
             with self.limits.query():
                 preflight(self.cfg, self.engine)
+                start_checks(self, self.access)
+                # Confluent format: schema ids fixed once, before anything is written.
+                self.wires = register_entities(self.cfg, self.schemas, self.engine, self.queries)
             ensure_topics(k, wanted_topics(self.cfg))
             self._topics_ready = True
         pub = TransactionalPublisher(
@@ -254,6 +268,7 @@ class Poller:
         self.publisher = pub
         self._kafka_ok(True)
         stored = everything.watermarks
+        stored_mismatches(self.cfg, stored, self.config_path)
         enabled = self.cfg.enabled_entities()
         if self.backfill is None and any(
             not b.done and name in enabled for name, b in everything.backfills.items()
@@ -263,8 +278,11 @@ class Poller:
             if name not in stored and name not in self._start_positions:
                 self._start_positions[name] = self._start_position(name, ent)
         previous = self.streams
-        self.streams = make_streams(self.cfg, self.schemas, stored, self._start_positions)
+        self.streams = make_streams(
+            self.cfg, self.schemas, stored, self._start_positions, self.wires
+        )
         for name, s in self.streams.items():
+            s.position = fit_position(s.position, self.readers[name], self.cfg.source.timezone)
             if name in previous:
                 s.next_poll_at = previous[name].next_poll_at
             log.info(

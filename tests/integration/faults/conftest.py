@@ -26,10 +26,9 @@ from typing import TypeVar
 
 import pytest
 
-from tests.integration.conftest import KafkaService
+from tests.integration.faults.broker import DedicatedKafka
 from tests.integration.faults.harness import Scenario
 from tests.integration.faults.sources import PostgresServer, SourceDB
-from tests.integration.faults.waits import port_open
 
 T = TypeVar("T")
 
@@ -82,11 +81,12 @@ def postgres_server(pg_url: str) -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def kafka_restart(kafka_service: KafkaService, kafka_bootstrap: str) -> Iterator[KafkaService]:
-    """`kafka_service` (stop/start), with the broker brought back at teardown in any case."""
+def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DedicatedKafka]:
+    """A broker of the test's own (free ports, own data dir), for tests that stop Kafka:
+    stopping the shared one would break the tests running beside them."""
+    broker = DedicatedKafka(tmp_path_factory.mktemp("kafka"))
     try:
-        yield kafka_service
+        broker.start()
+        yield broker
     finally:
-        host, _, port = kafka_bootstrap.rpartition(":")
-        if not port_open(host, int(port)):
-            kafka_service.start()
+        broker.kill()
