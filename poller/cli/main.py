@@ -7,13 +7,24 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from poller.cli import backfill, check, demo, offsets, run, status, tail, tenants, worker
+from poller.cli import (
+    backfill,
+    check,
+    demo,
+    offsets,
+    run,
+    status,
+    tail,
+    tenants,
+    verify,
+    worker,
+)
 from poller.errors import PollerError
 
 log = logging.getLogger("poller")
 
 # Each command group lives in its own module with add_parser(sub) and its command function.
-COMMANDS = (run, check, status, backfill, offsets, tail, demo, worker, tenants)
+COMMANDS = (run, check, status, verify, backfill, offsets, tail, demo, worker, tenants)
 
 
 def build_parser() -> argparse.ArgumentParser:

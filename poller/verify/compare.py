@@ -1,0 +1,243 @@
+"""Sort-merge of an entity's source rows with the latest record per key of its topic.
+
+Both sides arrive ordered by the same key: integer keys straight from the database's index
+(`ORDER BY key`), any other key type through a second SQLite spill ordered by the message key's
+bytes (database collations do not sort text the way Python or SQLite do). Memory is bounded by
+one source page and SQLite's page cache, never by the table.
+
+Each source row is encoded by the poller's own encoder, so a value compares equal exactly when
+the poller would publish the same Avro body today.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from poller.errors import BadValueError, TerminalError
+from poller.pipeline.stream import EntityStream
+from poller.verify.keys import digest
+from poller.verify.source_side import VerifySource
+from poller.verify.topic_side import TopicRecord, TopicSnapshot
+
+# Kinds of difference.
+MISSING = "missing"  # a source row (published as of the watermark) the topic does not have
+EXTRA = "extra"  # a key the topic has that the source no longer has (or has soft-deleted)
+DIFFERENT = "different"  # both have it, with different values
+KINDS = (MISSING, EXTRA, DIFFERENT)
+
+# States of a source row.
+_ROW, _DELETED, _PENDING, _BAD = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    sort_key: object  # the integer key, or the message key's bytes
+    key: object
+    state: int
+    value_digest: bytes | None
+
+
+@dataclass
+class Counts:
+    source_rows: int = 0  # rows of the tenant read from the source
+    compared: int = 0  # rows up to the watermark (the ones that must be in the topic)
+    pending: int = 0  # rows after the watermark: not published yet, not compared
+    deleted: int = 0  # soft-deleted rows up to the watermark (must be absent)
+    bad: int = 0  # rows the encoder rejects (dead-lettered or stopping the poller)
+    topic_keys: int = 0  # keys whose latest record is a value
+    topic_messages: int = 0  # records read, tombstones and other tenants' included
+    equal: int = 0
+    missing: int = 0
+    extra: int = 0
+    different: int = 0
+
+    @property
+    def differences(self) -> int:
+        return self.missing + self.extra + self.different
+
+
+@dataclass(frozen=True)
+class Difference:
+    kind: str
+    key: object
+    raw_key: bytes
+    partition: int | None = None  # of the topic's latest record, if any
+    offset: int | None = None
+
+
+Sink = Callable[[Difference], None]
+
+
+@dataclass
+class Merge:
+    """Runs the merge and keeps the counts; every difference goes to `sink`."""
+
+    stream: EntityStream
+    sink: Sink
+    counts: Counts = field(default_factory=Counts)
+
+    def source_items(
+        self,
+        source: VerifySource,
+        spill: sqlite3.Connection | None,
+        progress: Callable[[int], None],
+    ) -> tuple[str, Iterator[SourceItem]]:
+        """("int", items by integer key) or ("bytes", items by message key bytes)."""
+        pages = source.pages()
+        first = next(pages, [])
+        if not source.composite and all(type(source.key(r)) is int for r in first):
+            return "int", self._ordered(source, first, pages, progress)
+        if spill is None:
+            raise TerminalError("a spill file is needed for keys that are not integers")
+        return "bytes", self._spilled(source, spill, first, pages, progress)
+
+    def _item(self, source: VerifySource, row: Sequence[object], sort_key: object) -> SourceItem:
+        key = source.key(row)
+        c = self.counts
+        c.source_rows += 1
+        if row[-1]:
+            c.pending += 1
+            return SourceItem(sort_key, key, _PENDING, None)
+        is_deleted = self.stream.is_deleted
+        if is_deleted is not None and is_deleted(row[source.layout.deleted_at]):
+            c.deleted += 1
+            return SourceItem(sort_key, key, _DELETED, None)
+        c.compared += 1
+        try:
+            value = self.stream.encoder(row[: source.n_fields])
+        except BadValueError:
+            c.bad += 1
+            return SourceItem(sort_key, key, _BAD, b"")
+        return SourceItem(sort_key, key, _ROW, digest(value))
+
+    def _ordered(
+        self,
+        source: VerifySource,
+        first: Sequence[Sequence[object]],
+        pages: Iterator[Sequence[Sequence[object]]],
+        progress: Callable[[int], None],
+    ) -> Iterator[SourceItem]:
+        last: int | None = None
+        page: Sequence[Sequence[object]] = first
+        while page:
+            for row in page:
+                key = source.key(row)
+                if type(key) is not int or (last is not None and key <= last):
+                    raise TerminalError(
+                        f"entity {self.stream.name!r}: source key {key!r} after {last!r}: the key "
+                        "column is not a unique integer, so the source cannot be merged by key"
+                    )
+                last = key
+                yield self._item(source, row, key)
+            progress(len(page))
+            page = next(pages, [])
+
+    def _spilled(
+        self,
+        source: VerifySource,
+        spill: sqlite3.Connection,
+        first: Sequence[Sequence[object]],
+        pages: Iterator[Sequence[Sequence[object]]],
+        progress: Callable[[int], None],
+    ) -> Iterator[SourceItem]:
+        spill.execute("CREATE TABLE s (rk BLOB PRIMARY KEY, k TEXT, st INTEGER, d BLOB)")
+        key_of = self.stream.message_key
+        page: Sequence[Sequence[object]] = first
+        while page:
+            batch = []
+            for row in page:
+                item = self._item(source, row, None)
+                batch.append((key_of(item.key), str(item.key), item.state, item.value_digest))
+            try:
+                spill.executemany("INSERT INTO s VALUES (?, ?, ?, ?)", batch)
+            except sqlite3.IntegrityError as exc:
+                raise TerminalError(
+                    f"entity {self.stream.name!r}: two source rows have the same message key; "
+                    f"the key column {source.entity.key!r} is not unique"
+                ) from exc
+            progress(len(page))
+            page = next(pages, [])
+        spill.commit()
+        cur = spill.execute("SELECT rk, k, st, d FROM s ORDER BY rk")
+        while chunk := cur.fetchmany(5_000):
+            for rk, k, st, d in chunk:
+                yield SourceItem(rk, k, st, d)
+
+    def run(
+        self,
+        source: VerifySource,
+        topic: TopicSnapshot,
+        spill: sqlite3.Connection | None,
+        progress: Callable[[int], None],
+    ) -> None:
+        c = self.counts
+        c.topic_keys = topic.count()
+        c.topic_messages = topic.messages
+        mode, items = self.source_items(source, spill, progress)
+        if mode == "int":
+            self._merge(items, topic.by_int_key(), lambda r: r.key)
+            for rec in topic.non_int_keys():  # no integer source key can match these
+                if rec.value_digest is not None:
+                    self._diff(EXTRA, rec.key, rec)
+        else:
+            self._merge(items, topic.by_raw_key(), lambda r: r.raw_key)
+
+    def _merge(
+        self,
+        items: Iterator[SourceItem],
+        records: Iterator[TopicRecord],
+        sort_key: Callable[[TopicRecord], object],
+    ) -> None:
+        s = next(items, None)
+        t = next(records, None)
+        while s is not None or t is not None:
+            if t is None or (s is not None and _lt(s.sort_key, sort_key(t))):
+                assert s is not None
+                self._source_only(s)
+                s = next(items, None)
+            elif s is None or _lt(sort_key(t), s.sort_key):
+                if t.value_digest is not None:
+                    self._diff(EXTRA, t.key, t)
+                t = next(records, None)
+            else:
+                self._both(s, t)
+                s, t = next(items, None), next(records, None)
+
+    def _source_only(self, s: SourceItem) -> None:
+        if s.state in (_ROW, _BAD):
+            raw = s.sort_key if isinstance(s.sort_key, bytes) else self.stream.message_key(s.key)
+            self._diff(MISSING, s.key, None, raw)
+
+    def _both(self, s: SourceItem, t: TopicRecord) -> None:
+        if s.state == _PENDING:
+            return
+        if t.value_digest is None:  # tombstoned in the topic
+            if s.state in (_ROW, _BAD):
+                self._diff(MISSING, s.key, t)
+            return
+        if s.state == _DELETED:
+            self._diff(EXTRA, s.key, t)
+        elif s.value_digest == t.value_digest:
+            self.counts.equal += 1
+        else:
+            self._diff(DIFFERENT, s.key, t)
+
+    def _diff(self, kind: str, key: object, t: TopicRecord | None, raw: bytes = b"") -> None:
+        setattr(self.counts, kind, getattr(self.counts, kind) + 1)
+        raw = t.raw_key if t is not None else raw
+        self.sink(
+            Difference(
+                kind,
+                key,
+                raw,
+                t.partition if t is not None else None,
+                t.offset if t is not None else None,
+            )
+        )
+
+
+def _lt(a: Any, b: Any) -> bool:
+    return bool(a < b)  # both ints or both bytes

@@ -1,0 +1,159 @@
+"""Scheduled delete reconciliation inside a running poller (`repair_interval_s`).
+
+Polling cannot see a row that was deleted: it is simply no longer there. Every
+`repair_interval_s`, a background thread reads the entity topic's latest record per key (spilled
+to disk), walks those keys in ranges of `repair_range_keys`, asks the source which of them still
+exist, and tombstones the rest, at most `repair_rows_per_s` keys per second. It publishes with
+its own transactional.id and never touches the watermark; a failure is logged and retried at the
+next interval, never stopping the live poller.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from poller.config import AppConfig
+from poller.errors import PollerError
+from poller.kafka import watermark
+from poller.kafka.publisher import TransactionalPublisher
+from poller.pipeline.stream import EntityStream
+from poller.source.query import EntityQuery
+from poller.source.reader import make_engine
+from poller.verify.repair import RepairCounts, Repairer
+from poller.verify.session import entity_streams
+from poller.verify.source_side import VerifySource
+from poller.verify.topic_side import TopicSnapshot, open_spill
+
+log = logging.getLogger(__name__)
+
+
+def reconcile_transactional_id(cfg: AppConfig) -> str:
+    return f"{cfg.transactional_id()}.reconcile"
+
+
+def reconcile_deletes(
+    cfg: AppConfig,
+    stream: EntityStream,
+    engine: sa.Engine,
+    publisher: TransactionalPublisher,
+    stop: threading.Event,
+) -> RepairCounts:
+    """One pass over an entity: tombstone every topic key the source no longer has."""
+    entity = cfg.entities[stream.name]
+    k = cfg.kafka
+    stored = watermark.load(k, k.watermark_topic_name(cfg.tenant), cfg.tenant, missing_ok=True)
+    wm = stored.get(stream.name)
+    query = EntityQuery(
+        entity, cfg.source, cfg.tenant, stream.schema.field_names, engine.dialect, name=stream.name
+    )
+    source = VerifySource(engine, query, entity, cfg.source, wm.position if wm else None)
+    repairer = Repairer(
+        stream,
+        entity,
+        source,
+        publisher,
+        rows_per_s=entity.repair_rows_per_s,
+        deletes_only=True,
+        chunk_keys=entity.repair_range_keys,
+        sleep=stop.wait,
+    )
+    with tempfile.TemporaryDirectory(prefix="poller-reconcile-") as tmp:
+        db = open_spill(Path(tmp))
+        try:
+            snapshot = TopicSnapshot(db, stream)
+            snapshot.load(k)
+            for rec in snapshot.by_raw_key():
+                if stop.is_set():
+                    break
+                if rec.value_digest is not None:
+                    repairer.offer(rec.key, rec.raw_key)
+            if not stop.is_set():
+                repairer.flush()
+        finally:
+            db.close()
+    return repairer.counts
+
+
+class Reconciler:
+    """The background thread of a running poller (`poller run` starts it beside the run loop,
+    with its own database connections and producer)."""
+
+    def __init__(
+        self, cfg: AppConfig, on_counts: Callable[[str, RepairCounts], None] | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.on_counts = on_counts
+        self.engine: sa.Engine | None = None
+        self.stop = threading.Event()
+        self.intervals = {
+            n: e.repair_interval_s
+            for n, e in cfg.enabled_entities().items()
+            if e.repair_interval_s is not None
+        }
+        self.thread = threading.Thread(target=self._run, name="poller-reconcile", daemon=True)
+        self._publisher: TransactionalPublisher | None = None
+
+    def start(self) -> None:
+        if self.intervals:
+            self.engine = make_engine(self.cfg.source)
+            self.thread.start()
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout_s)
+        if self.engine is not None:
+            self.engine.dispose()
+
+    def _run(self) -> None:
+        now = time.monotonic()
+        due = {n: now + s for n, s in self.intervals.items()}
+        try:
+            while not self.stop.is_set():
+                name = min(due, key=due.__getitem__)
+                if self.stop.wait(max(0.0, due[name] - time.monotonic())):
+                    return
+                self._one(name)
+                due[name] = time.monotonic() + self.intervals[name]
+        finally:
+            self._drop_publisher()
+
+    def _one(self, name: str) -> None:
+        tenant = self.cfg.tenant
+        extra = {"tenant": tenant, "entity": name}
+        assert self.engine is not None
+        try:
+            stream = entity_streams(self.cfg, self.engine, [name])[name]
+            if self._publisher is None:
+                pub = TransactionalPublisher(self.cfg.kafka, reconcile_transactional_id(self.cfg))
+                try:
+                    pub.start()
+                except BaseException:
+                    pub.close()
+                    raise
+                self._publisher = pub
+            counts = reconcile_deletes(self.cfg, stream, self.engine, self._publisher, self.stop)
+        except PollerError as exc:
+            log.warning("%s/%s: delete reconciliation failed, next try in %.0fs: %s",
+                        tenant, name, self.intervals[name], exc, extra=extra)  # fmt: skip
+            self._drop_publisher()
+            return
+        log.info("%s/%s: delete reconciliation: %d keys checked, %d tombstones",
+                 tenant, name, counts.checked, counts.tombstones, extra=extra)  # fmt: skip
+        if self.on_counts is not None:
+            self.on_counts(name, counts)
+
+    def _drop_publisher(self) -> None:
+        if self._publisher is not None:
+            try:
+                self._publisher.close()
+            except PollerError as exc:
+                log.warning("closing the reconciliation producer: %s", exc)
+            self._publisher = None

@@ -1,0 +1,219 @@
+"""The topic side of a verify: the latest committed record of every key of one tenant in an
+entity topic, as a compacted topic would keep it, spilled to an on-disk SQLite file.
+
+The topic is read once from the beginning to the end offsets taken at the start, with
+read_committed. Each record replaces the key's previous one (INSERT OR REPLACE); a tombstone
+leaves the key with no digest. Memory stays at SQLite's page cache plus one consume() batch,
+whatever the topic's size; the file is read back ordered by key for the sort-merge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+
+from poller.config import KafkaConfig
+from poller.errors import BrokerUnavailableError, TerminalError
+from poller.kafka.topics import committed_consumer
+from poller.pipeline.stream import EntityStream
+from poller.verify.keys import KeyReader, digest
+
+_CONSUME_BATCH = 10_000
+_CACHE_KIB = 65_536  # SQLite page cache: the spill's whole memory budget
+
+
+@dataclass(frozen=True)
+class TopicRecord:
+    """The latest record of a key: `value_digest` None for a tombstone."""
+
+    raw_key: bytes
+    key: object  # the source key parsed from the message key
+    value_digest: bytes | None
+    partition: int
+    offset: int
+
+
+def open_spill(directory: Path) -> sqlite3.Connection:
+    """A scratch SQLite database tuned for bulk writes it never needs to survive."""
+    conn = sqlite3.connect(directory / f"verify-{uuid.uuid4().hex}.sqlite")
+    conn.execute("PRAGMA journal_mode = OFF")
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("PRAGMA temp_store = FILE")
+    conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
+    return conn
+
+
+class TopicSnapshot:
+    """Latest record per key of the stream's tenant in its topic: table t(rk raw key, ik the
+    integer key or NULL, k the key as JSON, d digest or NULL, p partition, o offset)."""
+
+    def __init__(self, db: sqlite3.Connection, stream: EntityStream) -> None:
+        self.db = db
+        self.topic = stream.topic
+        self.keys = KeyReader(stream)
+        self.tenant = stream.tenant
+        self.messages = 0  # records read (all tenants), tombstones included
+        self.foreign = 0  # records of other tenants or with keys the poller does not write
+        db.execute(
+            "CREATE TABLE t (rk BLOB PRIMARY KEY, ik INTEGER, k TEXT, d BLOB, p INTEGER, "
+            "o INTEGER) WITHOUT ROWID"
+        )
+
+    def load(
+        self,
+        kafka: KafkaConfig,
+        timeout_s: float = 60.0,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Read the topic to the end offsets it has now; `on_progress(done, total)`."""
+        consumer = committed_consumer(kafka, f"poller-verify-{uuid.uuid4().hex}")
+        try:
+            ends = self._end_offsets(consumer, timeout_s)
+            total = sum(high - low for low, high in ends.values())
+            if on_progress is not None:
+                on_progress(0, total)
+            pending = {p: high for p, (low, high) in ends.items() if high > low}
+            if pending:
+                consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in pending])
+                self._consume(consumer, pending, total, timeout_s, on_progress)
+        finally:
+            consumer.close()
+        self.db.execute("CREATE INDEX t_ik ON t (ik)")
+        self.db.commit()
+
+    def _end_offsets(self, c: Any, timeout_s: float) -> dict[int, tuple[int, int]]:
+        try:
+            meta = c.list_topics(self.topic, timeout=timeout_s).topics.get(self.topic)
+        except KafkaException as exc:
+            raise BrokerUnavailableError(f"cannot list topic {self.topic}: {exc}") from exc
+        if meta is None or meta.error is not None:
+            code = meta.error.code() if meta is not None and meta.error is not None else None
+            if code == KafkaError.UNKNOWN_TOPIC_OR_PART or meta is None:
+                raise TerminalError(
+                    f"topic {self.topic} does not exist: run the poller first (nothing to verify)"
+                )
+            raise BrokerUnavailableError(f"topic {self.topic} is not available: {meta.error}")
+        ends: dict[int, tuple[int, int]] = {}
+        for p in meta.partitions:
+            try:
+                ends[p] = c.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout_s)
+            except KafkaException as exc:
+                raise BrokerUnavailableError(f"offsets of {self.topic}[{p}]: {exc}") from exc
+        return ends
+
+    def _consume(
+        self,
+        c: Any,
+        pending: dict[int, int],
+        total: int,
+        timeout_s: float,
+        on_progress: Callable[[int, int], None] | None,
+    ) -> None:
+        keys, tenant = self.keys, self.tenant
+        rows: list[tuple[bytes, int | None, str, bytes | None, int, int]] = []
+        insert = "INSERT OR REPLACE INTO t VALUES (?, ?, ?, ?, ?, ?)"
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            msgs = c.consume(_CONSUME_BATCH, 0.5)
+            for msg in msgs:
+                if (err := msg.error()) is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise BrokerUnavailableError(f"reading {self.topic}: {err.str()}")
+                self.messages += 1
+                raw = msg.key() or b""
+                ik = keys.int_key(raw)
+                if ik is not None:
+                    text = str(ik)
+                else:
+                    parsed = keys.read(raw)
+                    if parsed is None or parsed[0] != tenant:
+                        self.foreign += 1
+                        continue
+                    key = parsed[1]
+                    ik = key if type(key) is int else None
+                    text = _key_text(key)
+                value = msg.value()
+                d = None if value is None else digest(value)
+                rows.append((raw, ik, text, d, msg.partition() or 0, msg.offset() or 0))
+            if rows:
+                self.db.executemany(insert, rows)
+                rows.clear()
+            if msgs:
+                deadline = time.monotonic() + timeout_s
+                if on_progress is not None:
+                    on_progress(self.messages, total)
+            for tp in c.position([TopicPartition(self.topic, p) for p in list(pending)]):
+                if tp.offset >= 0 and tp.offset >= pending[tp.partition]:
+                    del pending[tp.partition]
+            if pending and time.monotonic() > deadline:
+                raise BrokerUnavailableError(
+                    f"reading {self.topic} to its end timed out (partitions {sorted(pending)}); "
+                    "an open transaction may be holding it back"
+                )
+
+    def count(self) -> int:
+        """Keys whose latest record is a value (not a tombstone)."""
+        row = self.db.execute("SELECT count(*) FROM t WHERE d IS NOT NULL").fetchone()
+        return int(row[0])
+
+    def by_int_key(self) -> Iterator[TopicRecord]:
+        """Records with integer keys, ascending."""
+        return self._records("SELECT rk, ik, d, p, o FROM t WHERE ik IS NOT NULL ORDER BY ik")
+
+    def non_int_keys(self) -> Iterator[TopicRecord]:
+        """Records whose key is not an integer, by raw key."""
+        return self._records("SELECT rk, k, d, p, o FROM t WHERE ik IS NULL ORDER BY rk")
+
+    def by_raw_key(self) -> Iterator[TopicRecord]:
+        return self._records("SELECT rk, k, d, p, o FROM t ORDER BY rk")
+
+    def _records(self, sql: str) -> Iterator[TopicRecord]:
+        cur = self.db.execute(sql)  # a separate cursor: SQLite streams it page by page
+        with contextlib.closing(cur):
+            while chunk := cur.fetchmany(5_000):
+                for rk, k, d, p, o in chunk:
+                    yield TopicRecord(rk, k if type(k) is int else key_of_text(k), d, p, o)
+
+
+def _key_text(key: object) -> str:
+    """A key as JSON text for the spill (a composite key as a list)."""
+    return json.dumps(list(key) if isinstance(key, tuple) else key, ensure_ascii=False)
+
+
+def key_of_text(text: str) -> object:
+    value = json.loads(text)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def fetch_values(
+    kafka: KafkaConfig, topic: str, where: list[tuple[int, int]], timeout_s: float = 10.0
+) -> dict[tuple[int, int], bytes]:
+    """The values of the committed records at these (partition, offset) positions."""
+    out: dict[tuple[int, int], bytes] = {}
+    if not where:
+        return out
+    consumer: Any = committed_consumer(kafka, f"poller-verify-{uuid.uuid4().hex}")
+    try:
+        for partition, offset in where:
+            consumer.assign([TopicPartition(topic, partition, offset)])
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                msg = consumer.poll(0.2)
+                if msg is None or msg.error() is not None:
+                    continue
+                if msg.offset() == offset and msg.value() is not None:
+                    out[(partition, offset)] = msg.value()
+                break
+    finally:
+        consumer.close()
+    return out
