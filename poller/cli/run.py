@@ -8,6 +8,7 @@ import signal
 import threading
 from types import FrameType
 
+from poller.cli import progress
 from poller.cli.common import load
 
 log = logging.getLogger("poller")
@@ -46,6 +47,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         ", ".join(cfg.enabled_entities()),
         cfg.source.safe_url,
     )
-    poller.run(once=args.once)
+    if args.once and progress.wanted(cfg):
+        bar = progress.make_progress()
+        poller.observer = progress.RunProgress(bar)
+        with progress.log_above(bar):
+            poller.run(once=True)
+    else:
+        # Scheduled delete reconciliation (repair_interval_s) runs beside the live loop.
+        from poller.verify.schedule import Reconciler
+
+        reconciler = None if args.once else Reconciler(cfg, metrics.count_repairs(cfg.tenant))
+        if reconciler is not None:
+            reconciler.start()
+        try:
+            poller.run(once=args.once)
+        finally:
+            if reconciler is not None:
+                reconciler.close()
     log.info("stopped")
     return 0

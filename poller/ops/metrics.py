@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -39,6 +39,12 @@ class Metrics:
             "poller_rows_dead_lettered", "Rows sent to the dead-letter topic", te, registry=r
         )
         self.batches = Counter("poller_batches", "Batches committed", te, registry=r)
+        self.repaired = Counter(
+            "poller_repair_messages",
+            "Messages the delete reconciliation (repair_interval_s) committed, by action",
+            (*te, "action"),
+            registry=r,
+        )
         self.transactions = Counter(
             "poller_transactions",
             "Kafka transactions by outcome",
@@ -71,10 +77,49 @@ class Metrics:
             te,
             registry=r,
         )
+        self.heartbeat = Gauge(
+            "poller_heartbeat_timestamp_seconds",
+            "Unix time of the entity's last watermark write: a committed batch, or a heartbeat "
+            "while idle (every heartbeat_interval_s); the process start time until then",
+            te,
+            registry=r,
+        )
+        self.caught_up = Gauge(
+            "poller_caught_up_timestamp_seconds",
+            "Database time (Unix seconds) of the entity's last heartbeat: every row up to then "
+            "(less the settle delay) was published",
+            te,
+            registry=r,
+        )
+        self.horizon_holdback = Gauge(
+            "poller_horizon_holdback_seconds",
+            "How far open source transactions hold the read bound back: timestamp modes, "
+            "seconds behind now - settle; id mode, how long the newest id has waited",
+            te,
+            registry=r,
+        )
+        self.horizon_active = Gauge(
+            "poller_horizon_active",
+            "1: batches wait for open transactions; 0: settle_delay_s only (no privilege)",
+            te,
+            registry=r,
+        )
+        self.null_cursor_rows = Gauge(
+            "poller_null_cursor_rows",
+            "Rows skipped because their cursor is NULL (null_cursor: skip), last counted",
+            te,
+            registry=r,
+        )
         self.errors = Counter(
             "poller_errors", "Errors by kind", ("tenant", "entity", "kind"), registry=r
         )
         self.retries = Counter("poller_retries", "Retries after transient errors", te, registry=r)
+        self.entity_failures = Gauge(
+            "poller_entity_consecutive_failures",
+            "Failed attempts in a row of an entity that is backing off on its own (0: flowing)",
+            te,
+            registry=r,
+        )
         self.producer_queue = Gauge(
             "poller_producer_queue_messages",
             "Messages waiting in librdkafka's queue",
@@ -117,11 +162,25 @@ class Metrics:
             for phase in PHASES:
                 self.phase_seconds.labels(*labels, phase)
             self.last_success.labels(*labels).set(started)
+            self.entity_failures.labels(*labels).set(0)
+            self.errors.labels(*labels, "SourceError")
+            self.heartbeat.labels(*labels).set(started)
+            self.horizon_holdback.labels(*labels)
+            self.horizon_active.labels(*labels)
         for outcome in OUTCOMES:
             self.transactions.labels(tenant, outcome)
         for kind in TENANT_ERROR_KINDS:
             self.errors.labels(tenant, "", kind)
         self.retries.labels(tenant, "")
+
+    def count_repairs(self, tenant: str) -> Callable[[str, int, int], None]:
+        """A callback for the delete reconciliation: (entity, tombstones, re-published)."""
+
+        def count(entity: str, tombstones: int, republished: int) -> None:
+            self.repaired.labels(tenant, entity, "tombstone").inc(tombstones)
+            self.repaired.labels(tenant, entity, "republish").inc(republished)
+
+        return count
 
     def on_stats(self, tenant: str, stats_json: str) -> None:
         """librdkafka statistics callback: queue depth and latency (microseconds → seconds)."""
@@ -148,7 +207,10 @@ class Health:
     kafka_ok: bool = False
     last_batch_ok: bool = True
     detail: str = ""
+    # Entities backing off after failed reads: name -> error, failures, since, retry_in_s.
+    # Replaced, never mutated, so the HTTP thread can read it without a lock.
+    stuck: dict[str, dict[str, object]] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
-        return self.database_ok and self.kafka_ok and self.last_batch_ok
+        return self.database_ok and self.kafka_ok and self.last_batch_ok and not self.stuck

@@ -86,7 +86,7 @@ class Reconciler:
     with its own database connections and producer)."""
 
     def __init__(
-        self, cfg: AppConfig, on_counts: Callable[[str, RepairCounts], None] | None = None
+        self, cfg: AppConfig, on_counts: Callable[[str, int, int], None] | None = None
     ) -> None:
         self.cfg = cfg
         self.on_counts = on_counts
@@ -147,8 +147,8 @@ class Reconciler:
             return
         log.info("%s/%s: delete reconciliation: %d keys checked, %d tombstones",
                  tenant, name, counts.checked, counts.tombstones, extra=extra)  # fmt: skip
-        if self.on_counts is not None:
-            self.on_counts(name, counts)
+        if self.on_counts is not None:  # (entity, tombstones, re-published)
+            self.on_counts(name, counts.tombstones, counts.republished)
 
     def _drop_publisher(self) -> None:
         if self._publisher is not None:
