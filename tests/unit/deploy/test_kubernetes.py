@@ -19,15 +19,17 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from poller.fleet.settings import WorkerConfig
+
 ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "deploy" / "kubernetes"
 SCRAPE_CONFIG = K8S / "prometheus" / "scrape-config.yaml"
 K8S_VERSION = "1.30"
 
-# From README "Performance" (make bench, peak RSS): one child per tenant at batch_size 10,000,
-# and the worker process itself (Python + consumer + HTTP, measured ~55 MiB).
-CHILD_MIB = 140
-WORKER_MIB = 60
+# Peak RSS measured for statefulset.yaml's sizing: one child per tenant at batch_size 10,000
+# (147 MiB; make bench: 137) and the worker process itself (81 MiB).
+CHILD_MIB = 150
+WORKER_MIB = 80
 
 Doc = dict[str, Any]
 
@@ -71,6 +73,13 @@ def container() -> Doc:
 def worker_yaml() -> Doc:
     doc: Doc = yaml.safe_load(one("ConfigMap")["data"]["worker.yaml"])
     return doc
+
+
+def worker_config() -> WorkerConfig:
+    """worker.yaml through the worker's own model (unknown keys fail), with its ${...}
+    references replaced by stand-ins: the secret files exist only in the pod."""
+    text = re.sub(r"\$\{[^}]+\}", "stand-in", one("ConfigMap")["data"]["worker.yaml"])
+    return WorkerConfig.model_validate(yaml.safe_load(text))
 
 
 def mib(quantity: str) -> float:
@@ -157,9 +166,10 @@ def test_the_container_runs_the_worker_on_the_mounted_config() -> None:
 
 
 def test_worker_config_serves_the_probed_port_on_all_interfaces() -> None:
-    cfg = worker_yaml()
-    assert cfg["metrics"]["host"] in ("0.0.0.0", "::"), "probes and scrapes come from outside"
-    port = cfg["metrics"]["port"]
+    cfg = worker_config()
+    assert cfg.metrics.enabled
+    assert cfg.metrics.host in ("0.0.0.0", "::"), "probes and scrapes come from outside"
+    port = cfg.metrics.port
     ports = {p["name"]: p["containerPort"] for p in container()["ports"]}
     assert ports == {"metrics": port}
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
@@ -238,7 +248,7 @@ def test_runs_as_non_root_on_a_read_only_root() -> None:
 
 def test_resources_cover_max_tenants_children_plus_the_worker() -> None:
     res = container()["resources"]
-    need = worker_yaml()["max_tenants"] * CHILD_MIB + WORKER_MIB
+    need = worker_config().max_tenants * CHILD_MIB + WORKER_MIB
     request, limit = mib(res["requests"]["memory"]), mib(res["limits"]["memory"])
     assert request >= need, f"memory request {request} MiB < {need} MiB needed"
     assert limit >= request * 1.25, "headroom above the expected peak"
@@ -246,9 +256,22 @@ def test_resources_cover_max_tenants_children_plus_the_worker() -> None:
 
 
 def test_grace_period_outlasts_the_worker_shutdown() -> None:
-    """SIGTERM reaches the worker (no shell in between) and it gets time to stop its children."""
+    """SIGTERM reaches the worker (no shell in between) and it gets time to stop its children
+    (SIGKILL after stop_timeout_s) and then to close its consumer."""
     assert container()["command"][0] == "poller", "exec form: the worker itself is PID 1"
-    assert pod_spec()["terminationGracePeriodSeconds"] >= 60
+    grace = pod_spec()["terminationGracePeriodSeconds"]
+    assert grace >= worker_config().stop_timeout_s + 30
+
+
+def test_static_member_id_is_the_stable_pod_name() -> None:
+    """group.instance.id must survive a restart of the pod, so it is the StatefulSet's pod
+    name, passed in through the downward API."""
+    assert workload()["kind"] == "StatefulSet"
+    ref = re.fullmatch(r"\$\{(\w+)\}", str(worker_yaml()["instance_id"]))
+    assert ref, "instance_id is an environment reference"
+    env = {e["name"]: e for e in container()["env"]}
+    assert env[ref.group(1)]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert worker_config().protocol == "classic"  # static membership as configured here
 
 
 # --------------------------------------------------------------------------- Prometheus
