@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -28,7 +29,17 @@ from poller.source.query import Position
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = fastavro.parse_schema(json.loads((SCHEMAS_DIR / "watermark.avsc").read_text()))
+_RAW = json.loads((SCHEMAS_DIR / "watermark.avsc").read_text())
+_SCHEMA = fastavro.parse_schema(_RAW)
+# Fields added since the first release, newest last. Every one is nullable with default null,
+# so a record written before it existed is read with the old writer schema and gets null.
+_ADDED = ("heartbeat_at", "position", "columns")
+_OLDER_WRITERS = [
+    fastavro.parse_schema(
+        {**_RAW, "fields": [f for f in _RAW["fields"] if f["name"] not in _ADDED[i:]]}
+    )
+    for i in reversed(range(len(_ADDED)))
+]
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,11 @@ class Watermark:
     position: Position
     rows_total: int
     updated_at: dt.datetime
+    heartbeat_at: dt.datetime | None = None  # database time of a heartbeat (UTC), see schema
+    columns: list[str] | None = None  # cursor then tie-breaker column(s); None if not recorded
+
+
+_OLD_KINDS = frozenset({"int", "str", "decimal", "datetime", "date"})  # the TypedValue enum
 
 
 def _typed(value: object) -> dict[str, str] | None:
@@ -57,7 +73,17 @@ def _typed(value: object) -> dict[str, str] | None:
         return {"kind": "date", "text": value.isoformat()}
     if isinstance(value, str):
         return {"kind": "str", "text": value}
+    if isinstance(value, uuid.UUID):
+        return {"kind": "uuid", "text": str(value)}
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"kind": "bytes", "text": bytes(value).hex()}
     raise TypeError(f"unsupported cursor/key type {type(value).__name__}")
+
+
+def _old_typed(value: object) -> dict[str, str] | None:
+    """The first release's field: only the kinds its enum knows, else null."""
+    typed = None if isinstance(value, tuple) else _typed(value)
+    return typed if typed is not None and typed["kind"] in _OLD_KINDS else None
 
 
 def _untyped(value: dict[str, str] | None) -> object:
@@ -72,7 +98,26 @@ def _untyped(value: dict[str, str] | None) -> object:
         return dt.datetime.fromisoformat(text)
     if kind == "date":
         return dt.date.fromisoformat(text)
+    if kind == "uuid":
+        return uuid.UUID(text)
+    if kind == "bytes":
+        return bytes.fromhex(text)
     return text
+
+
+def _exact(position: Position) -> dict[str, Any]:
+    key = position.key
+    keys = [] if key is None else list(key) if isinstance(key, tuple) else [key]
+    return {"cursor": _typed(position.cursor), "key": [_typed(k) for k in keys]}
+
+
+def _position(rec: Any) -> Position:
+    exact = rec.get("position")
+    if exact is None:
+        return Position(_untyped(rec["cursor"]), _untyped(rec["key"]))
+    keys = [_untyped(k) for k in exact["key"]]
+    key = None if not keys else keys[0] if len(keys) == 1 else tuple(keys)
+    return Position(_untyped(exact["cursor"]), key)
 
 
 def key_bytes(tenant: str, entity: str) -> bytes:
@@ -88,24 +133,43 @@ def encode(wm: Watermark) -> bytes:
             "tenant": wm.tenant,
             "entity": wm.entity,
             "mode": wm.mode,
-            "cursor": _typed(wm.position.cursor),
-            "key": _typed(wm.position.key),
+            "cursor": _old_typed(wm.position.cursor),
+            "key": _old_typed(wm.position.key),
             "rows_total": wm.rows_total,
             "updated_at": wm.updated_at,
+            "heartbeat_at": wm.heartbeat_at,
+            "position": _exact(wm.position),
+            "columns": wm.columns,
         },
     )
     return buf.getvalue()
 
 
+def _read(payload: bytes) -> Any:
+    """The record with the current schema, else with each older writer schema (newest first):
+    a schemaless payload does not say which one wrote it, so the one that reads it exactly wins."""
+    for writer in [_SCHEMA, *_OLDER_WRITERS]:
+        buf = io.BytesIO(payload)
+        try:
+            rec = fastavro.schemaless_reader(buf, writer, _SCHEMA)
+        except (EOFError, ValueError, IndexError, KeyError):
+            continue
+        if buf.tell() == len(payload):
+            return rec
+    raise ValueError(f"not a watermark record of any known schema version ({payload[:40]!r})")
+
+
 def decode(payload: bytes) -> Watermark:
-    rec: Any = fastavro.schemaless_reader(io.BytesIO(payload), _SCHEMA, _SCHEMA)
+    rec: Any = _read(payload)
     return Watermark(
         tenant=rec["tenant"],
         entity=rec["entity"],
         mode=rec["mode"],
-        position=Position(_untyped(rec["cursor"]), _untyped(rec["key"])),
+        position=_position(rec),
         rows_total=rec["rows_total"],
         updated_at=rec["updated_at"],
+        heartbeat_at=rec.get("heartbeat_at"),
+        columns=rec.get("columns"),
     )
 
 
@@ -134,14 +198,24 @@ def check_forward(old: Position, new: Position, where: str) -> None:
 def load(
     kafka: KafkaConfig, topic: str, tenant: str, timeout_s: float = 60.0, missing_ok: bool = False
 ) -> dict[str, Watermark]:
-    """Read the watermark topic to its end; return this tenant's latest watermark per entity.
+    """Read the watermark topic to its end; return this tenant's latest watermark per entity."""
+    records = read_records(kafka, topic, tenant, timeout_s, missing_ok)
+    return {key[1]: decode(value) for key, value in records.items() if len(key) == 2}
+
+
+def read_records(
+    kafka: KafkaConfig, topic: str, tenant: str, timeout_s: float = 60.0, missing_ok: bool = False
+) -> dict[tuple[str, ...], bytes]:
+    """This tenant's latest value per key of the watermark topic, read to its end: key
+    `[tenant, entity]` is a live watermark, `[tenant, entity, "backfill"]` a backfill's state.
+    A tombstone removes its key.
 
     Reads up to the high watermark taken at the start (not just to the first EOF): another
     tenant's open transaction holds the last stable offset back, and stopping there could miss
     our own newer, committed watermark.
     """
     consumer = committed_consumer(kafka, f"poller-watermarks-{tenant}")
-    found: dict[str, Watermark] = {}
+    found: dict[tuple[str, ...], bytes] = {}
     try:
         try:
             meta = consumer.list_topics(topic, timeout=timeout_s)
@@ -189,9 +263,12 @@ def load(
                     raise BrokerUnavailableError(f"reading {topic}: {err.str()}")
             else:
                 key, value = msg.key() or b"", msg.value()
-                if key.decode().startswith(f"[{mine},") and value is not None:
-                    wm = decode(value)
-                    found[wm.entity] = wm
+                if key.decode().startswith(f"[{mine},"):
+                    parts = tuple(str(p) for p in json.loads(key))
+                    if value is None:
+                        found.pop(parts, None)
+                    else:
+                        found[parts] = value
             for tp in consumer.position([TopicPartition(topic, p) for p in list(pending)]):
                 if tp.offset >= 0 and tp.offset >= pending[tp.partition]:
                     del pending[tp.partition]

@@ -28,8 +28,9 @@ from poller.kafka.publisher import TransactionalPublisher
 from poller.kafka.topics import ensure_topics, wanted_topics
 from poller.ops.metrics import Health, Metrics
 from poller.pipeline.backfill import Backfiller
-from poller.pipeline.heartbeat import Heartbeats
 from poller.pipeline.guards import ensure_progress, fit_position, start_checks, stored_mismatches
+from poller.pipeline.heartbeat import Heartbeats
+from poller.pipeline.isolation import EntityBackoff
 from poller.pipeline.preflight import preflight
 from poller.pipeline.stream import EntityStream, cursor_number, make_streams, publish_batch
 from poller.pipeline.wire import EntityWire, register_entities
@@ -96,6 +97,7 @@ class Poller:
         self._topics_ready = False
         self.wires: dict[str, EntityWire] = {}  # Confluent framing per entity, set at start
         self._failures = 0  # consecutive transient failures, for the backoff
+        self.isolation = EntityBackoff(cfg.tenant, cfg.retry, self.metrics, self.health)
         self.heartbeats = Heartbeats(
             cfg.tenant, self.metrics, self.watermark_topic, cfg.source.timezone
         )
@@ -131,12 +133,26 @@ class Poller:
             if self.stop.is_set():
                 return
             if stream.next_poll_at <= time.monotonic():
-                self._drain(stream)
+                self._drain_isolated(stream)
             if self.heartbeats.beat_if_due(stream, self.readers[stream.name], self._publisher()):
                 self._kafka_ok(True)
         if self.backfill is not None and not self.stop.is_set() and not self.backfill.step():
             self.backfill.close()
             self.backfill = None
+
+    def _drain_isolated(self, s: EntityStream) -> None:
+        """Drain one entity; a failed read backs off this entity only (see isolation.py)."""
+        before = s.rows_total
+        try:
+            self._drain(s)
+        except SourceError as exc:
+            if self.publisher is not None and self.publisher.in_transaction:
+                raise  # cannot happen while reading; the tenant-wide recovery cleans up
+            delay = self.isolation.failed(s.name, exc, progressed=s.rows_total != before)
+            s.caught_up = False
+            s.next_poll_at = time.monotonic() + delay
+            return
+        self.isolation.succeeded(s.name)
 
     def _drain(self, s: EntityStream) -> None:
         """Publish batches of one entity until it is caught up or has had its turn."""
@@ -249,7 +265,7 @@ class Poller:
         if not self._topics_ready:
             with self.limits.query():
                 preflight(self.cfg, self.engine)
-                start_checks(self, self.access)
+                start_checks(self.cfg, self.engine, self.access, self.queries, self.metrics)
                 # Confluent format: schema ids fixed once, before anything is written.
                 self.wires = register_entities(self.cfg, self.schemas, self.engine, self.queries)
             ensure_topics(k, wanted_topics(self.cfg))

@@ -526,6 +526,11 @@ def test_watermark_record_round_trip() -> None:
         "cursor": {"kind": "datetime", "text": "2024-05-01T10:00:00.000001"},
         "key": {"kind": "int", "text": "123456789012"},
         "rows_total": 2**40, "updated_at": datetime(2024, 5, 1, 10, 0, 1, tzinfo=UTC),
+        "heartbeat_at": datetime(2024, 5, 1, 10, 0, 2, tzinfo=UTC),
+        "position": {"cursor": {"kind": "datetime", "text": "2024-05-01T10:00:00.000001"},
+                     "key": [{"kind": "uuid", "text": "0b6c5f8e-1d2a-4c3b-9e8f-7a6b5c4d3e2f"},
+                             {"kind": "bytes", "text": "00ff"}]},
+        "columns": ["updated_at", "receipt_id", "line_no"],
     }  # fmt: skip
     msg = encode_record(wm, record)
     assert msg[:10] == wm.header

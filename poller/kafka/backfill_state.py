@@ -1,0 +1,122 @@
+"""The state of a ranged backfill, kept in the watermark topic next to the live watermarks.
+
+Key `["<tenant>","<entity>","backfill"]` (a live watermark's key has two elements), value
+compact JSON. It is written in the same transaction as the rows it covers, so a killed
+backfill resumes right after its last committed batch; a finished one stays as `done` (what
+`poller status` shows) until the next backfill of that entity replaces it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from poller.config import KafkaConfig
+from poller.kafka import watermark
+from poller.kafka.watermark import Watermark, _typed, _untyped
+from poller.source.query import Position
+
+By = Literal["cursor", "key"]
+BACKFILL = "backfill"
+
+
+def key_bytes(tenant: str, entity: str) -> bytes:
+    key = [tenant, entity, BACKFILL]
+    return json.dumps(key, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True)
+class BackfillState:
+    tenant: str
+    entity: str
+    by: By
+    low: object  # --from, inclusive
+    high: object  # --to, inclusive
+    where: str | None
+    position: Position  # after the last row published; BEGINNING before the first
+    rows: int
+    done: bool
+    requested_at: dt.datetime
+    updated_at: dt.datetime
+
+    def same_request(self, other: BackfillState) -> bool:
+        return (self.entity, self.by, self.low, self.high, self.where) == (
+            other.entity,
+            other.by,
+            other.low,
+            other.high,
+            other.where,
+        )
+
+    def advanced(self, position: Position, rows: int, done: bool) -> BackfillState:
+        return replace(
+            self,
+            position=position,
+            rows=self.rows + rows,
+            done=done,
+            updated_at=dt.datetime.now(dt.UTC),
+        )
+
+    def describe(self) -> str:
+        where = f" where {self.where}" if self.where else ""
+        return f"{self.entity} by {self.by} from {self.low} to {self.high}{where}"
+
+
+def encode(state: BackfillState) -> bytes:
+    record = {
+        "tenant": state.tenant,
+        "entity": state.entity,
+        "by": state.by,
+        "from": _typed(state.low),
+        "to": _typed(state.high),
+        "where": state.where,
+        "cursor": _typed(state.position.cursor),
+        "key": _typed(state.position.key),
+        "rows": state.rows,
+        "state": "done" if state.done else "pending",
+        "requested_at": state.requested_at.isoformat(),
+        "updated_at": state.updated_at.isoformat(),
+    }
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode(payload: bytes) -> BackfillState:
+    rec: dict[str, Any] = json.loads(payload)
+    by = rec["by"]
+    if by not in ("cursor", "key"):
+        raise ValueError(f"unknown backfill kind {by!r}")
+    return BackfillState(
+        tenant=rec["tenant"],
+        entity=rec["entity"],
+        by=by,
+        low=_untyped(rec["from"]),
+        high=_untyped(rec["to"]),
+        where=rec["where"],
+        position=Position(_untyped(rec["cursor"]), _untyped(rec["key"])),
+        rows=int(rec["rows"]),
+        done=rec["state"] == "done",
+        requested_at=dt.datetime.fromisoformat(rec["requested_at"]),
+        updated_at=dt.datetime.fromisoformat(rec["updated_at"]),
+    )
+
+
+@dataclass(frozen=True)
+class Stored:
+    """Everything of a tenant in the watermark topic."""
+
+    watermarks: dict[str, Watermark]
+    backfills: dict[str, BackfillState]
+
+
+def load_all(
+    kafka: KafkaConfig, topic: str, tenant: str, timeout_s: float = 60.0, missing_ok: bool = False
+) -> Stored:
+    """The live watermarks and the backfill states, from one read of the topic."""
+    records = watermark.read_records(kafka, topic, tenant, timeout_s, missing_ok)
+    marks = {key[1]: watermark.decode(v) for key, v in records.items() if len(key) == 2}
+    backfills = {
+        key[1]: decode(v) for key, v in records.items() if len(key) == 3 and key[2] == BACKFILL
+    }
+    return Stored(marks, backfills)

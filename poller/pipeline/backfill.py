@@ -1,0 +1,377 @@
+"""Ranged backfill: publish a range of an entity's rows again, by cursor or by key, without
+touching the live watermark.
+
+Its progress lives in the watermark topic under the entity's backfill key and is committed in
+the same transaction as the rows it covers, so a killed backfill resumes after its last
+committed batch and never publishes a row of the range twice. All backfill transactions of a
+tenant use one transactional.id, `<prefix>.<tenant>.backfill`: whoever runs a backfill (the
+`poller backfill` command or a poller that started with one pending) fences any other runner
+of the same tenant's backfills, never the live poller.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import zoneinfo
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from poller.avro.schemas import EntitySchema, load_schema
+from poller.config import AppConfig, EntityConfig, Mode
+from poller.errors import BadRowError, BadValueError, ConfigError, FencedError, PollerError
+from poller.kafka import backfill_state
+from poller.kafka.backfill_state import BackfillState, By
+from poller.kafka.publisher import TransactionalPublisher
+from poller.kafka.topics import ensure_topics, wanted_topics
+from poller.pipeline.stream import EntityStream, _dead_letter, epoch_ms
+from poller.source.query import (
+    BEGINNING,
+    CURSOR_LABEL,
+    KEY_LABEL,
+    ROW_KEY_LABEL,
+    AnySelect,
+    EntityQuery,
+    Position,
+)
+from poller.source.reader import _connection
+
+log = logging.getLogger(__name__)
+
+BATCHES_PER_STEP = 10  # a running poller's turn: then the live streams are served again
+
+
+def transactional_id(cfg: AppConfig) -> str:
+    return f"{cfg.transactional_id()}.backfill"
+
+
+def parse_bound(text: str, by: By, mode: Mode) -> object:
+    """A --from/--to value: a cursor typed like the batching column, or a key (an integer
+    when it looks like one)."""
+    if by == "key":
+        return int(text) if re.fullmatch(r"-?\d+", text) else text
+    try:
+        return int(text) if mode is Mode.ID else dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        want = "an integer id" if mode is Mode.ID else "an ISO-8601 timestamp"
+        raise ConfigError([f"--from/--to: {text!r} is not {want}"]) from exc
+
+
+def check_where(sql: str | None) -> str | None:
+    """The operator's extra condition: trusted SQL like `query:`, one expression only."""
+    if sql is None:
+        return None
+    body = sql.strip()
+    if not body or ";" in body or "--" in body:
+        raise ConfigError(["--where: give one SQL condition, without ';' or '--'"])
+    return body
+
+
+class BackfillQuery:
+    """The SELECT of one backfill: the live query's columns, the range, the keyset after the
+    last row published, the operator's `--where`, in range order. Values are bound."""
+
+    def __init__(self, query: EntityQuery, entity: EntityConfig, state: BackfillState) -> None:
+        self.q, self.entity, self.state = query, entity, state
+        self._sqlite = query.dialect.name == "sqlite"
+        self._cache: dict[bool, AnySelect] = {}
+
+    def _bind(self, value: object) -> object:
+        # SQLite compares its text timestamps as text: bind the fixed-width form it writes.
+        if self._sqlite and isinstance(value, dt.datetime):
+            return value.isoformat(sep=" ", timespec="microseconds")
+        return value
+
+    def _build(self, after: bool) -> AnySelect:
+        q, ent = self.q, self.entity
+        cols = [q.field_expression(f) for f in q.field_names]
+        cols += [q.cursor_col.label(CURSOR_LABEL), q.key_col.label(KEY_LABEL)]
+        if not ent.key_is_tiebreak:
+            cols.append(q.column(ent.key_columns[0]).label(ROW_KEY_LABEL))
+        where: list[sa.ColumnElement[bool]] = []
+        where += q.tenant_filter()  # exact, whatever the column's collation
+        low: sa.BindParameter[Any] = sa.bindparam("low")
+        high: sa.BindParameter[Any] = sa.bindparam("high")
+        if self.state.by == "cursor":
+            c, k = q.cursor_col, q.key_col
+            where += [c >= low, c <= high]
+            single = ent.batching.column == ent.tiebreak
+            order = [c] if single else [c, k]
+            if after:
+                ac: sa.BindParameter[Any] = sa.bindparam("after_cursor")
+                ak: sa.BindParameter[Any] = sa.bindparam("after_key")
+                where += [c > ac] if single else [c >= ac, sa.or_(c > ac, sa.and_(c == ac, k > ak))]
+        else:
+            kc = q.column(ent.key_columns[0])
+            where += [kc >= low, kc <= high]
+            order = [kc]
+            if after:
+                where.append(kc > sa.bindparam("after_key"))
+        if self.state.where is not None:
+            # Operator's SQL from the command line, like `query:`: emitted verbatim on purpose
+            # (validated: one expression); a ':' in it stays text, not a bind parameter.
+            where.append(sa.text("(" + self.state.where.replace(":", "\\:") + ")"))  # type: ignore[arg-type]
+        return (
+            sa.select(*cols).select_from(q.src).where(*where).order_by(*order).limit(ent.batch_size)
+        )
+
+    def statement(self, position: Position) -> tuple[AnySelect, dict[str, object]]:
+        after = position != BEGINNING
+        params: dict[str, object] = {
+            "low": self._bind(self.state.low),
+            "high": self._bind(self.state.high),
+        }
+        if self.q.source.tenant_column is not None:
+            params["tenant"] = self.q.tenant
+        if after:
+            if self.state.by == "cursor":
+                params["after_cursor"] = self._bind(position.cursor)
+                if self.entity.batching.column != self.entity.tiebreak:
+                    params["after_key"] = self._bind(position.key)
+            else:
+                params["after_key"] = self._bind(position.key)
+        stmt = self._cache.get(after)
+        if stmt is None:
+            stmt = self._cache[after] = self._build(after)
+        return stmt, params
+
+
+@dataclass
+class Job:
+    state: BackfillState
+    stream: EntityStream
+    query: BackfillQuery
+
+    @property
+    def key_at(self) -> int:
+        return self.stream.n_fields + (1 if self.stream.cfg.key_is_tiebreak else 2)
+
+    def position_after(self, row: Sequence[object]) -> Position:
+        if self.state.by == "key":
+            return Position(None, row[self.key_at])
+        n = self.stream.n_fields
+        return Position(row[n], row[n + 1])
+
+
+class Backfiller:
+    """Runs a tenant's backfills with the tenant's backfill producer (see module doc)."""
+
+    def __init__(
+        self,
+        cfg: AppConfig,
+        engine: sa.Engine,
+        schemas: dict[str, EntitySchema] | None = None,
+        on_batch: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.schemas = schemas or {}
+        self.on_batch = on_batch
+        self.watermark_topic = cfg.kafka.watermark_topic_name(cfg.tenant)
+        self.dead_letter_topic = cfg.kafka.dead_letter_topic_name(cfg.tenant)
+        self.tz = zoneinfo.ZoneInfo(cfg.source.timezone)
+        self.publisher: TransactionalPublisher | None = None
+        self.jobs: dict[str, Job] = {}
+        self.states: dict[str, BackfillState] = {}  # every stored state, done ones too
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Register the backfill transactional.id (fencing any other runner and aborting its
+        open transaction), then read the committed states: only now are they final."""
+        if self.publisher is not None:
+            return
+        topic = self.watermark_topic
+        ensure_topics(self.cfg.kafka, {topic: wanted_topics(self.cfg)[topic]})
+        pub = TransactionalPublisher(self.cfg.kafka, transactional_id(self.cfg))
+        try:
+            pub.start()
+            stored = backfill_state.load_all(self.cfg.kafka, topic, self.cfg.tenant)
+        except BaseException:
+            pub.close()
+            raise
+        self.publisher = pub
+        self.states = dict(stored.backfills)
+        self.jobs = {
+            name: self._job(state)
+            for name, state in stored.backfills.items()
+            if not state.done and name in self.cfg.enabled_entities()
+        }
+
+    def _job(self, state: BackfillState) -> Job:
+        name = state.entity
+        ent = self.cfg.entities[name]
+        schema = self.schemas.get(name) or load_schema(name)
+        query = EntityQuery(
+            ent, self.cfg.source, self.cfg.tenant, schema.field_names, self.engine.dialect,
+            name=name,
+        )  # fmt: skip
+        stream = EntityStream(
+            name=name,
+            cfg=ent,
+            schema=schema,
+            topic=self.cfg.kafka.topic_for(name, self.cfg.tenant),
+            tenant=self.cfg.tenant,
+            tz=self.tz,
+            position=BEGINNING,
+        )
+        return Job(state, stream, BackfillQuery(query, ent, state))
+
+    def submit(self, request: BackfillState, replace: bool = False) -> BackfillState:
+        """Store a new request, or return the pending one when it is the same request (a
+        resumed backfill). A different pending request is an error unless `replace`."""
+        self.connect()
+        pending = self.jobs.get(request.entity)
+        if pending is not None and pending.state.same_request(request):
+            return pending.state
+        if pending is not None and not replace:
+            st = pending.state
+            raise ConfigError(
+                [
+                    f"--entity {request.entity}: a backfill is pending ({st.describe()}, "
+                    f"{st.rows} rows done); run the same command to resume it, or add "
+                    "--replace to abandon it"
+                ]
+            )
+        self._commit_state(request)
+        self.jobs[request.entity] = self._job(request)
+        return request
+
+    # -- running ----------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.jobs)
+
+    def step(self, max_batches: int = BATCHES_PER_STEP) -> bool:
+        """Publish up to `max_batches` batches of each pending backfill; True while any is
+        left. A fenced producer (another runner took over) drops the jobs here."""
+        try:
+            self.connect()
+            for name in list(self.jobs):
+                for _ in range(max_batches):
+                    if self._batch(self.jobs[name]):
+                        del self.jobs[name]
+                        break
+        except FencedError as exc:
+            log.warning("backfills of tenant %s: %s; leaving them to it", self.cfg.tenant, exc)
+            self.jobs.clear()
+            self.close()
+        except PollerError:
+            # The commit's outcome may be unknown: reconnect and re-read the states first.
+            self.close()
+            raise
+        return self.pending
+
+    def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
+        """Until every pending backfill is done (the `poller backfill` command)."""
+        while self.pending and not should_stop():
+            self.step(1)
+
+    def _fetch(self, job: Job) -> list[Sequence[object]]:
+        stmt, params = job.query.statement(job.state.position)
+        with _connection(self.engine, f"backfill of {job.state.entity!r}", self.cfg.source) as c:
+            return [tuple(row) for row in c.execute(stmt, params)]
+
+    def _batch(self, job: Job) -> bool:
+        """One transaction: a batch of the range plus the backfill's new state. True: done."""
+        rows = self._fetch(job)
+        size = job.stream.cfg.batch_size
+        position = job.position_after(rows[-1]) if rows else job.state.position
+        new = job.state.advanced(position, len(rows), done=len(rows) < size)
+        pub = self.publisher
+        assert pub is not None
+        pub.begin()
+        try:
+            self._send_rows(job, rows, pub)
+            self._send_state(new, pub)
+        except BaseException:
+            pub.abort()
+            raise
+        pub.commit()
+        job.state = self.states[new.entity] = new
+        if self.on_batch is not None and rows:
+            self.on_batch(new.entity, len(rows))
+        if new.done:
+            log.info("backfill of %s done: %d rows published again", new.describe(), new.rows)
+        return new.done
+
+    def _send_rows(
+        self, job: Job, rows: list[Sequence[object]], pub: TransactionalPublisher
+    ) -> None:
+        s = job.stream
+        n, key_at = s.n_fields, job.key_at
+        time_mode = s.cfg.batching.mode is not Mode.ID
+        for row in rows:
+            key = row[key_at]
+            try:
+                value = s.encoder(row[:n])
+            except BadValueError as exc:
+                if s.cfg.on_bad_row == "fail":
+                    raise BadRowError(s.tenant, s.name, key, exc) from exc
+                payload = _dead_letter(s, row, key, exc)
+                pub.send(self.dead_letter_topic, s.message_key(key), payload, s.headers)
+                continue
+            ts = epoch_ms(row[n], s.tz) if time_mode else 0
+            pub.send(s.topic, s.message_key(key), value, s.headers, ts)
+        pub.poll()
+
+    def _send_state(self, state: BackfillState, pub: TransactionalPublisher) -> None:
+        key = backfill_state.key_bytes(state.tenant, state.entity)
+        pub.send(self.watermark_topic, key, backfill_state.encode(state))
+
+    def _commit_state(self, state: BackfillState) -> None:
+        pub = self.publisher
+        assert pub is not None
+        pub.begin()
+        try:
+            self._send_state(state, pub)
+        except BaseException:
+            pub.abort()
+            raise
+        pub.commit()
+        self.states[state.entity] = state
+
+    def close(self) -> None:
+        if self.publisher is not None:
+            try:
+                self.publisher.close()
+            except PollerError as exc:
+                log.warning("closing the backfill producer: %s", exc)
+            self.publisher = None
+
+
+def new_request(
+    cfg: AppConfig, entity: str, by: By, low: str, high: str, where: str | None
+) -> BackfillState:
+    ent = cfg.entities.get(entity)
+    if ent is None or not ent.enabled:
+        raise ConfigError([f"--entity: {entity!r} is not an enabled entity of the configuration"])
+    lo = parse_bound(low, by, ent.batching.mode)
+    hi = parse_bound(high, by, ent.batching.mode)
+    problems = []
+    try:
+        if lo > hi:  # type: ignore[operator]
+            problems.append(f"--from {low} is after --to {high}")
+    except TypeError:
+        problems.append(f"--from {low} and --to {high} are not of one type")
+    if problems:
+        raise ConfigError(problems)
+    now = dt.datetime.now(dt.UTC)
+    return BackfillState(
+        tenant=cfg.tenant,
+        entity=entity,
+        by=by,
+        low=lo,
+        high=hi,
+        where=check_where(where),
+        position=BEGINNING,
+        rows=0,
+        done=False,
+        requested_at=now,
+        updated_at=now,
+    )

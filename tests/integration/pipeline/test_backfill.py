@@ -1,0 +1,201 @@
+"""`poller backfill` against the real services: a range published again without moving the
+live watermark, resumed exactly once after SIGKILL, and interleaved by a running poller."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from poller.config import parse_config
+from poller.kafka.backfill_state import BackfillState, load_all
+from tests.integration.pipeline.helpers import (
+    OTHER,
+    PEOPLE_DDL,
+    POLLER_BIN,
+    TENANT,
+    config,
+    db_url,
+    engine,
+    execute,
+    people_entity,
+    read_entity,
+    run_once,
+    stored_watermarks,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def write_config(cfg: dict[str, Any], path: Path) -> Path:
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def insert_people(url: str, rows: list[dict[str, Any]]) -> None:
+    eng = engine(url)
+    try:
+        with eng.begin() as conn:
+            conn.execute(
+                sa.text("INSERT INTO people VALUES (:id, :tenant, :name, NULL, :at)"), rows
+            )
+    finally:
+        eng.dispose()
+
+
+def backfill_cmd(config_path: Path, *args: str) -> list[str]:
+    return [str(POLLER_BIN), "backfill", "--config", str(config_path), *args]
+
+
+def backfill_state(cfg: dict[str, Any], entity: str) -> BackfillState | None:
+    app = parse_config(cfg)
+    stored = load_all(app.kafka, app.kafka.watermark_topic_name(TENANT), TENANT, timeout_s=15)
+    return stored.backfills.get(entity)
+
+
+def test_sigkill_mid_backfill_resumes_exactly_once(
+    pg_url: str, prefix: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    rows = 40_000
+    execute(
+        pg_url,
+        *PEOPLE_DDL,
+        "INSERT INTO people SELECT g, CASE WHEN g % 10 = 0 THEN :other ELSE :tenant END, "
+        "'F' || g, 'L' || g, timestamp '2024-01-01' + g * interval '1 second' "
+        "FROM generate_series(1, :rows) g",
+        params={"tenant": TENANT, "other": OTHER, "rows": rows},
+    )
+    mine = [i for i in range(1, rows + 1) if i % 10]
+    live = config(pg_url, TENANT, kafka_bootstrap, prefix,
+                  {"customers": people_entity("id", 10_000)}, tenant_column="user_id")  # fmt: skip
+    run_once(live)
+    # The backfill runs in small transactions, so the kill lands between two of them or
+    # inside one.
+    small = copy.deepcopy(live)
+    small["entities"]["customers"]["batch_size"] = 300
+    path = write_config(small, tmp_path / "backfill.yaml")
+    low, high = 1_001, 31_000
+    wanted = {i for i in mine if low <= i <= high}
+
+    log = (tmp_path / "killed.log").open("wb")
+    proc = subprocess.Popen(
+        backfill_cmd(path, "--entity", "customers", "--from", str(low), "--to", str(high)),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        state = wait_until(
+            lambda: (s := backfill_state(small, "customers")) is not None and s.rows >= 1_500 and s,
+            90,
+            "the backfill to commit some batches",
+            interval=0.02,
+        )
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        log.close()
+    killed_at = backfill_state(small, "customers")
+    assert killed_at is not None and not killed_at.done, (
+        f"the backfill finished before the kill ({state}); nothing was tested"
+    )
+
+    resumed = subprocess.run(
+        backfill_cmd(path, "--entity", "customers", "--from", str(low), "--to", str(high)),
+        capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resuming the backfill of customers by cursor from {low} to {high}" in resumed.stdout
+    assert f"done: {len(wanted):,} rows published again" in resumed.stdout
+
+    messages = read_entity(kafka_bootstrap, f"{prefix}.customers")
+    assert {m.tenant for m in messages} == {TENANT}
+    counts = Counter(m.key for m in messages)
+    twice = {k for k, n in counts.items() if n == 2}
+    other = Counter(n for k, n in counts.items() if k not in wanted)
+    assert twice == wanted, (
+        f"{len(wanted - twice)} range keys not published again exactly once "
+        f"(e.g. {sorted(wanted - twice)[:5]}); {killed_at.rows} rows committed at the kill"
+    )
+    assert other == Counter({1: len(mine) - len(wanted)})
+
+    final = backfill_state(small, "customers")
+    assert final is not None and final.done and final.rows == len(wanted)
+    wm = stored_watermarks(kafka_bootstrap, prefix, TENANT)["customers"]
+    assert (wm.position.cursor, wm.rows_total) == (rows - 1, len(mine))  # the live watermark
+
+
+@pytest.mark.parametrize("backend", ["mariadb", "postgresql"])
+def test_poller_interleaves_a_queued_backfill_with_live_batches(
+    backend: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    prefix: str,
+    kafka_bootstrap: str,
+) -> None:
+    url = db_url(backend, request, tmp_path)
+    base = dt.datetime(2024, 3, 1, 8, 0, 0)
+    execute(url, *PEOPLE_DDL)
+
+    def person(i: int) -> dict[str, Any]:
+        name = "skip" if i % 7 == 0 else f"F{i}"
+        return {"id": i, "tenant": TENANT, "name": name, "at": base + dt.timedelta(seconds=i)}
+
+    insert_people(url, [person(i) for i in range(1, 1_201)])
+    entities = {"customers": people_entity("timestamp", 100)}
+    cfg = config(url, TENANT, kafka_bootstrap, prefix, entities, tenant_column="user_id")
+    run_once(cfg)
+
+    path = write_config(cfg, tmp_path / "c.yaml")
+    low, high = base + dt.timedelta(seconds=201), base + dt.timedelta(seconds=700)
+    queued = subprocess.run(
+        backfill_cmd(path, "--entity", "customers", "--from", low.isoformat(),
+                     "--to", high.isoformat(), "--where", "f_name <> 'skip'", "--queue"),
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert queued.returncode == 0, queued.stdout + queued.stderr
+    assert "queued the backfill of customers" in queued.stdout
+    pending = backfill_state(cfg, "customers")
+    assert pending is not None and not pending.done and pending.rows == 0
+
+    insert_people(url, [person(i) for i in range(1_201, 1_251)])  # live rows meanwhile
+    run_once(cfg)  # returns once the live rows are in and the backfill is done
+
+    wanted = {i for i in range(201, 701) if i % 7}
+    counts = Counter(m.key for m in read_entity(kafka_bootstrap, f"{prefix}.customers"))
+    assert {k for k, n in counts.items() if n == 2} == wanted
+    assert set(counts) == set(range(1, 1_251)) and max(counts.values()) == 2
+    done = backfill_state(cfg, "customers")
+    assert done is not None and done.done and done.rows == len(wanted)
+    wm = stored_watermarks(kafka_bootstrap, prefix, TENANT)["customers"]
+    assert (wm.position.key, wm.rows_total) == (1_250, 1_250)
+
+
+def test_a_different_pending_backfill_is_refused(
+    pg_url: str, prefix: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    execute(pg_url, *PEOPLE_DDL)
+    cfg = config(pg_url, TENANT, kafka_bootstrap, prefix,
+                 {"customers": people_entity("id", 100)}, tenant_column="user_id")  # fmt: skip
+    path = write_config(cfg, tmp_path / "c.yaml")
+    first = subprocess.run(backfill_cmd(path, "--entity", "customers", "--from", "1",
+                                        "--to", "10", "--queue"),
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    other = subprocess.run(backfill_cmd(path, "--entity", "customers", "--from", "5",
+                                        "--to", "50"),
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert other.returncode == 2
+    assert "a backfill is pending (customers by cursor from 1 to 10, 0 rows done)" in other.stderr
+    bad = subprocess.run(backfill_cmd(path, "--entity", "customers", "--from", "x",
+                                      "--to", "50"),
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "'x' is not an integer id" in bad.stderr
