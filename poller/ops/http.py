@@ -31,8 +31,13 @@ def serve(
             elif self.path.startswith("/readyz"):
                 results = {name: _safe(probe) for name, probe in checks.items()}
                 results["last_batch"] = health.last_batch_ok
+                stuck = health.stuck  # one read: the run loop replaces it, never mutates it
+                results["entities"] = not stuck
                 ok = all(results.values())
-                body = json.dumps({"ready": ok, "checks": results}).encode()
+                answer: dict[str, object] = {"ready": ok, "checks": results}
+                if stuck:
+                    answer["stuck"] = stuck  # which entity waits, on what, since when
+                body = json.dumps(answer).encode()
                 self._send(200 if ok else 503, body, "application/json")
             else:
                 self._send(404, b"not found\n", "text/plain")
