@@ -228,6 +228,7 @@ def poller_config(
             "topic_prefix": prefix,
             "transactional_id_prefix": prefix,
             "topic_partitions": 1,
+            "format": "single_object",
         },
         "metrics": {"host": "127.0.0.1", "port": port},
         "logging": {"format": "json", "level": "INFO"},
@@ -245,6 +246,7 @@ def poller_config(
                 "batching": {"mode": "timestamp", "column": "updated_at"},
                 "batch_size": 50,
                 "poll_interval_s": 1,
+                "heartbeat_interval_s": 1,
                 "settle_delay_s": 0,
             },
             "events": {
@@ -259,6 +261,7 @@ def poller_config(
                 "batching": {"mode": "id", "column": "id"},
                 "batch_size": 100,
                 "poll_interval_s": 1,
+                "heartbeat_interval_s": 1,
             },
             "product_categories": {
                 "table": "product_categories",
@@ -271,6 +274,7 @@ def poller_config(
                 },
                 "batching": {"mode": "timestamp", "column": "updated_at"},
                 "poll_interval_s": 1,
+                "heartbeat_interval_s": 1,
                 "settle_delay_s": 0,
                 "on_bad_row": "dead_letter",
             },
