@@ -10,7 +10,7 @@ from poller.cli.common import load
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = sub.add_parser("check", help="check every mapped column exists and fits its schema")
-    c.add_argument("--config", required=True)
+    c.add_argument("--config", required=True, help="the poller's YAML configuration file")
     c.set_defaults(func=cmd_check)
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import sys
 
 from poller.cli.common import load
 from poller.config import AppConfig
-from poller.errors import ConfigError
+from poller.errors import ConfigError, TerminalError
 from poller.kafka import watermark
 from poller.kafka.publisher import TransactionalPublisher
 from poller.kafka.topics import ensure_topics, wanted_topics
+from poller.ops.running import poller_running
 from poller.pipeline.runner import parse_cursor
 from poller.source.query import Position
 
@@ -39,9 +41,9 @@ def show(cfg: AppConfig, as_json: bool = False) -> None:
         print(f"{r['entity']:<20} {where:<45} rows={r['rows_total']}")
 
 
-def reset(cfg: AppConfig, entity: str, to: str) -> None:
+def reset(cfg: AppConfig, entity: str, to: str, yes: bool = False) -> None:
     """Writes a new watermark under the tenant's transactional.id, which fences a poller of
-    this tenant that is still running (it stops with 'fenced'): stop it first."""
+    this tenant that is still running (it stops with 'fenced'): stop it first, or say --yes."""
     ent = cfg.entities.get(entity)
     if ent is None:
         raise ConfigError([f"--entity: {entity!r} is not configured"])
@@ -54,6 +56,18 @@ def reset(cfg: AppConfig, entity: str, to: str) -> None:
     ensure_topics(cfg.kafka, {topic: wanted_topics(cfg)[topic]})
     stored = watermark.load(cfg.kafka, topic, cfg.tenant)
     old = stored.get(entity)
+    after = "the beginning" if to == "earliest" else to
+    print(
+        f"warning: consumers of {entity} will see the rows after {after} again: the poller "
+        "publishes them anew from the reset watermark",
+        file=sys.stderr,
+    )
+    running = poller_running(cfg, [w.updated_at for w in stored.values()])
+    if running.running and not yes:
+        raise TerminalError(
+            f"a poller of tenant {cfg.tenant} is running ({'; '.join(running.evidence)}); "
+            "the reset would fence it (it stops with exit code 3). Stop it first, or add --yes"
+        )
     pub = TransactionalPublisher(cfg.kafka, cfg.transactional_id())
     try:
         pub.start()
@@ -76,13 +90,22 @@ def reset(cfg: AppConfig, entity: str, to: str) -> None:
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     o = sub.add_parser("offsets", help="show or reset the stored watermarks")
     osub = o.add_subparsers(dest="offsets_cmd", required=True)
-    show_p = osub.add_parser("show")
-    show_p.add_argument("--config", required=True)
-    show_p.add_argument("--json", action="store_true")
-    reset_p = osub.add_parser("reset", help="stop the poller first: reset fences a running one")
-    reset_p.add_argument("--config", required=True)
-    reset_p.add_argument("--entity", required=True)
-    reset_p.add_argument("--to", required=True, help="'earliest' or a cursor value")
+    show_p = osub.add_parser("show", help="print each entity's stored watermark")
+    show_p.add_argument("--config", required=True, help="the poller's YAML configuration file")
+    show_p.add_argument("--json", action="store_true", help="print a JSON array")
+    reset_p = osub.add_parser(
+        "reset", help="move a watermark on purpose (consumers see the rows after it again)"
+    )
+    reset_p.add_argument("--config", required=True, help="the poller's YAML configuration file")
+    reset_p.add_argument("--entity", required=True, help="the configured entity to reset")
+    reset_p.add_argument(
+        "--to", required=True, help="'earliest' or a cursor value (an id, or ISO-8601 time)"
+    )
+    reset_p.add_argument(
+        "--yes",
+        action="store_true",
+        help="reset even though a poller of this tenant is running (it is fenced and stops)",
+    )
     o.set_defaults(func=cmd_offsets)
 
 
@@ -91,5 +114,5 @@ def cmd_offsets(args: argparse.Namespace) -> int:
     if args.offsets_cmd == "show":
         show(cfg, as_json=args.json)
     else:
-        reset(cfg, args.entity, args.to)
+        reset(cfg, args.entity, args.to, yes=args.yes)
     return 0

@@ -16,7 +16,7 @@ log = logging.getLogger("poller")
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r = sub.add_parser("run", help="poll continuously (or --once until caught up)")
-    r.add_argument("--config", required=True)
+    r.add_argument("--config", required=True, help="the poller's YAML configuration file")
     r.add_argument("--once", action="store_true", help="exit 0 once every entity is caught up")
     r.set_defaults(func=cmd_run)
 

@@ -3,25 +3,58 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+from decimal import Decimal
 
 from poller.cli.common import load
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t = sub.add_parser("tail", help="print an entity topic's committed messages as JSON")
-    t.add_argument("--config", required=True)
-    t.add_argument("--entity", required=True)
-    t.add_argument("--limit", type=int, default=None)
+    t.add_argument("--config", required=True, help="the poller's YAML configuration file")
+    t.add_argument("--entity", required=True, help="the configured entity whose topic to read")
+    t.add_argument("--limit", type=int, default=None, help="stop after this many messages")
     t.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the end")
-    t.add_argument("--json", action="store_true", help="JSON lines (the default and only format)")
+    t.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON lines, timestamps as ISO-8601 UTC with Z and microseconds (the default "
+        "and only format)",
+    )
+    t.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep printing new messages as they are committed, until interrupted (Ctrl-C)",
+    )
     t.set_defaults(func=cmd_tail)
+
+
+def json_value(value: object) -> object:
+    """What json cannot write: times as ISO-8601 UTC with Z and microseconds (naive ones are
+    UTC already: the decoder's), decimals exact as text, bytes as hex."""
+    if isinstance(value, dt.datetime):
+        aware = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+        return aware.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
     from poller.kafka.tail import tail
 
     cfg = load(args)
-    for record in tail(cfg, args.entity, args.limit, args.timeout):
-        print(json.dumps(record, ensure_ascii=False, default=str))
+    records = tail(cfg, args.entity, args.limit, args.timeout, follow=args.follow)
+    try:
+        for record in records:
+            line = json.dumps(record, ensure_ascii=False, default=json_value)
+            print(line, flush=args.follow)
+    except KeyboardInterrupt:  # raised inside the reader, which has closed its consumer
+        if not args.follow:
+            raise
     return 0

@@ -2,33 +2,47 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, KafkaError, TopicPartition
 
 from poller.avro.decoder import Decoder
-from poller.config import AppConfig, KafkaConfig
-from poller.errors import BrokerUnavailableError, ConfigError
+from poller.avro.registry import WIRE_MAGIC, ConfluentDecoder, Registry
+from poller.avro.schemas import PayloadError
+from poller.config import AppConfig, KafkaConfig, SchemaRegistryConfig
+from poller.errors import BrokerUnavailableError, ConfigError, TerminalError
 from poller.kafka.topics import committed_consumer
 
 
-def read_topic(kafka: KafkaConfig | str, topic: str, timeout_s: float = 10.0) -> Iterator[Any]:
-    """Every committed message of `topic` from the beginning, stopping at its end."""
+def read_topic(
+    kafka: KafkaConfig | str, topic: str, timeout_s: float = 10.0, follow: bool = False
+) -> Iterator[Any]:
+    """Every committed message of `topic` from the beginning, stopping at its end; with
+    `follow`, waiting for new ones until the caller stops."""
     if isinstance(kafka, str):  # a bare bootstrap address (tests, demo)
         kafka = KafkaConfig(bootstrap_servers=kafka)
     consumer = committed_consumer(kafka, f"poller-tail-{uuid.uuid4().hex}")
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise BrokerUnavailableError(f"topic {topic} is not available: {meta and meta.error}")
+        if meta is None or (
+            meta.error is not None and meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+        ):
+            raise TerminalError(
+                f"topic {topic} does not exist yet: run the poller first "
+                "(`poller run --config <file>`), it creates the topic and fills it"
+            )
+        if meta.error is not None:
+            raise BrokerUnavailableError(f"topic {topic} is not available: {meta.error}")
         parts = list(meta.partitions)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
         pending = set(parts)
         deadline = time.monotonic() + timeout_s
-        while pending and time.monotonic() < deadline:
+        while follow or (pending and time.monotonic() < deadline):
             msg = consumer.poll(0.2)
             if msg is None:
                 continue
@@ -43,20 +57,73 @@ def read_topic(kafka: KafkaConfig | str, topic: str, timeout_s: float = 10.0) ->
         consumer.close()
 
 
+class MessageDecoder:
+    """Decodes entity-topic values and keys of either format, told apart by the first byte:
+    0 is the Confluent wire format (schemas fetched from the registry by id, cached), C3 is
+    single-object encoding (with a JSON key)."""
+
+    def __init__(self, registry: SchemaRegistryConfig | None) -> None:
+        self._single = Decoder()
+        self._registry = Registry(registry) if registry is not None else None
+        self._confluent = ConfluentDecoder(self._registry) if self._registry else None
+
+    def _wire(self, payload: bytes) -> ConfluentDecoder:
+        if self._confluent is None:
+            raise PayloadError(
+                "a Confluent wire-format message, but no schema_registry.url is configured "
+                "to fetch its schema from"
+            )
+        return self._confluent
+
+    def value(self, payload: bytes) -> tuple[str, dict[str, object]]:
+        """(schema or entity name, record)."""
+        if payload[:1] == bytes((WIRE_MAGIC,)):
+            return self._wire(payload).decode(payload)
+        return self._single.decode(payload)
+
+    def key(self, payload: bytes | None) -> object:
+        """An Avro key record as a dict, or the JSON key `[tenant, key]` as a list."""
+        if not payload:
+            return None
+        if payload[:1] == bytes((WIRE_MAGIC,)):
+            return self._wire(payload).decode(payload)[1]
+        return json.loads(payload)
+
+    def close(self) -> None:
+        if self._registry is not None:
+            self._registry.close()
+
+
 def tail(
-    cfg: AppConfig, entity: str, limit: int | None = None, timeout_s: float = 10.0
+    cfg: AppConfig,
+    entity: str,
+    limit: int | None = None,
+    timeout_s: float = 10.0,
+    follow: bool = False,
 ) -> Iterator[dict[str, object]]:
     if entity not in cfg.entities:
         raise ConfigError([f"--entity: {entity!r} is not configured"])
-    decoder = Decoder()
+    decoder = MessageDecoder(cfg.schema_registry)
     topic = cfg.kafka.topic_for(entity, cfg.tenant)
-    for n, msg in enumerate(read_topic(cfg.kafka, topic, timeout_s)):
-        if limit is not None and n >= limit:
-            return
-        _name, fields = decoder.decode(msg.value())
-        yield {
-            **fields,
-            "_key": (msg.key() or b"").decode(),
-            "_partition": msg.partition(),
-            "_offset": msg.offset(),
-        }
+    try:
+        for n, msg in enumerate(read_topic(cfg.kafka, topic, timeout_s, follow)):
+            if limit is not None and n >= limit:
+                return
+            value = msg.value()
+            fields = {} if value is None else decoder.value(value)[1]  # None: a tombstone
+            yield {
+                **fields,
+                "_key": decoder.key(msg.key()),
+                "_partition": msg.partition(),
+                "_offset": msg.offset(),
+                "_timestamp": _message_time(msg.timestamp()),
+            }
+    finally:
+        decoder.close()
+
+
+def _message_time(ts: tuple[int, int]) -> dt.datetime | None:
+    kind, ms = ts
+    if kind == TIMESTAMP_NOT_AVAILABLE:
+        return None
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=ms)

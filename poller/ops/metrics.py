@@ -138,6 +138,11 @@ class Metrics:
         self.kafka_up = Gauge(
             "poller_kafka_up", "1 if the last Kafka call worked", ("tenant",), registry=r
         )
+        self.instance = Info(
+            "poller_instance",
+            "Which poller this is: tenant and transactional.id (what `poller status` asks)",
+            registry=r,
+        )
         self.build = Info("poller_build", "Build information", registry=r)
         self.build.info({"version": __version__})
 

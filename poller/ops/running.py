@@ -1,7 +1,8 @@
 """Is a poller of this tenant running now? Asked by `poller status` and `offsets reset`.
 
 Two signs, neither needs the running process's help beyond what it already does:
-- its metrics endpoint (`metrics.host:port`) answers with series of this tenant;
+- its metrics endpoint (`metrics.host:port`) answers as the poller of this transactional.id
+  (`poller_instance_info`), the identity that fencing uses;
 - its watermark records are fresh: a running poller rewrites each idle entity's record every
   `heartbeat_interval_s` and a busy one's at every batch, wherever it runs.
 Kafka's admin API in confluent-kafka has no call to describe a transactional.id's producer,
@@ -54,18 +55,18 @@ def probe_endpoint(cfg: AppConfig, timeout_s: float = 2.0) -> tuple[bool | None,
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         return False, f"nothing answers at {url} ({reason})"
-    tenants: set[str] = set()
+    tid = cfg.transactional_id()
+    ids: set[str] = set()
     try:
         for family in text_string_to_metric_families(body):
             for sample in family.samples:
-                tenant = sample.labels.get("tenant")
-                if tenant is not None:
-                    tenants.add(tenant)
+                if sample.name == "poller_instance_info":
+                    ids.add(sample.labels.get("transactional_id", ""))
     except ValueError:
         return False, f"{url} answers, but not with Prometheus metrics"
-    if cfg.tenant in tenants:
-        return True, f"{url} serves tenant {cfg.tenant}"
-    return False, f"{url} answers for {', '.join(sorted(tenants)) or 'no tenant'}"
+    if tid in ids:
+        return True, f"{url} serves the poller of transactional.id {tid}"
+    return False, f"{url} answers for {', '.join(sorted(ids)) or 'no poller'}, not {tid}"
 
 
 def fresh_writes(

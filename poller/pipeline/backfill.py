@@ -17,7 +17,6 @@ import re
 import zoneinfo
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -29,15 +28,9 @@ from poller.kafka.backfill_state import BackfillState, By
 from poller.kafka.publisher import TransactionalPublisher
 from poller.kafka.topics import ensure_topics, wanted_topics
 from poller.pipeline.stream import EntityStream, _dead_letter, epoch_ms
-from poller.source.query import (
-    BEGINNING,
-    CURSOR_LABEL,
-    KEY_LABEL,
-    ROW_KEY_LABEL,
-    AnySelect,
-    EntityQuery,
-    Position,
-)
+from poller.pipeline.wire import EntityWire, register_entities
+from poller.source.exact import cursor_bind
+from poller.source.query import BEGINNING, AnySelect, EntityQuery, Position
 from poller.source.reader import _connection
 
 log = logging.getLogger(__name__)
@@ -72,72 +65,49 @@ def check_where(sql: str | None) -> str | None:
 
 
 class BackfillQuery:
-    """The SELECT of one backfill: the live query's columns, the range, the keyset after the
-    last row published, the operator's `--where`, in range order. Values are bound."""
+    """The SELECT of one backfill: the live batch's columns, this tenant, the range, the rows
+    after the last one published, the operator's `--where`, in range order. Values are bound."""
 
     def __init__(self, query: EntityQuery, entity: EntityConfig, state: BackfillState) -> None:
         self.q, self.entity, self.state = query, entity, state
-        self._sqlite = query.dialect.name == "sqlite"
-        self._cache: dict[bool, AnySelect] = {}
-
-    def _bind(self, value: object) -> object:
-        # SQLite compares its text timestamps as text: bind the fixed-width form it writes.
-        if self._sqlite and isinstance(value, dt.datetime):
-            return value.isoformat(sep=" ", timespec="microseconds")
-        return value
-
-    def _build(self, after: bool) -> AnySelect:
-        q, ent = self.q, self.entity
-        cols = [q.field_expression(f) for f in q.field_names]
-        cols += [q.cursor_col.label(CURSOR_LABEL), q.key_col.label(KEY_LABEL)]
-        if not ent.key_is_tiebreak:
-            cols.append(q.column(ent.key_columns[0]).label(ROW_KEY_LABEL))
-        where: list[sa.ColumnElement[bool]] = []
-        where += q.tenant_filter()  # exact, whatever the column's collation
-        low: sa.BindParameter[Any] = sa.bindparam("low")
-        high: sa.BindParameter[Any] = sa.bindparam("high")
-        if self.state.by == "cursor":
-            c, k = q.cursor_col, q.key_col
-            where += [c >= low, c <= high]
-            single = ent.batching.column == ent.tiebreak
-            order = [c] if single else [c, k]
-            if after:
-                ac: sa.BindParameter[Any] = sa.bindparam("after_cursor")
-                ak: sa.BindParameter[Any] = sa.bindparam("after_key")
-                where += [c > ac] if single else [c >= ac, sa.or_(c > ac, sa.and_(c == ac, k > ak))]
-        else:
-            kc = q.column(ent.key_columns[0])
-            where += [kc >= low, kc <= high]
-            order = [kc]
-            if after:
-                where.append(kc > sa.bindparam("after_key"))
-        if self.state.where is not None:
-            # Operator's SQL from the command line, like `query:`: emitted verbatim on purpose
-            # (validated: one expression); a ':' in it stays text, not a bind parameter.
-            where.append(sa.text("(" + self.state.where.replace(":", "\\:") + ")"))  # type: ignore[arg-type]
-        return (
-            sa.select(*cols).select_from(q.src).where(*where).order_by(*order).limit(ent.batch_size)
-        )
+        if state.by == "key" and len(entity.key_columns) != 1:
+            raise ConfigError([f"--by key: {query.name} has a composite key; use --by cursor"])
 
     def statement(self, position: Position) -> tuple[AnySelect, dict[str, object]]:
-        after = position != BEGINNING
-        params: dict[str, object] = {
-            "low": self._bind(self.state.low),
-            "high": self._bind(self.state.high),
-        }
-        if self.q.source.tenant_column is not None:
-            params["tenant"] = self.q.tenant
-        if after:
-            if self.state.by == "cursor":
-                params["after_cursor"] = self._bind(position.cursor)
-                if self.entity.batching.column != self.entity.tiebreak:
-                    params["after_key"] = self._bind(position.key)
-            else:
-                params["after_key"] = self._bind(position.key)
-        stmt = self._cache.get(after)
-        if stmt is None:
-            stmt = self._cache[after] = self._build(after)
-        return stmt, params
+        q, ent, state = self.q, self.entity, self.state
+        dialect = q.dialect.name
+        where = q.tenant_filter()
+        params: dict[str, object] = {}
+        if q.source.tenant_column is not None:
+            params["tenant"] = q.tenant
+        if state.by == "cursor":
+            c = q.cursor_col
+            where += [
+                c >= cursor_bind(dialect, "bf_low", q.cursor_type),
+                c <= cursor_bind(dialect, "bf_high", q.cursor_type),
+            ]
+            params["bf_low"] = q._bind_cursor(state.low)
+            params["bf_high"] = q._bind_cursor(state.high)
+            after, after_params = q.after(position)
+            if after is not None:
+                where.append(after)
+                params.update(after_params)
+            same = ent.tiebreak_columns == [ent.batching.column]
+            order = [c] if same else [c, *q.key_cols]
+        else:
+            k = q.column(ent.key_columns[0])
+            where += [k >= sa.bindparam("bf_low"), k <= sa.bindparam("bf_high")]
+            params["bf_low"], params["bf_high"] = state.low, state.high
+            if position.key is not None:
+                where.append(k > sa.bindparam("bf_after"))
+                params["bf_after"] = position.key
+            order = [k]
+        if state.where is not None:
+            # The operator's SQL from the command line, like `query:`: emitted verbatim on
+            # purpose (validated: one expression); a ':' in it stays text, not a parameter.
+            where.append(sa.text("(" + state.where.replace(":", "\\:") + ")"))  # type: ignore[arg-type]
+        stmt = sa.select(*q.batch_columns()).select_from(q.src).where(*where)
+        return stmt.order_by(*order).limit(ent.batch_size), params
 
 
 @dataclass
@@ -146,15 +116,11 @@ class Job:
     stream: EntityStream
     query: BackfillQuery
 
-    @property
-    def key_at(self) -> int:
-        return self.stream.n_fields + (1 if self.stream.cfg.key_is_tiebreak else 2)
-
     def position_after(self, row: Sequence[object]) -> Position:
+        layout = self.stream.layout
         if self.state.by == "key":
-            return Position(None, row[self.key_at])
-        n = self.stream.n_fields
-        return Position(row[n], row[n + 1])
+            return Position(None, layout.message_key(row))
+        return layout.position(row)
 
 
 class Backfiller:
@@ -165,11 +131,13 @@ class Backfiller:
         cfg: AppConfig,
         engine: sa.Engine,
         schemas: dict[str, EntitySchema] | None = None,
+        wires: dict[str, EntityWire] | None = None,
         on_batch: Callable[[str, int], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.engine = engine
-        self.schemas = schemas or {}
+        self.schemas = schemas or {n: load_schema(n) for n in cfg.enabled_entities()}
+        self.wires = wires  # the live poller's Confluent framing; None: register here
         self.on_batch = on_batch
         self.watermark_topic = cfg.kafka.watermark_topic_name(cfg.tenant)
         self.dead_letter_topic = cfg.kafka.dead_letter_topic_name(cfg.tenant)
@@ -196,20 +164,28 @@ class Backfiller:
             raise
         self.publisher = pub
         self.states = dict(stored.backfills)
+        if self.wires is None:  # the same framing as the live messages (Confluent format)
+            self.wires = register_entities(self.cfg, self.schemas, self.engine, self._queries())
         self.jobs = {
             name: self._job(state)
             for name, state in stored.backfills.items()
             if not state.done and name in self.cfg.enabled_entities()
         }
 
+    def _query(self, name: str) -> EntityQuery:
+        return EntityQuery(
+            self.cfg.entities[name], self.cfg.source, self.cfg.tenant,
+            self.schemas[name].field_names, self.engine.dialect, name=name,
+        )  # fmt: skip
+
+    def _queries(self) -> dict[str, EntityQuery]:
+        return {name: self._query(name) for name in self.cfg.enabled_entities()}
+
     def _job(self, state: BackfillState) -> Job:
         name = state.entity
         ent = self.cfg.entities[name]
-        schema = self.schemas.get(name) or load_schema(name)
-        query = EntityQuery(
-            ent, self.cfg.source, self.cfg.tenant, schema.field_names, self.engine.dialect,
-            name=name,
-        )  # fmt: skip
+        schema = self.schemas[name]
+        query = self._query(name)
         stream = EntityStream(
             name=name,
             cfg=ent,
@@ -218,6 +194,7 @@ class Backfiller:
             tenant=self.cfg.tenant,
             tz=self.tz,
             position=BEGINNING,
+            wire=(self.wires or {}).get(name),
         )
         return Job(state, stream, BackfillQuery(query, ent, state))
 
@@ -303,19 +280,25 @@ class Backfiller:
     def _send_rows(
         self, job: Job, rows: list[Sequence[object]], pub: TransactionalPublisher
     ) -> None:
-        s = job.stream
-        n, key_at = s.n_fields, job.key_at
+        """As the live batch does (`stream.publish_batch`): a soft-deleted row becomes a
+        tombstone, a bad row fails the backfill or goes to the dead-letter topic."""
+        s, layout = job.stream, job.stream.layout
+        n = s.n_fields
         time_mode = s.cfg.batching.mode is not Mode.ID
+        value: bytes | None
         for row in rows:
-            key = row[key_at]
-            try:
-                value = s.encoder(row[:n])
-            except BadValueError as exc:
-                if s.cfg.on_bad_row == "fail":
-                    raise BadRowError(s.tenant, s.name, key, exc) from exc
-                payload = _dead_letter(s, row, key, exc)
-                pub.send(self.dead_letter_topic, s.message_key(key), payload, s.headers)
-                continue
+            key = layout.message_key(row)
+            if s.is_deleted is not None and s.is_deleted(row[layout.deleted_at]):
+                value = None
+            else:
+                try:
+                    value = s.encoder(row[:n])
+                except BadValueError as exc:
+                    if s.cfg.on_bad_row == "fail":
+                        raise BadRowError(s.tenant, s.name, key, exc) from exc
+                    payload = _dead_letter(s, row, key, exc)
+                    pub.send(self.dead_letter_topic, s.json_key(key), payload, s.headers)
+                    continue
             ts = epoch_ms(row[n], s.tz) if time_mode else 0
             pub.send(s.topic, s.message_key(key), value, s.headers, ts)
         pub.poll()

@@ -67,6 +67,9 @@ class Poller:
         self.health = health or Health()
         self.stop = stop or threading.Event()
         self.metrics.init_labels(cfg.tenant, cfg.enabled_entities())
+        self.metrics.instance.info(
+            {"tenant": cfg.tenant, "transactional_id": cfg.transactional_id()}
+        )
         self.engine = make_engine(cfg.source)
         self.limits = SourceLimits(cfg.source, self.stop)  # max_concurrent_queries, rows/s
         self.schemas: dict[str, EntitySchema] = {n: load_schema(n) for n in cfg.enabled_entities()}
@@ -289,7 +292,7 @@ class Poller:
         if self.backfill is None and any(
             not b.done and name in enabled for name, b in everything.backfills.items()
         ):
-            self.backfill = Backfiller(self.cfg, self.engine, self.schemas)
+            self.backfill = Backfiller(self.cfg, self.engine, self.schemas, self.wires)
         for name, ent in self.cfg.enabled_entities().items():
             if name not in stored and name not in self._start_positions:
                 self._start_positions[name] = self._start_position(name, ent)
