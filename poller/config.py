@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy.engine import make_url
 
 from poller.errors import ConfigError
+from poller.redaction import redact
+from poller.yamlfile import read_yaml
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$#]*$")
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
@@ -74,11 +74,18 @@ class SourceConfig(_Model):
     @classmethod
     def _url(cls, v: str) -> str:
         try:
-            make_url(v)
+            url = make_url(v)
         except Exception as exc:  # SQLAlchemy raises ArgumentError with the URL in it
             raise ValueError(
                 "not a valid SQLAlchemy URL (value hidden: it may hold a password)"
             ) from exc
+        try:  # the dialect and its driver module, so `foo://` fails here, not in a traceback
+            url.get_dialect().import_dbapi()
+        except Exception as exc:  # NoSuchModuleError, ImportError; neither holds the URL
+            raise ValueError(
+                f"database {url.drivername!r} cannot be used ({type(exc).__name__}: {exc}); "
+                "e.g. postgresql+psycopg2, mysql+pymysql, mssql+pyodbc, oracle+oracledb, sqlite"
+            ) from None
         return v
 
     @field_validator("tenant_column")
@@ -99,7 +106,8 @@ class SourceConfig(_Model):
 
     @property
     def safe_url(self) -> str:
-        return make_url(self.url).render_as_string(hide_password=True)
+        """The URL to show: password hidden, also in the query (`?password=`, odbc_connect)."""
+        return redact(make_url(self.url).render_as_string(hide_password=True))
 
 
 # librdkafka settings that every client needs to reach the cluster at all.
@@ -316,15 +324,8 @@ class RetryConfig(_Model):
     )
 
 
-Compatibility = Literal[
-    "NONE",
-    "BACKWARD",
-    "BACKWARD_TRANSITIVE",
-    "FORWARD",
-    "FORWARD_TRANSITIVE",
-    "FULL",
-    "FULL_TRANSITIVE",
-]
+Compatibility = Literal["NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD",
+                        "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE"]  # fmt: skip
 
 
 class BasicAuth(_Model):
@@ -350,27 +351,14 @@ class SchemaRegistryConfig(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        for part in v.split(","):
-            parsed = urlsplit(part.strip())
-            if parsed.scheme not in ("http", "https") or not parsed.hostname:
-                raise ValueError(
-                    "not an http(s) URL (value hidden: it may hold a password); "
-                    "e.g. http://registry:8081 or http://apicurio:8080/apis/ccompat/v7"
-                )
+        if not all(re.match(r"https?://[^/,]+", u.strip()) for u in v.split(",")):
+            raise ValueError("not an http(s) URL (value hidden: it may hold a password)")
         return v
 
     @property
     def safe_url(self) -> str:
         """The URL(s) with any password replaced by ***."""
-        out = []
-        for part in self.url.split(","):
-            p = urlsplit(part.strip())
-            if p.password is not None:
-                host = p.hostname or ""
-                netloc = f"{p.username}:***@{host}" + (f":{p.port}" if p.port else "")
-                p = p._replace(netloc=netloc)
-            out.append(urlunsplit(p))
-        return ",".join(out)
+        return re.sub(r"(//[^:/@,]*:)[^/,]*@", r"\1***@", self.url)
 
 
 class AppConfig(_Model):
@@ -426,6 +414,9 @@ def _expand(node: Any, path: str, problems: list[str]) -> Any:
                 return Path(ref[5:]).read_text(encoding="utf-8").rstrip("\n")
             except OSError as exc:
                 problems.append(f"{path}: cannot read secret file {ref[5:]!r}: {exc.strerror}")
+                return ""
+            except UnicodeDecodeError:
+                problems.append(f"{path}: secret file {ref[5:]!r} is not UTF-8 text")
                 return ""
         if ref not in os.environ:
             problems.append(f"{path}: environment variable {ref} is not set")
@@ -500,13 +491,8 @@ def parse_config(raw: Any, source: str = "configuration") -> AppConfig:
 
 
 def load_config(path: str | Path) -> AppConfig:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"cannot read {p}: {exc.strerror}"], str(p)) from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"YAML syntax: {exc}"], str(p)) from exc
-    return parse_config(raw, str(p))
+    """UTF-8 YAML without duplicate keys (see poller.yamlfile), then `parse_config`."""
+    raw, problems = read_yaml(Path(path))
+    if problems:
+        raise ConfigError(problems, str(path))
+    return parse_config(raw, str(path))

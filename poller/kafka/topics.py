@@ -4,6 +4,7 @@ topic and the dead-letter topic."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
@@ -11,7 +12,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from poller.config import AppConfig, KafkaConfig
-from poller.errors import BrokerUnavailableError, KafkaFatalError
+from poller.errors import BrokerUnavailableError, ConfigError, KafkaFatalError
 
 # librdkafka logs through this logger (its own thread), so they get the JSON format and redaction.
 KAFKA_LOGGER = logging.getLogger("poller.kafka")
@@ -20,7 +21,27 @@ KAFKA_LOGGER = logging.getLogger("poller.kafka")
 log = logging.getLogger(__name__)
 
 
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def topic_name_problems(cfg: AppConfig) -> list[str]:
+    """Topic names the templates make for this tenant that Kafka would refuse (the broker
+    answers INVALID_TOPIC_EXCEPTION, which would otherwise be retried forever)."""
+    k = cfg.kafka
+    named = {f"kafka.topic_template (entity {n})": k.topic_for(n, cfg.tenant) for n in cfg.entities}
+    named["kafka.watermark_topic"] = k.watermark_topic_name(cfg.tenant)
+    named["kafka.dead_letter_topic"] = k.dead_letter_topic_name(cfg.tenant)
+    return [
+        f"{where}: {name!r} (tenant {cfg.tenant!r}) is not a valid Kafka topic name: only "
+        "letters, digits, '.', '_' and '-', at most 249 characters"
+        for where, name in named.items()
+        if not _TOPIC_NAME.fullmatch(name) or name in (".", "..")
+    ]
+
+
 def wanted_topics(cfg: AppConfig) -> dict[str, tuple[int, dict[str, str]]]:
+    if problems := topic_name_problems(cfg):
+        raise ConfigError(problems)
     k = cfg.kafka
     topics = {
         cfg.kafka.topic_for(name, cfg.tenant): (k.topic_partitions, dict(k.topic_config))
@@ -36,12 +57,16 @@ def admin_client(kafka: KafkaConfig) -> AdminClient:
     return AdminClient(dict(kafka.client_options()), logger=KAFKA_LOGGER)
 
 
-def committed_consumer(kafka: KafkaConfig, group_id: str) -> Consumer:
+def committed_consumer(
+    kafka: KafkaConfig, group_id: str, extra: Mapping[str, object] | None = None
+) -> Consumer:
     """A consumer that sees only committed transactions and reports each partition's end;
-    it never commits offsets (readers assign partitions and start from the beginning)."""
+    it never commits offsets (readers assign partitions and start from the beginning).
+    `extra`: further librdkafka settings (e.g. a smaller prefetch queue)."""
     return Consumer(
         {
             **kafka.client_options(),
+            **(extra or {}),
             "group.id": group_id,
             "enable.auto.commit": False,
             "isolation.level": "read_committed",

@@ -6,18 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 
-# user:password@ after a scheme, up to the last '@' of the word (an unescaped '@' in a
-# password must not end the redaction early); the user name may be empty.
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)\S*@")
-# password=... in a URL query, a libpq DSN or an ODBC connection string.
-_PASSWORD_PARAM = re.compile(r"(?i)\b(password|passwd|pwd)=[^\s;&'\"]+")
+from poller.redaction import redact
 
-
-def redact(text: str) -> str:
-    """Last line of defence: hide a password in any URL or DSN that reaches a log line."""
-    return _PASSWORD_PARAM.sub(r"\1=***", _PASSWORD_IN_URL.sub(r"\1***@", text))
+__all__ = ["JsonFormatter", "TextFormatter", "redact", "setup_logging"]
 
 
 class _ContextFilter(logging.Filter):

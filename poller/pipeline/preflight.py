@@ -14,8 +14,8 @@ from confluent_kafka import KafkaException
 
 from poller.avro.schemas import EntitySchema, load_schema
 from poller.config import AppConfig
-from poller.errors import SchemaMismatchError, StartupError, TerminalError
-from poller.kafka.topics import admin_client
+from poller.errors import ConfigError, SchemaMismatchError, StartupError, TerminalError
+from poller.kafka.topics import admin_client, topic_name_problems
 from poller.source.query import EntityQuery
 from poller.source.reader import check_entity, make_engine
 
@@ -95,7 +95,8 @@ def check_all(cfg: AppConfig, timeout_s: float = 10.0) -> list[str]:
     """Everything that is wrong, for `poller check`."""
     engine = make_engine(cfg.source)
     try:
-        problems = [
+        problems = topic_name_problems(cfg)
+        problems += [
             p for p in (_kafka_problem(cfg, timeout_s), _database_problem(cfg, engine)) if p
         ]
         if not any(p.startswith("database") for p in problems):
@@ -108,6 +109,8 @@ def check_all(cfg: AppConfig, timeout_s: float = 10.0) -> list[str]:
 def preflight(cfg: AppConfig, engine: sa.Engine) -> None:
     """Before the first write: wait up to retry.startup_timeout_s for the database and Kafka,
     then check the mapping. Raises StartupError / SchemaMismatchError listing everything."""
+    if bad_topics := topic_name_problems(cfg):
+        raise ConfigError(bad_topics)
     timeout = cfg.retry.startup_timeout_s
     unreachable = [
         p
