@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import logging
 import zoneinfo
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -20,8 +20,9 @@ from poller.config import AppConfig, EntityConfig, Mode
 from poller.errors import BadRowError, BadValueError
 from poller.kafka.publisher import TransactionalPublisher, classify
 from poller.kafka.watermark import Watermark, check_forward, encode, key_bytes
+from poller.pipeline.wire import EntityWire
 from poller.source.deletes import deleted_matcher
-from poller.source.query import Position
+from poller.source.query import Position, RowLayout
 from poller.source.reader import Batch
 
 log = logging.getLogger(__name__)
@@ -74,12 +75,14 @@ class EntityStream:
     rows_total: int = 0
     caught_up: bool = False
     next_poll_at: float = 0.0
+    wire: EntityWire | None = None  # Confluent framing; None: single-object, JSON keys
     encoder: Callable[[Sequence[object]], bytes] = field(init=False)
     n_fields: int = field(init=False)
     is_deleted: Callable[[object], bool] | None = field(init=False)  # soft deletes configured
 
     def __post_init__(self) -> None:
-        self.encoder = build_encoder(self.schema, self.tz)
+        header = None if self.wire is None else self.wire.value_header
+        self.encoder = build_encoder(self.schema, self.tz, header)
         self.is_deleted = deleted_matcher(self.cfg.deletes) if self.cfg.deletes else None
         self.n_fields = len(self.schema.field_names)
         self.headers: list[tuple[str, str | bytes | None]] = [
@@ -88,12 +91,27 @@ class EntityStream:
             ("schema", self.schema.fingerprint_hex.encode()),
         ]
         self.key_prefix = "[" + json.dumps(self.tenant, ensure_ascii=False) + ","
+        self.layout = RowLayout(
+            self.n_fields,
+            len(self.cfg.tiebreak_columns),
+            0 if self.cfg.key_is_tiebreak else len(self.cfg.key_columns),
+            self.cfg.deletes is not None,
+        )
 
     def message_key(self, key: object) -> bytes:
+        """The key of the entity topic's message: the Avro key record (Confluent format), else
+        `json_key`. Either is deterministic, as compaction needs."""
+        if self.wire is not None:
+            return self.wire.encode_key(key)
+        return self.json_key(key)
+
+    def json_key(self, key: object) -> bytes:
         """`["<tenant>",<key>]` as compact JSON: unambiguous, stable for compaction."""
         if type(key) is int:
             return f"{self.key_prefix}{key}]".encode()
-        return (self.key_prefix + json.dumps(_jsonable(key), ensure_ascii=False) + "]").encode()
+        parts = key if isinstance(key, tuple) else (key,)  # a composite key: one item per column
+        body = ",".join(json.dumps(_jsonable(p), ensure_ascii=False) for p in parts)
+        return (self.key_prefix + body + "]").encode()
 
     def watermark(self, position: Position, rows_total: int) -> Watermark:
         return Watermark(
@@ -103,6 +121,7 @@ class EntityStream:
             position,
             rows_total,
             dt.datetime.now(dt.UTC),
+            columns=[self.cfg.batching.column, *self.cfg.tiebreak_columns],
         )
 
 
@@ -136,13 +155,17 @@ def publish_batch(
     n = stream.n_fields
     encode_row = stream.encoder
     produce, send = publisher.produce_fast, publisher.send
-    key_of = stream.message_key
+    # JSON keys of integers are formatted inline; Avro keys come from the generated encoder.
+    json_keys = stream.wire is None
+    key_of = stream.json_key if stream.wire is None else stream.wire.encode_key
     prefix = stream.key_prefix
     topic, headers, tz = stream.topic, stream.headers, stream.tz
     time_mode = stream.cfg.batching.mode is not Mode.ID
-    key_at = n + 1 if stream.cfg.key_is_tiebreak else n + 2
+    layout = stream.layout
+    key_at = layout.key_at
+    composite = layout.n_key > 1
     # The soft-delete column follows the key; such a row becomes a tombstone (null value).
-    deleted_at = key_at + 1 if stream.is_deleted is not None else None
+    deleted_at = layout.deleted_at if stream.is_deleted is not None else None
     is_deleted = stream.is_deleted or bool
     dead = 0
     rows = batch.rows
@@ -154,20 +177,19 @@ def publish_batch(
             try:
                 value = encode_row(row[:n])
             except BadValueError as exc:
-                key = row[key_at]
+                key = layout.message_key(row)
                 if stream.cfg.on_bad_row == "fail":
-                    prev = (
-                        stream.position if i == 0 else Position(rows[i - 1][n], rows[i - 1][n + 1])
-                    )
+                    prev = stream.position if i == 0 else layout.position(rows[i - 1])
                     if i:
                         _send_watermark(stream, prev, i, publisher, watermark_topic)
                     error = BadRowError(stream.tenant, stream.name, key, exc)
                     return BatchOutcome(i - dead, dead, prev, error)
-                send(dead_letter_topic, key_of(key), _dead_letter(stream, row, key, exc), headers)
+                dl_key = stream.json_key(key)
+                send(dead_letter_topic, dl_key, _dead_letter(stream, row, key, exc), headers)
                 dead += 1
                 continue
-        k = row[key_at]
-        kb = f"{prefix}{k}]".encode() if type(k) is int else key_of(k)
+        k = layout.message_key(row) if composite else row[key_at]
+        kb = f"{prefix}{k}]".encode() if json_keys and type(k) is int else key_of(k)
         ts = epoch_ms(row[n], tz) if time_mode else 0
         try:
             produce(topic, value, kb, headers=headers, timestamp=ts)
@@ -215,6 +237,7 @@ def make_streams(
     schemas: dict[str, EntitySchema],
     positions: dict[str, Watermark],
     start_positions: dict[str, Position],
+    wires: Mapping[str, EntityWire] | None = None,
 ) -> dict[str, EntityStream]:
     tz = zoneinfo.ZoneInfo(cfg.source.timezone)
     streams = {}
@@ -229,5 +252,6 @@ def make_streams(
             tz=tz,
             position=wm.position if wm else start_positions[name],
             rows_total=wm.rows_total if wm else 0,
+            wire=(wires or {}).get(name),
         )
     return streams

@@ -23,6 +23,14 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ColumnElement, FromClause, Select
 
 from poller.config import IDENTIFIER, EntityConfig, Mode, SourceConfig
+from poller.source.exact import (
+    CursorType,
+    cursor_bind,
+    cursor_bind_value,
+    cursor_select,
+    keyset_after,
+    tenant_filter,
+)
 
 # Statements of any number of columns (SQLAlchemy 2.1 types Select by its column types).
 AnySelect: TypeAlias = Select[*tuple[Any, ...]]
@@ -31,10 +39,6 @@ CURSOR_LABEL = "_wm_cursor"
 KEY_LABEL = "_wm_key"
 ROW_KEY_LABEL = "_row_key"
 DELETED_LABEL = "_deleted"
-
-# Dialects with a correct row-value comparison `(a, b) > (x, y)`. SQL Server has no row values;
-# Oracle has them only for equality, so both get the expanded OR form.
-_ROW_VALUE_DIALECTS = frozenset({"postgresql", "mysql", "mariadb", "sqlite"})
 
 # The database's current instant, as UTC (or time-zone aware). Naive local "now" functions are
 # avoided on purpose: they follow the server's or session's zone, which need not be the zone the
@@ -58,10 +62,47 @@ class Position:
     """
 
     cursor: object | None = None
-    key: object | None = None
+    key: object | None = None  # a tuple when the tie-breaker is a composite key
 
 
 BEGINNING = Position()
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """Where things sit in a batch row: the fields, the cursor, the tie-breaker column(s), the
+    message key column(s) when they are not the tie-breaker, the soft-delete column."""
+
+    n_fields: int
+    n_tiebreak: int
+    n_rowkey: int  # 0: the message key is the tie-breaker
+    has_deleted: bool = False
+
+    @property
+    def cursor_at(self) -> int:
+        return self.n_fields
+
+    @property
+    def key_at(self) -> int:
+        """First column of the message key."""
+        return self.n_fields + 1 + (self.n_tiebreak if self.n_rowkey else 0)
+
+    @property
+    def n_key(self) -> int:
+        return self.n_rowkey or self.n_tiebreak
+
+    @property
+    def deleted_at(self) -> int:
+        return self.n_fields + 1 + self.n_tiebreak + self.n_rowkey
+
+    def position(self, row: Sequence[object]) -> Position:
+        n, m = self.n_fields, self.n_tiebreak
+        return Position(row[n], row[n + 1] if m == 1 else tuple(row[n + 1 : n + 1 + m]))
+
+    def message_key(self, row: Sequence[object]) -> object:
+        """The row's key: a value, or a tuple for a composite key."""
+        at = self.key_at
+        return row[at] if self.n_key == 1 else tuple(row[at : at + self.n_key])
 
 
 def is_identifier(mapping: str) -> bool:
@@ -102,18 +143,33 @@ class EntityQuery:
         self.n_fields = len(self.field_names)
         self.src = self._from_clause()
         self.cursor_col = self.column(entity.batching.column)
-        self.key_col = self.column(entity.tiebreak)
-        self._same_column = entity.batching.column == entity.tiebreak
+        self.key_cols = [self.column(c) for c in entity.tiebreak_columns]
+        self.key_col = self.key_cols[0]
+        self._same_column = [entity.batching.column] == entity.tiebreak_columns
         self._tenant_col = (
             self.column(source.tenant_column) if source.tenant_column is not None else None
         )
+        self.cursor_type = CursorType()
+        self.layout = RowLayout(
+            self.n_fields,
+            len(self.key_cols),
+            0 if entity.key_is_tiebreak else len(entity.key_columns),
+            entity.deletes is not None,
+        )
         self._cache: dict[tuple[str, bool], AnySelect] = {}
+
+    def set_cursor_type(self, ctype: CursorType) -> None:
+        """What the reader found out about the cursor column; the statements follow it."""
+        if ctype != self.cursor_type:
+            self.cursor_type = ctype
+            self._cache.clear()
 
     # ------------------------------------------------------------------ building blocks
 
     def _referenced_columns(self) -> list[str]:
         names = [v for v in self.entity.fields.values() if is_identifier(v)]
-        names += [self.entity.batching.column, self.entity.tiebreak, self.entity.key]
+        names += [self.entity.batching.column, *self.entity.tiebreak_columns]
+        names += self.entity.key_columns
         if self.entity.deletes is not None:
             names.append(self.entity.deletes.column)
         if self.source.tenant_column is not None:
@@ -152,31 +208,48 @@ class EntityQuery:
     def _tenant_filter(self) -> list[ColumnElement[bool]]:
         if self._tenant_col is None:
             return []
-        return [self._tenant_col == sa.bindparam("tenant", self.tenant)]
+        return tenant_filter(self._tenant_col, self.tenant)
+
+    def _key_params(self) -> list[str]:
+        return ["wm_key" if i == 0 else f"wm_key{i}" for i in range(len(self.key_cols))]
 
     def _keyset(self, kind: str) -> list[ColumnElement[bool]]:
-        c, k = self.cursor_col, self.key_col
-        wm_c: sa.BindParameter[Any] = sa.bindparam("wm_cursor")
+        c = self.cursor_col
+        wm_c = cursor_bind(self.dialect.name, "wm_cursor", self.cursor_type)
         if kind == "none":
-            return []
+            return [c.is_not(None)]  # a NULL cursor never becomes a position
         if kind == "cursor" or self._same_column:
             return [c > wm_c]
-        wm_k: sa.BindParameter[Any] = sa.bindparam("wm_key")
-        # The leading `c >= :c` is implied by the rest but gives the optimizer a plain range on
-        # the cursor index: MariaDB 10.11 does not use a row-value comparison for index access
-        # (it read ~all of a tenant's index entries per batch), and an OR alone is often
-        # planned as a full scan. PostgreSQL uses both as index conditions.
-        if self.dialect.name in _ROW_VALUE_DIALECTS:
-            return [c >= wm_c, sa.tuple_(c, k) > sa.tuple_(wm_c, wm_k)]
-        return [c >= wm_c, sa.or_(c > wm_c, sa.and_(c == wm_c, k > wm_k))]
+        wm_k: list[ColumnElement[Any]] = [sa.bindparam(p) for p in self._key_params()]
+        return keyset_after(self.dialect.name, c, wm_c, self.key_cols, wm_k)
+
+    def _position_params(self, position: Position) -> tuple[str, dict[str, object]]:
+        """The keyset kind ("none", "cursor", "keyset") of a position and its parameters."""
+        if position.cursor is None:
+            return "none", {}
+        params: dict[str, object] = {"wm_cursor": self._bind_cursor(position.cursor)}
+        if position.key is None or self._same_column:
+            return "cursor", params
+        keys = position.key if len(self.key_cols) > 1 else (position.key,)
+        if not isinstance(keys, tuple) or len(keys) != len(self.key_cols):
+            raise ValueError(
+                f"stored key {position.key!r} does not fit the key column(s) "
+                f"{self.entity.tiebreak_columns}"
+            )
+        for name, value in zip(self._key_params(), keys, strict=True):
+            params[name] = self._bind_value(value)
+        return "keyset", params
 
     def batch_columns(self) -> list[ColumnElement[Any]]:
         """The fields in schema order, the cursor, the tie-breaker, the message key when it is
         not the tie-breaker, and the soft-delete column when the entity has one."""
         columns = [self.field_expression(f) for f in self.field_names]
-        columns += [self.cursor_col.label(CURSOR_LABEL), self.key_col.label(KEY_LABEL)]
+        cursor = cursor_select(self.dialect.name, self.cursor_col, self.cursor_type)
+        columns.append(cursor.label(CURSOR_LABEL))
+        columns += [k.label(f"{KEY_LABEL}{i or ''}") for i, k in enumerate(self.key_cols)]
         if not self.entity.key_is_tiebreak:  # the message key is a column of its own
-            columns.append(self.column(self.entity.key).label(ROW_KEY_LABEL))
+            for i, name in enumerate(self.entity.key_columns):
+                columns.append(self.column(name).label(f"{ROW_KEY_LABEL}{i or ''}"))
         if self.entity.deletes is not None:
             columns.append(self.column(self.entity.deletes.column).label(DELETED_LABEL))
         return columns
@@ -185,23 +258,23 @@ class EntityQuery:
         return self._tenant_filter()
 
     def after(self, position: Position) -> tuple[ColumnElement[bool] | None, dict[str, object]]:
-        """"This row comes after `position`" in the batches' keyset order, and its parameters
+        """ "This row comes after `position`" in the batches' keyset order, and its parameters
         (None: every row, for a position at the beginning)."""
         if position.cursor is None:
             return None, {}
-        params: dict[str, object] = {"wm_cursor": self._bind_value(position.cursor)}
-        kind = "cursor"
-        if position.key is not None and not self._same_column:
-            kind = "keyset"
-            params["wm_key"] = self._bind_value(position.key)
+        kind, params = self._position_params(position)
         return sa.and_(*self._keyset(kind)), params
 
     def _build(self, kind: str, bounded: bool) -> AnySelect:
         columns = self.batch_columns()
         where = self._tenant_filter() + self._keyset(kind)
         if bounded:
-            where.append(self.cursor_col <= sa.bindparam("upper"))
-        order = [self.cursor_col] if self._same_column else [self.cursor_col, self.key_col]
+            # Time modes: strictly before the horizon (a transaction still open may write rows
+            # stamped exactly at its start). id mode: every id up to a settled maximum.
+            upper = cursor_bind(self.dialect.name, "upper", self.cursor_type)
+            time_mode = self.entity.batching.mode is not Mode.ID
+            where.append(self.cursor_col < upper if time_mode else self.cursor_col <= upper)
+        order = [self.cursor_col] if self._same_column else [self.cursor_col, *self.key_cols]
         stmt = sa.select(*columns).select_from(self.src)
         if where:
             stmt = stmt.where(*where)
@@ -218,21 +291,12 @@ class EntityQuery:
         the database's now minus the settle delay, so rows of transactions still in flight are
         read in a later batch instead of being skipped.
         """
-        params: dict[str, object] = {}
+        kind, params = self._position_params(position)
         if self._tenant_col is not None:
             params["tenant"] = self.tenant
-        if position.cursor is None:
-            kind = "none"
-        elif position.key is None or self._same_column:
-            kind = "cursor"
-            params["wm_cursor"] = self._bind_value(position.cursor)
-        else:
-            kind = "keyset"
-            params["wm_cursor"] = self._bind_value(position.cursor)
-            params["wm_key"] = self._bind_value(position.key)
-        bounded = upper_bound is not None and self.entity.batching.mode is not Mode.ID
+        bounded = upper_bound is not None
         if bounded:
-            params["upper"] = self._bind_value(upper_bound)
+            params["upper"] = self._bind_cursor(upper_bound)
         stmt = self._cache.get((kind, bounded))
         if stmt is None:
             stmt = self._cache[(kind, bounded)] = self._build(kind, bounded)
@@ -246,6 +310,9 @@ class EntityQuery:
         if self.dialect.name == "sqlite" and isinstance(value, dt.datetime):
             return value.isoformat(sep=" ", timespec="microseconds")
         return value
+
+    def _bind_cursor(self, value: object) -> object:
+        return cursor_bind_value(self.dialect.name, self._bind_value(value), self.cursor_type)
 
     def now(self) -> AnySelect:
         """SELECT of the database's current instant: UTC (naive) or time-zone aware.

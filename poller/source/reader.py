@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import logging
 import math
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,9 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from poller.config import EntityConfig, Mode, SourceConfig
 from poller.errors import ConfigError, PollerError, SchemaMismatchError, SourceError
+from poller.source.exact import CursorType
+from poller.source.horizon import HorizonAccess, IdHorizon, oldest_open_start, open_transactions
+from poller.source.probe import cursor_type
 from poller.source.query import (
     BEGINNING,
     AnySelect,
@@ -37,6 +41,7 @@ from poller.source.query import (
     kind_text,
     split_table,
 )
+from poller.source.suggest import did_you_mean, query_columns
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +232,7 @@ class Batch:
     rows: list[Sequence[object]]  # fields in field_names order, then cursor, then tie-breaker
     last: Position | None  # position of the last row; None when empty
     db_now: object | None  # the database's now (naive, source.timezone) of the upper bound
+    holdback_s: float = 0.0  # how far open transactions held the upper bound back
 
 
 class SourceReader:
@@ -234,14 +240,22 @@ class SourceReader:
     one thread fetches at a time, which the run loop's prefetcher guarantees)."""
 
     def __init__(
-        self, engine: sa.Engine, query: EntityQuery, entity: EntityConfig, source: SourceConfig
+        self,
+        engine: sa.Engine,
+        query: EntityQuery,
+        entity: EntityConfig,
+        source: SourceConfig,
+        access: HorizonAccess | None = None,
     ) -> None:
         self._engine = engine
         self._query = query
         self._entity = entity
         self._source = source
         self._zone = ZoneInfo(source.timezone)
-        self._settle = dt.timedelta(seconds=entity.settle_delay_s)
+        self._access = access
+        self._family = "time" if entity.is_time_mode else "id"
+        self._ids = IdHorizon(engine.dialect.name)
+        self._prepared = False
         self._what = f"entity {query.name!r}"
         self._n = query.n_fields
         self._chunk = min(_CHUNK, entity.batch_size)
@@ -251,11 +265,23 @@ class SourceReader:
     def fetch(self, position: Position) -> Batch:
         """The next batch (at most batch_size rows) after `position`, in keyset order."""
         db_now: dt.datetime | None = None
+        holdback = 0.0
         with _connection(self._engine, self._what, self._source) as conn:
-            upper: dt.datetime | None = None
+            self._prepare(conn)
+            upper: object | None = None
             if self._entity.is_time_mode:
-                db_now = self._now(conn)
-                upper = db_now - self._settle
+                now_utc = self._now_utc(conn)
+                db_now = now_utc.astimezone(self._zone).replace(tzinfo=None)
+                upper, holdback = self._time_bound(conn, now_utc)
+            elif self.horizon_active:
+                max_id = conn.execute(self._query.max_cursor()).scalar()
+                opened = open_transactions(conn, self._engine.dialect.name)
+                conn.commit()  # the batch gets a fresh snapshot (MySQL: REPEATABLE READ)
+                clock = time.monotonic()
+                upper = self._ids.update(max_id, opened, clock)
+                holdback = self._ids.waiting_s(clock)
+                if upper is None:  # no id is known to be safe yet
+                    return Batch(rows=[], last=None, db_now=None, holdback_s=holdback)
             stmt, params = self._query.batch(position, upper)
             sql, values = self._driver_statement(stmt, params)
             dbapi_conn = conn.connection.dbapi_connection
@@ -269,8 +295,46 @@ class SourceReader:
                     f"{self._what}: the driver cannot convert a value of the batch after "
                     f"{position}: {exc}. Fix the row, or cast the column in a `query:`."
                 ) from exc
-        last = Position(rows[-1][self._n], rows[-1][self._n + 1]) if rows else None
-        return Batch(rows=rows, last=last, db_now=db_now)
+        last = self._query.layout.position(rows[-1]) if rows else None
+        return Batch(rows=rows, last=last, db_now=db_now, holdback_s=holdback)
+
+    @property
+    def horizon_active(self) -> bool:
+        """Whether open transactions bound the batches (probed once at start)."""
+        return self._access is not None and self._access.active(self._family)
+
+    def _prepare(self, conn: sa.Connection) -> None:
+        if not self._prepared:
+            self._query.set_cursor_type(cursor_type(conn, self._query, self._entity))
+            conn.rollback()
+            self._prepared = True
+
+    def cursor_type(self) -> CursorType:
+        """The cursor column's kind, zone-awareness and exact type (read once)."""
+        with _connection(self._engine, self._what, self._source) as conn:
+            self._prepare(conn)
+        return self._query.cursor_type
+
+    def _time_bound(self, conn: sa.Connection, now_utc: dt.datetime) -> tuple[object, float]:
+        """The exclusive upper bound of a time-mode batch, in the column's own terms (a date,
+        an instant, or wall-clock time in source.timezone), and the horizon's hold-back."""
+        bound = now_utc - dt.timedelta(seconds=self._entity.settle_s(self.horizon_active))
+        holdback = 0.0
+        if self.horizon_active:
+            oldest = oldest_open_start(conn, self._engine.dialect.name)
+            if oldest is not None and oldest < bound:
+                holdback = (bound - oldest).total_seconds()
+                bound = oldest
+        ctype = self._query.cursor_type
+        if ctype.kind == "date":  # a day is complete once all of it is behind the bound
+            return bound.astimezone(self._zone).date(), holdback
+        if ctype.aware:
+            return bound, holdback
+        return bound.astimezone(self._zone).replace(tzinfo=None), holdback
+
+    def _now_utc(self, conn: sa.Connection) -> dt.datetime:
+        value = conn.execute(self._query.now()).scalar_one()
+        return to_zone(value, ZoneInfo("UTC")).replace(tzinfo=dt.UTC)
 
     def _driver_statement(self, stmt: AnySelect, params: dict[str, object]) -> tuple[str, Any]:
         """SQL text and parameters in the driver's own paramstyle.
@@ -362,6 +426,7 @@ def check_entity(
                 return _cause(exc), "unknown"
 
         reflected: dict[str, str] = {}
+        existing: list[str] = []  # column names, for "did you mean" on a typo
         if entity.table is not None:
             schema, table = split_table(entity.table)
             try:
@@ -369,10 +434,12 @@ def check_entity(
             except sa_exc.NoSuchTableError:
                 return [f"{what}: table {entity.table!r} does not exist (or is not visible)"]
             reflected = {c["name"]: column_kind(c["type"]) for c in columns}
+            existing = list(reflected)
         else:
             error, _ = probe(sa.literal_column("*"))
             if error is not None:
                 return [f"{what}: the query fails: {error}"]
+            existing = query_columns(conn, query)
 
         def kind_of(column: str, probed: str) -> str:
             for name, kind in reflected.items():
@@ -385,7 +452,8 @@ def check_entity(
             error, kind = probe(query.field_expression(field))
             label = f"{what}: field {field!r} ({'column' if plain else 'expression'} {mapping!r})"
             if error is not None:
-                problems.append(f"{label}: {'not found' if plain else 'fails'}: {error}")
+                hint = did_you_mean(mapping, existing) if plain else ""
+                problems.append(f"{label}: {'not found' if plain else 'fails'}{hint}: {error}")
                 continue
             kind = kind_of(mapping, kind) if plain else kind
             avro = field_types.get(field)
@@ -393,7 +461,8 @@ def check_entity(
                 problems.append(f"{label}: a {kind_text(kind)} column cannot fill Avro {avro}")
 
         mode = entity.batching.mode
-        roles = [("batching.column", entity.batching.column), ("key", entity.key)]
+        roles = [("batching.column", entity.batching.column)]
+        roles += [("key", k) for k in entity.key_columns]
         if entity.batching.id_column is not None:
             roles.append(("batching.id_column", entity.batching.id_column))
         if query.source.tenant_column is not None:
@@ -403,7 +472,8 @@ def check_entity(
         for role, column in roles:
             error, kind = probe(query.column(column))
             if error is not None:
-                problems.append(f"{what}: {role} column {column!r} not found: {error}")
+                hint = did_you_mean(column, existing)
+                problems.append(f"{what}: {role} column {column!r} not found{hint}: {error}")
                 continue
             if role != "batching.column":
                 continue

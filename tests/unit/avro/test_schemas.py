@@ -143,9 +143,13 @@ def test_required_fields() -> None:
 
 def test_watermark_schema() -> None:
     es = load_schema("watermark")
-    assert es.field_names == (
+    assert es.field_names[:7] == (
         "tenant", "entity", "mode", "cursor", "key", "rows_total", "updated_at"
     )  # fmt: skip
+    # Fields added later are nullable with default null (FULL_TRANSITIVE evolution).
+    for f in es.raw["fields"][7:]:
+        assert f["type"][0] == "null" and f["default"] is None, f["name"]
+    assert {"position", "columns"} <= set(es.field_names[7:])
     fields = {f["name"]: f["type"] for f in es.raw["fields"]}
     typed = fields["cursor"][1]
     assert fields["cursor"][0] == "null" and fields["key"] == ["null", "TypedValue"]

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Dialect
 from poller.config import EntityConfig, SourceConfig
 from poller.errors import SchemaMismatchError, SourceError
 from poller.source.query import (
+    BEGINNING,
     AnySelect,
     EntityQuery,
     Position,
@@ -60,6 +61,13 @@ QUERY_ENTITY = EntityConfig(
     batching={"mode": "timestamp", "column": "updated_at"},
     batch_size=200,
 )
+COMPOSITE_ENTITY = EntityConfig(
+    table="receipt_lines",
+    fields={"order_id": "receipt_id"},
+    key=["receipt_id", "line_no"],
+    batching={"mode": "timestamp", "column": "updated_at"},
+    batch_size=100,
+)
 TENANT_SOURCE = SourceConfig(url="sqlite://", tenant_column="tenant_id")
 PLAIN_SOURCE = SourceConfig(url="sqlite://")
 FIELDS = ["order_id", "customer", "total", "missing"]
@@ -68,51 +76,55 @@ T1 = dt.datetime(2024, 6, 1)
 EVIL = "acme' OR '1'='1"
 
 EXPECTED: dict[str, dict[str, str]] = {
-    # timestamp+id, schema-qualified table, tenant column, full keyset, upper bound
+    # timestamp+id, schema-qualified table, tenant column (indexable = and exact form), full
+    # keyset, exclusive upper bound
     "ts_keyset_upper": {
         "postgresql": (
-            'SELECT sales.orders.id AS order_id, sales.orders."CustName" AS customer, amount '
-            "* 100 AS total, NULL AS missing, sales.orders.updated_at AS _wm_cursor, "
-            "sales.orders.id AS _wm_key FROM sales.orders WHERE sales.orders.tenant_id = "
-            "%(tenant)s AND sales.orders.updated_at >= %(wm_cursor)s AND "
-            "(sales.orders.updated_at, sales.orders.id) > (%(wm_cursor)s, %(wm_key)s) AND "
-            "sales.orders.updated_at <= %(upper)s ORDER BY sales.orders.updated_at, "
-            "sales.orders.id LIMIT %(param_1)s"
+            'SELECT sales.orders.id AS order_id, sales.orders."CustName" AS customer, amount * 100 '
+            "AS total, NULL AS missing, sales.orders.updated_at AS _wm_cursor, sales.orders.id AS "
+            "_wm_key FROM sales.orders WHERE sales.orders.tenant_id = %(tenant)s AND "
+            'CAST(sales.orders.tenant_id AS TEXT) COLLATE "C" = CAST(%(tenant)s AS TEXT) COLLATE '
+            '"C" AND sales.orders.updated_at >= %(wm_cursor)s AND (sales.orders.updated_at, '
+            "sales.orders.id) > (%(wm_cursor)s, %(wm_key)s) AND sales.orders.updated_at < %(upper)s"
+            " ORDER BY sales.orders.updated_at, sales.orders.id LIMIT %(param_1)s"
         ),
         "mysql": (
-            "SELECT sales.orders.id AS order_id, sales.orders.`CustName` AS customer, amount "
-            "* 100 AS total, NULL AS missing, sales.orders.updated_at AS _wm_cursor, "
-            "sales.orders.id AS _wm_key FROM sales.orders WHERE sales.orders.tenant_id = %s "
-            "AND sales.orders.updated_at >= %s AND (sales.orders.updated_at, sales.orders.id) "
-            "> (%s, %s) AND sales.orders.updated_at <= %s ORDER BY sales.orders.updated_at, "
-            "sales.orders.id LIMIT %s"
+            "SELECT sales.orders.id AS order_id, sales.orders.`CustName` AS customer, amount * 100 "
+            "AS total, NULL AS missing, sales.orders.updated_at AS _wm_cursor, sales.orders.id AS "
+            "_wm_key FROM sales.orders WHERE sales.orders.tenant_id = %s AND "
+            "CAST(CONVERT(sales.orders.tenant_id USING utf8mb4) AS BINARY) = CAST(CONVERT(%s USING "
+            "utf8mb4) AS BINARY) AND sales.orders.updated_at >= %s AND (sales.orders.updated_at, "
+            "sales.orders.id) > (%s, %s) AND sales.orders.updated_at < %s ORDER BY "
+            "sales.orders.updated_at, sales.orders.id LIMIT %s"
         ),
         "sqlite": (
-            'SELECT sales.orders.id AS order_id, sales.orders."CustName" AS customer, amount '
-            "* 100 AS total, NULL AS missing, sales.orders.updated_at AS _wm_cursor, "
-            "sales.orders.id AS _wm_key FROM sales.orders WHERE sales.orders.tenant_id = ? "
-            "AND sales.orders.updated_at >= ? AND (sales.orders.updated_at, sales.orders.id) "
-            "> (?, ?) AND sales.orders.updated_at <= ? ORDER BY sales.orders.updated_at, "
-            "sales.orders.id LIMIT ? OFFSET ?"
+            'SELECT sales.orders.id AS order_id, sales.orders."CustName" AS customer, amount * 100 '
+            "AS total, NULL AS missing, sales.orders.updated_at AS _wm_cursor, sales.orders.id AS "
+            "_wm_key FROM sales.orders WHERE sales.orders.tenant_id = ? AND "
+            "CAST(sales.orders.tenant_id AS BLOB) = CAST(? AS BLOB) AND sales.orders.updated_at >= "
+            "? AND (sales.orders.updated_at, sales.orders.id) > (?, ?) AND sales.orders.updated_at "
+            "< ? ORDER BY sales.orders.updated_at, sales.orders.id LIMIT ? OFFSET ?"
         ),
         "mssql": (
             "SELECT TOP __[POSTCOMPILE_param_1] sales.orders.id AS order_id, "
             "sales.orders.[CustName] AS customer, amount * 100 AS total, NULL AS missing, "
-            "sales.orders.updated_at AS _wm_cursor, sales.orders.id AS _wm_key FROM "
-            "sales.orders WHERE sales.orders.tenant_id = :tenant AND sales.orders.updated_at "
-            ">= :wm_cursor AND (sales.orders.updated_at > :wm_cursor OR "
-            "sales.orders.updated_at = :wm_cursor AND sales.orders.id > :wm_key) AND "
-            "sales.orders.updated_at <= :upper ORDER BY sales.orders.updated_at, "
-            "sales.orders.id"
+            "sales.orders.updated_at AS _wm_cursor, sales.orders.id AS _wm_key FROM sales.orders "
+            "WHERE sales.orders.tenant_id = :tenant AND CAST(CAST(sales.orders.tenant_id AS "
+            "NVARCHAR(4000)) AS VARBINARY(8000)) = CAST(CAST(:tenant AS NVARCHAR(4000)) AS "
+            "VARBINARY(8000)) AND sales.orders.updated_at >= :wm_cursor AND "
+            "(sales.orders.updated_at > :wm_cursor OR sales.orders.updated_at = :wm_cursor AND "
+            "sales.orders.id > :wm_key) AND sales.orders.updated_at < :upper ORDER BY "
+            "sales.orders.updated_at, sales.orders.id"
         ),
         "oracle": (
-            'SELECT sales.orders.id AS order_id, sales.orders."CustName" AS customer, amount '
-            '* 100 AS total, NULL AS missing, sales.orders.updated_at AS "_wm_cursor", '
-            'sales.orders.id AS "_wm_key" FROM sales.orders WHERE sales.orders.tenant_id = '
-            ":tenant AND sales.orders.updated_at >= :wm_cursor AND (sales.orders.updated_at > "
-            ":wm_cursor OR sales.orders.updated_at = :wm_cursor AND sales.orders.id > "
-            ":wm_key) AND sales.orders.updated_at <= :upper ORDER BY sales.orders.updated_at, "
-            "sales.orders.id FETCH FIRST __[POSTCOMPILE_param_1] ROWS ONLY"
+            'SELECT sales.orders.id AS order_id, sales.orders."CustName" AS customer, amount * 100 '
+            'AS total, NULL AS missing, sales.orders.updated_at AS "_wm_cursor", sales.orders.id AS'
+            ' "_wm_key" FROM sales.orders WHERE sales.orders.tenant_id = :tenant AND '
+            "NLSSORT(sales.orders.tenant_id, 'NLS_SORT=BINARY') = NLSSORT(:tenant, "
+            "'NLS_SORT=BINARY') AND sales.orders.updated_at >= :wm_cursor AND "
+            "(sales.orders.updated_at > :wm_cursor OR sales.orders.updated_at = :wm_cursor AND "
+            "sales.orders.id > :wm_key) AND sales.orders.updated_at < :upper ORDER BY "
+            "sales.orders.updated_at, sales.orders.id FETCH FIRST __[POSTCOMPILE_param_1] ROWS ONLY"
         ),
     },
     # id mode on the key (the cursor is the tie-breaker), no tenant column
@@ -124,18 +136,18 @@ EXPECTED: dict[str, dict[str, str]] = {
         ),
         "mysql": (
             "SELECT orders.id AS order_id, NULL AS customer, NULL AS total, NULL AS missing, "
-            "orders.id AS _wm_cursor, orders.id AS _wm_key FROM orders WHERE orders.id > %s "
-            "ORDER BY orders.id LIMIT %s"
+            "orders.id AS _wm_cursor, orders.id AS _wm_key FROM orders WHERE orders.id > %s ORDER "
+            "BY orders.id LIMIT %s"
         ),
         "sqlite": (
             "SELECT orders.id AS order_id, NULL AS customer, NULL AS total, NULL AS missing, "
-            "orders.id AS _wm_cursor, orders.id AS _wm_key FROM orders WHERE orders.id > ? "
-            "ORDER BY orders.id LIMIT ? OFFSET ?"
+            "orders.id AS _wm_cursor, orders.id AS _wm_key FROM orders WHERE orders.id > ? ORDER BY"
+            " orders.id LIMIT ? OFFSET ?"
         ),
         "mssql": (
-            "SELECT TOP __[POSTCOMPILE_param_1] orders.id AS order_id, NULL AS customer, NULL "
-            "AS total, NULL AS missing, orders.id AS _wm_cursor, orders.id AS _wm_key FROM "
-            "orders WHERE orders.id > :wm_cursor ORDER BY orders.id"
+            "SELECT TOP __[POSTCOMPILE_param_1] orders.id AS order_id, NULL AS customer, NULL AS "
+            "total, NULL AS missing, orders.id AS _wm_cursor, orders.id AS _wm_key FROM orders "
+            "WHERE orders.id > :wm_cursor ORDER BY orders.id"
         ),
         "oracle": (
             "SELECT orders.id AS order_id, NULL AS customer, NULL AS total, NULL AS missing, "
@@ -146,55 +158,147 @@ EXPECTED: dict[str, dict[str, str]] = {
     # timestamp mode over a `query:` with its own JOIN and WHERE, tenant column, keyset
     "query_keyset": {
         "postgresql": (
-            "SELECT src.id AS order_id, src.cname AS customer, NULL AS total, NULL AS "
-            "missing, src.updated_at AS _wm_cursor, src.id AS _wm_key FROM (SELECT o.id, "
-            "o.updated_at, o.tenant_id, c.name AS cname FROM orders o JOIN customers c ON "
-            "c.id = o.customer_id WHERE o.status <> 'draft' AND o.note <> 'a:b') AS src WHERE "
-            "src.tenant_id = %(tenant)s AND src.updated_at >= %(wm_cursor)s AND "
-            "(src.updated_at, src.id) > (%(wm_cursor)s, %(wm_key)s) ORDER BY src.updated_at, "
-            "src.id LIMIT %(param_1)s"
+            "SELECT src.id AS order_id, src.cname AS customer, NULL AS total, NULL AS missing, "
+            "src.updated_at AS _wm_cursor, src.id AS _wm_key FROM (SELECT o.id, o.updated_at, "
+            "o.tenant_id, c.name AS cname FROM orders o JOIN customers c ON c.id = o.customer_id "
+            "WHERE o.status <> 'draft' AND o.note <> 'a:b') AS src WHERE src.tenant_id = %(tenant)s"
+            ' AND CAST(src.tenant_id AS TEXT) COLLATE "C" = CAST(%(tenant)s AS TEXT) COLLATE "C" '
+            "AND src.updated_at >= %(wm_cursor)s AND (src.updated_at, src.id) > (%(wm_cursor)s, "
+            "%(wm_key)s) ORDER BY src.updated_at, src.id LIMIT %(param_1)s"
         ),
         "mysql": (
-            "SELECT src.id AS order_id, src.cname AS customer, NULL AS total, NULL AS "
-            "missing, src.updated_at AS _wm_cursor, src.id AS _wm_key FROM (SELECT o.id, "
-            "o.updated_at, o.tenant_id, c.name AS cname FROM orders o JOIN customers c ON "
-            "c.id = o.customer_id WHERE o.status <> 'draft' AND o.note <> 'a:b') AS src WHERE "
-            "src.tenant_id = %s AND src.updated_at >= %s AND (src.updated_at, src.id) > (%s, "
-            "%s) ORDER BY src.updated_at, src.id LIMIT %s"
+            "SELECT src.id AS order_id, src.cname AS customer, NULL AS total, NULL AS missing, "
+            "src.updated_at AS _wm_cursor, src.id AS _wm_key FROM (SELECT o.id, o.updated_at, "
+            "o.tenant_id, c.name AS cname FROM orders o JOIN customers c ON c.id = o.customer_id "
+            "WHERE o.status <> 'draft' AND o.note <> 'a:b') AS src WHERE src.tenant_id = %s AND "
+            "CAST(CONVERT(src.tenant_id USING utf8mb4) AS BINARY) = CAST(CONVERT(%s USING utf8mb4) "
+            "AS BINARY) AND src.updated_at >= %s AND (src.updated_at, src.id) > (%s, %s) ORDER BY "
+            "src.updated_at, src.id LIMIT %s"
         ),
         "sqlite": (
-            "SELECT src.id AS order_id, src.cname AS customer, NULL AS total, NULL AS "
-            "missing, src.updated_at AS _wm_cursor, src.id AS _wm_key FROM (SELECT o.id, "
-            "o.updated_at, o.tenant_id, c.name AS cname FROM orders o JOIN customers c ON "
-            "c.id = o.customer_id WHERE o.status <> 'draft' AND o.note <> 'a:b') AS src WHERE "
-            "src.tenant_id = ? AND src.updated_at >= ? AND (src.updated_at, src.id) > (?, ?) "
-            "ORDER BY src.updated_at, src.id LIMIT ? OFFSET ?"
+            "SELECT src.id AS order_id, src.cname AS customer, NULL AS total, NULL AS missing, "
+            "src.updated_at AS _wm_cursor, src.id AS _wm_key FROM (SELECT o.id, o.updated_at, "
+            "o.tenant_id, c.name AS cname FROM orders o JOIN customers c ON c.id = o.customer_id "
+            "WHERE o.status <> 'draft' AND o.note <> 'a:b') AS src WHERE src.tenant_id = ? AND "
+            "CAST(src.tenant_id AS BLOB) = CAST(? AS BLOB) AND src.updated_at >= ? AND "
+            "(src.updated_at, src.id) > (?, ?) ORDER BY src.updated_at, src.id LIMIT ? OFFSET ?"
         ),
         "mssql": (
-            "SELECT TOP __[POSTCOMPILE_param_1] src.id AS order_id, src.cname AS customer, "
-            "NULL AS total, NULL AS missing, src.updated_at AS _wm_cursor, src.id AS _wm_key "
-            "FROM (SELECT o.id, o.updated_at, o.tenant_id, c.name AS cname FROM orders o JOIN "
-            "customers c ON c.id = o.customer_id WHERE o.status <> 'draft' AND o.note <> "
-            "'a:b') AS src WHERE src.tenant_id = :tenant AND src.updated_at >= :wm_cursor AND "
-            "(src.updated_at > :wm_cursor OR src.updated_at = :wm_cursor AND src.id > "
-            ":wm_key) ORDER BY src.updated_at, src.id"
+            "SELECT TOP __[POSTCOMPILE_param_1] src.id AS order_id, src.cname AS customer, NULL AS "
+            "total, NULL AS missing, src.updated_at AS _wm_cursor, src.id AS _wm_key FROM (SELECT "
+            "o.id, o.updated_at, o.tenant_id, c.name AS cname FROM orders o JOIN customers c ON "
+            "c.id = o.customer_id WHERE o.status <> 'draft' AND o.note <> 'a:b') AS src WHERE "
+            "src.tenant_id = :tenant AND CAST(CAST(src.tenant_id AS NVARCHAR(4000)) AS "
+            "VARBINARY(8000)) = CAST(CAST(:tenant AS NVARCHAR(4000)) AS VARBINARY(8000)) AND "
+            "src.updated_at >= :wm_cursor AND (src.updated_at > :wm_cursor OR src.updated_at = "
+            ":wm_cursor AND src.id > :wm_key) ORDER BY src.updated_at, src.id"
         ),
         "oracle": (
-            "SELECT src.id AS order_id, src.cname AS customer, NULL AS total, NULL AS "
-            'missing, src.updated_at AS "_wm_cursor", src.id AS "_wm_key" FROM (SELECT o.id, '
-            "o.updated_at, o.tenant_id, c.name AS cname FROM orders o JOIN customers c ON "
-            "c.id = o.customer_id WHERE o.status <> 'draft' AND o.note <> 'a:b') src WHERE "
-            "src.tenant_id = :tenant AND src.updated_at >= :wm_cursor AND (src.updated_at > "
-            ":wm_cursor OR src.updated_at = :wm_cursor AND src.id > :wm_key) ORDER BY "
-            "src.updated_at, src.id FETCH FIRST __[POSTCOMPILE_param_1] ROWS ONLY"
+            "SELECT src.id AS order_id, src.cname AS customer, NULL AS total, NULL AS missing, "
+            'src.updated_at AS "_wm_cursor", src.id AS "_wm_key" FROM (SELECT o.id, o.updated_at, '
+            "o.tenant_id, c.name AS cname FROM orders o JOIN customers c ON c.id = o.customer_id "
+            "WHERE o.status <> 'draft' AND o.note <> 'a:b') src WHERE src.tenant_id = :tenant AND "
+            "NLSSORT(src.tenant_id, 'NLS_SORT=BINARY') = NLSSORT(:tenant, 'NLS_SORT=BINARY') AND "
+            "src.updated_at >= :wm_cursor AND (src.updated_at > :wm_cursor OR src.updated_at = "
+            ":wm_cursor AND src.id > :wm_key) ORDER BY src.updated_at, src.id FETCH FIRST "
+            "__[POSTCOMPILE_param_1] ROWS ONLY"
+        ),
+    },
+    # a composite key (receipt_id, line_no) as the tie-breaker: row values or nested ORs
+    "composite_keyset": {
+        "postgresql": (
+            "SELECT receipt_lines.receipt_id AS order_id, NULL AS customer, NULL AS total, NULL AS "
+            "missing, receipt_lines.updated_at AS _wm_cursor, receipt_lines.receipt_id AS _wm_key, "
+            "receipt_lines.line_no AS _wm_key1 FROM receipt_lines WHERE receipt_lines.tenant_id = "
+            '%(tenant)s AND CAST(receipt_lines.tenant_id AS TEXT) COLLATE "C" = CAST(%(tenant)s AS '
+            'TEXT) COLLATE "C" AND receipt_lines.updated_at >= %(wm_cursor)s AND '
+            "(receipt_lines.updated_at, receipt_lines.receipt_id, receipt_lines.line_no) > "
+            "(%(wm_cursor)s, %(wm_key)s, %(wm_key1)s) AND receipt_lines.updated_at < %(upper)s "
+            "ORDER BY receipt_lines.updated_at, receipt_lines.receipt_id, receipt_lines.line_no "
+            "LIMIT %(param_1)s"
+        ),
+        "mysql": (
+            "SELECT receipt_lines.receipt_id AS order_id, NULL AS customer, NULL AS total, NULL AS "
+            "missing, receipt_lines.updated_at AS _wm_cursor, receipt_lines.receipt_id AS _wm_key, "
+            "receipt_lines.line_no AS _wm_key1 FROM receipt_lines WHERE receipt_lines.tenant_id = "
+            "%s AND CAST(CONVERT(receipt_lines.tenant_id USING utf8mb4) AS BINARY) = "
+            "CAST(CONVERT(%s USING utf8mb4) AS BINARY) AND receipt_lines.updated_at >= %s AND "
+            "(receipt_lines.updated_at, receipt_lines.receipt_id, receipt_lines.line_no) > (%s, %s,"
+            " %s) AND receipt_lines.updated_at < %s ORDER BY receipt_lines.updated_at, "
+            "receipt_lines.receipt_id, receipt_lines.line_no LIMIT %s"
+        ),
+        "sqlite": (
+            "SELECT receipt_lines.receipt_id AS order_id, NULL AS customer, NULL AS total, NULL AS "
+            "missing, receipt_lines.updated_at AS _wm_cursor, receipt_lines.receipt_id AS _wm_key, "
+            "receipt_lines.line_no AS _wm_key1 FROM receipt_lines WHERE receipt_lines.tenant_id = ?"
+            " AND CAST(receipt_lines.tenant_id AS BLOB) = CAST(? AS BLOB) AND "
+            "receipt_lines.updated_at >= ? AND (receipt_lines.updated_at, receipt_lines.receipt_id,"
+            " receipt_lines.line_no) > (?, ?, ?) AND receipt_lines.updated_at < ? ORDER BY "
+            "receipt_lines.updated_at, receipt_lines.receipt_id, receipt_lines.line_no LIMIT ? "
+            "OFFSET ?"
+        ),
+        "mssql": (
+            "SELECT TOP __[POSTCOMPILE_param_1] receipt_lines.receipt_id AS order_id, NULL AS "
+            "customer, NULL AS total, NULL AS missing, receipt_lines.updated_at AS _wm_cursor, "
+            "receipt_lines.receipt_id AS _wm_key, receipt_lines.line_no AS _wm_key1 FROM "
+            "receipt_lines WHERE receipt_lines.tenant_id = :tenant AND "
+            "CAST(CAST(receipt_lines.tenant_id AS NVARCHAR(4000)) AS VARBINARY(8000)) = "
+            "CAST(CAST(:tenant AS NVARCHAR(4000)) AS VARBINARY(8000)) AND receipt_lines.updated_at "
+            ">= :wm_cursor AND (receipt_lines.updated_at > :wm_cursor OR receipt_lines.updated_at ="
+            " :wm_cursor AND (receipt_lines.receipt_id > :wm_key OR receipt_lines.receipt_id = "
+            ":wm_key AND receipt_lines.line_no > :wm_key1)) AND receipt_lines.updated_at < :upper "
+            "ORDER BY receipt_lines.updated_at, receipt_lines.receipt_id, receipt_lines.line_no"
+        ),
+        "oracle": (
+            "SELECT receipt_lines.receipt_id AS order_id, NULL AS customer, NULL AS total, NULL AS "
+            'missing, receipt_lines.updated_at AS "_wm_cursor", receipt_lines.receipt_id AS '
+            '"_wm_key", receipt_lines.line_no AS "_wm_key1" FROM receipt_lines WHERE '
+            "receipt_lines.tenant_id = :tenant AND NLSSORT(receipt_lines.tenant_id, "
+            "'NLS_SORT=BINARY') = NLSSORT(:tenant, 'NLS_SORT=BINARY') AND receipt_lines.updated_at "
+            ">= :wm_cursor AND (receipt_lines.updated_at > :wm_cursor OR receipt_lines.updated_at ="
+            " :wm_cursor AND (receipt_lines.receipt_id > :wm_key OR receipt_lines.receipt_id = "
+            ":wm_key AND receipt_lines.line_no > :wm_key1)) AND receipt_lines.updated_at < :upper "
+            "ORDER BY receipt_lines.updated_at, receipt_lines.receipt_id, receipt_lines.line_no "
+            "FETCH FIRST __[POSTCOMPILE_param_1] ROWS ONLY"
+        ),
+    },
+    # the first batch: a NULL cursor is never selected (it would become the position)
+    "id_from_beginning": {
+        "postgresql": (
+            "SELECT orders.id AS order_id, NULL AS customer, NULL AS total, NULL AS missing, "
+            "orders.id AS _wm_cursor, orders.id AS _wm_key FROM orders WHERE orders.id IS NOT NULL "
+            "ORDER BY orders.id LIMIT %(param_1)s"
+        ),
+        "mysql": (
+            "SELECT orders.id AS order_id, NULL AS customer, NULL AS total, NULL AS missing, "
+            "orders.id AS _wm_cursor, orders.id AS _wm_key FROM orders WHERE orders.id IS NOT NULL "
+            "ORDER BY orders.id LIMIT %s"
+        ),
+        "sqlite": (
+            "SELECT orders.id AS order_id, NULL AS customer, NULL AS total, NULL AS missing, "
+            "orders.id AS _wm_cursor, orders.id AS _wm_key FROM orders WHERE orders.id IS NOT NULL "
+            "ORDER BY orders.id LIMIT ? OFFSET ?"
+        ),
+        "mssql": (
+            "SELECT TOP __[POSTCOMPILE_param_1] orders.id AS order_id, NULL AS customer, NULL AS "
+            "total, NULL AS missing, orders.id AS _wm_cursor, orders.id AS _wm_key FROM orders "
+            "WHERE orders.id IS NOT NULL ORDER BY orders.id"
+        ),
+        "oracle": (
+            "SELECT orders.id AS order_id, NULL AS customer, NULL AS total, NULL AS missing, "
+            'orders.id AS "_wm_cursor", orders.id AS "_wm_key" FROM orders WHERE orders.id IS NOT '
+            "NULL ORDER BY orders.id FETCH FIRST __[POSTCOMPILE_param_1] ROWS ONLY"
         ),
     },
 }
+
 
 CASES: dict[str, tuple[EntityConfig, SourceConfig, Position, object]] = {
     "ts_keyset_upper": (TS_ENTITY, TENANT_SOURCE, Position(T0, 7), T1),
     "id_cursor": (ID_ENTITY, PLAIN_SOURCE, Position(41, 41), None),
     "query_keyset": (QUERY_ENTITY, TENANT_SOURCE, Position(T0, 7), None),
+    "composite_keyset": (COMPOSITE_ENTITY, TENANT_SOURCE, Position(T0, (5, 2)), T1),
+    "id_from_beginning": (ID_ENTITY, PLAIN_SOURCE, BEGINNING, None),
 }
 
 
@@ -225,10 +329,12 @@ def test_batch_parameters() -> None:
         "upper": T1,
     }
     assert q.batch(Position(), None)[1] == {"tenant": "acme"}
-    # id mode: the upper bound is meaningless and ignored; a key equal to the cursor is unused
-    stmt, params = query(ID_ENTITY, PLAIN_SOURCE, "postgresql").batch(Position(41, 41), T1)
-    assert params == {"wm_cursor": 41}
-    assert "upper" not in sql(stmt, DIALECTS["postgresql"])
+    # id mode: a key equal to the cursor is unused; the horizon's bound is inclusive
+    stmt, params = query(ID_ENTITY, PLAIN_SOURCE, "postgresql").batch(Position(41, 41), 90)
+    assert params == {"wm_cursor": 41, "upper": 90}
+    assert "orders.id <= %(upper)s" in sql(stmt, DIALECTS["postgresql"])
+    stmt, params = query(ID_ENTITY, PLAIN_SOURCE, "postgresql").batch(Position(41, 41), None)
+    assert params == {"wm_cursor": 41} and "upper" not in sql(stmt, DIALECTS["postgresql"])
 
 
 def test_from_the_beginning_has_no_keyset_clause() -> None:
@@ -236,7 +342,7 @@ def test_from_the_beginning_has_no_keyset_clause() -> None:
     assert sql(stmt, DIALECTS["postgresql"]) == (
         'SELECT sales.orders.id AS order_id, sales.orders."CustName" AS customer, amount '
         "* 100 AS total, NULL AS missing, sales.orders.updated_at AS _wm_cursor, "
-        "sales.orders.id AS _wm_key FROM sales.orders "
+        "sales.orders.id AS _wm_key FROM sales.orders WHERE sales.orders.updated_at IS NOT NULL "
         "ORDER BY sales.orders.updated_at, sales.orders.id LIMIT %(param_1)s"
     )
 
@@ -268,9 +374,8 @@ def test_now_and_max_cursor(dialect: str, now: str, max_cursor: str) -> None:
     q = query(TS_ENTITY, TENANT_SOURCE, dialect)
     assert sql(q.now(), DIALECTS[dialect]) == now
     expected = "SELECT max(sales.orders.updated_at) AS max_cursor FROM sales.orders WHERE "
-    assert (
-        sql(q.max_cursor(), DIALECTS[dialect])
-        == expected + f"sales.orders.tenant_id = {max_cursor}"
+    assert sql(q.max_cursor(), DIALECTS[dialect]).startswith(
+        expected + f"sales.orders.tenant_id = {max_cursor} AND "
     )
 
 
