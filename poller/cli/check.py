@@ -21,6 +21,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     problems = check_all(cfg)
     for p in problems:
         print(f"problem: {p}")
+    if not any(p.startswith("database") for p in problems):
+        from poller.errors import PollerError
+        from poller.pipeline.guards import horizon_warnings
+
+        try:
+            for w in horizon_warnings(cfg):
+                print(f"warning: {w}")
+        except PollerError as exc:
+            print(f"warning: horizon not checked: {exc}")
     if problems:
         print(f"{len(problems)} problem(s) found", file=sys.stderr)
         return 2

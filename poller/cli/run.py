@@ -37,6 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     metrics, health = Metrics(), Health()
     poller = Poller(cfg, metrics, health, stop)
+    poller.config_path = args.config
     if cfg.metrics.enabled:
         from poller.ops.probes import probes
 

@@ -102,6 +102,25 @@ def null_cursor_problems(
     ]
 
 
+def entity_null_problems(engine: sa.Engine, query: EntityQuery, ent: EntityConfig) -> list[str]:
+    what = f"entity {query.name!r}"
+    with source_connection(engine, what, query.source) as conn:
+        return null_cursor_problems(conn, query, ent, what)
+
+
+def horizon_warnings(cfg: AppConfig) -> list[str]:
+    """For `poller check`: what the transaction horizon lacks on this database, if anything."""
+    from poller.source.reader import make_engine
+
+    engine = make_engine(cfg.source)
+    try:
+        return probe_horizon(
+            engine, HorizonAccess(cfg.source.horizon, engine.dialect.name), cfg.source
+        )
+    finally:
+        engine.dispose()
+
+
 def count_skipped(engine: sa.Engine, query: EntityQuery) -> int:
     with source_connection(engine, f"entity {query.name!r}", query.source) as conn:
         return count_null_cursors(conn, query)

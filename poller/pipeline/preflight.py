@@ -16,6 +16,7 @@ from poller.avro.schemas import EntitySchema, load_schema
 from poller.config import AppConfig
 from poller.errors import ConfigError, SchemaMismatchError, StartupError, TerminalError
 from poller.kafka.topics import admin_client, topic_name_problems
+from poller.pipeline.guards import entity_null_problems
 from poller.source.query import EntityQuery
 from poller.source.reader import check_entity, make_engine
 
@@ -85,7 +86,8 @@ def mapping_problems(cfg: AppConfig, engine: sa.Engine) -> list[str]:
             ent, cfg.source, cfg.tenant, schema.field_names, engine.dialect, name=name
         )
         try:
-            problems.extend(check_entity(engine, query, ent, field_types(schema)))
+            found = check_entity(engine, query, ent, field_types(schema))
+            problems.extend(found or entity_null_problems(engine, query, ent))
         except TerminalError as exc:  # a lost connection (SourceError) is retried instead
             problems.append(f"{name}: {exc}")
     return problems

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,13 +18,12 @@ from zoneinfo import ZoneInfo
 
 import pymysql.cursors
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from poller.config import EntityConfig, Mode, SourceConfig
 from poller.errors import ConfigError, PollerError, SchemaMismatchError, SourceError
+from poller.source import engine as _engine
 from poller.source.exact import CursorType
 from poller.source.horizon import HorizonAccess, IdHorizon, oldest_open_start, open_transactions
 from poller.source.probe import cursor_type
@@ -45,87 +43,12 @@ from poller.source.suggest import did_you_mean, query_columns
 
 log = logging.getLogger(__name__)
 
+make_engine = _engine.make_engine  # it lived here first; callers import it from this module
+
+
 # Rows per fetchmany(): large enough that the per-call overhead vanishes, small enough that a
 # server-side cursor round trip stays short.
 _CHUNK = 5_000
-
-# ------------------------------------------------------------------------------ engine
-
-
-def make_engine(source: SourceConfig) -> sa.Engine:
-    """An engine whose connections are read-only, time-limited and in `source.timezone`.
-
-    Settings are made once per connection (connect arguments or a connect hook), not per batch,
-    so a batch costs no extra round trips. The password is never logged: SQLAlchemy renders URLs
-    with the password hidden, and `echo` stays off.
-    """
-    url = make_url(source.url)
-    backend = url.get_backend_name()
-    timeout_ms = max(1, int(source.statement_timeout_s * 1000))
-    connect_args: dict[str, Any] = {}
-    if backend == "postgresql":
-        # libpq startup options; the server applies them before the first statement.
-        options = (
-            f"-c statement_timeout={timeout_ms} -c default_transaction_read_only=on "
-            f"-c TimeZone={source.timezone}"
-        )
-        user_options = url.query.get("options")
-        if isinstance(user_options, str):
-            options = f"{user_options} {options}"
-        connect_args = {
-            "connect_timeout": max(2, math.ceil(source.connect_timeout_s)),  # libpq minimum 2 s
-            "options": options,
-            "application_name": url.query.get("application_name", "poller"),
-            # Detects a silently dead peer (firewall, failover) in ~1 min instead of hours.
-            "keepalives": 1,
-            "keepalives_idle": 30,
-            "keepalives_interval": 10,
-            "keepalives_count": 3,
-        }
-    elif backend in ("mysql", "mariadb"):
-        connect_args = {
-            "connect_timeout": source.connect_timeout_s,
-            # The server ends a slow statement itself; the socket timeouts only catch a dead peer.
-            "read_timeout": source.statement_timeout_s + 30,
-            "write_timeout": source.statement_timeout_s + 30,
-        }
-    elif backend == "sqlite":
-        connect_args = {"timeout": source.connect_timeout_s}
-    elif backend == "mssql":
-        connect_args = {"timeout": max(1, math.ceil(source.connect_timeout_s))}  # login timeout
-    elif backend == "oracle":
-        connect_args = {"tcp_connect_timeout": source.connect_timeout_s}
-    engine = sa.create_engine(url, pool_pre_ping=True, pool_recycle=1800, connect_args=connect_args)
-    event.listen(engine, "connect", _session_setup(backend, source, timeout_ms))
-    return engine
-
-
-def _session_setup(backend: str, source: SourceConfig, timeout_ms: int) -> Any:
-    def on_connect(dbapi_conn: Any, _record: Any) -> None:
-        if backend in ("mysql", "mariadb"):
-            mariadb = "mariadb" in str(dbapi_conn.get_server_info()).lower()
-            with contextlib.closing(dbapi_conn.cursor()) as cur:
-                cur.execute("SET SESSION TRANSACTION READ ONLY")
-                if mariadb:
-                    cur.execute("SET SESSION max_statement_time = %s", (timeout_ms / 1000,))
-                else:
-                    cur.execute("SET SESSION max_execution_time = %s", (timeout_ms,))
-                zone = "+00:00" if source.timezone in ("UTC", "Etc/UTC") else source.timezone
-                try:
-                    # Only TIMESTAMP columns depend on it (DATETIME is zone-less).
-                    cur.execute("SET SESSION time_zone = %s", (zone,))
-                except Exception as exc:  # named zones need the server's tz tables loaded
-                    log.warning("cannot set MySQL session time_zone to %s: %s", zone, exc)
-        elif backend == "sqlite":
-            with contextlib.closing(dbapi_conn.cursor()) as cur:
-                cur.execute("PRAGMA query_only = ON")
-        elif backend == "mssql":
-            dbapi_conn.timeout = max(1, timeout_ms // 1000)  # pyodbc query timeout, seconds
-        elif backend == "oracle":
-            dbapi_conn.call_timeout = timeout_ms
-
-    return on_connect
-
 
 # ------------------------------------------------------------------------------ errors
 
