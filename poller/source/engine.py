@@ -91,7 +91,7 @@ def _session_setup(backend: str, source: SourceConfig, timeout_ms: int) -> Any:
                         [
                             f"source.timezone: the MySQL server cannot set time_zone to "
                             f"{zone!r} ({exc.args[-1]}); load its time zone tables "
-                            "(mysql_tzinfo_to_sql) or give the zone as an offset like +03:00"
+                            "(mysql_tzinfo_to_sql /usr/share/zoneinfo | mysql mysql)"
                         ]
                     ) from exc
         elif backend == "sqlite":

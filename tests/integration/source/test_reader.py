@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from poller.config import EntityConfig, SourceConfig
-from poller.errors import SchemaMismatchError, SourceError
+from poller.errors import ConfigError, SchemaMismatchError, SourceError
 from poller.source.query import BEGINNING, EntityQuery, Position
 from poller.source.reader import Batch, SourceReader, check_entity, make_engine
 
@@ -210,8 +210,14 @@ def test_upper_bound_excludes_rows_inside_the_settle_delay(
     assert ids(read_all(make_reader(entity(settle_delay_s=0)))) == [1, 2, 3]
 
 
-def test_db_now_is_in_the_source_time_zone(make_reader: Reader) -> None:
+def test_db_now_is_in_the_source_time_zone(make_reader: Reader, db_url: str) -> None:
     utc = make_reader(entity()).db_now()
+    if db_url.startswith("mysql"):
+        # This MariaDB has no time zone tables: a named zone cannot be set, and reading
+        # TIMESTAMP columns in the wrong zone would shift every cursor, so that is fatal.
+        with pytest.raises(ConfigError, match=r"source.timezone: .*'Asia/Tokyo'"):
+            make_reader(entity(), timezone="Asia/Tokyo").db_now()
+        return
     tokyo = make_reader(entity(), timezone="Asia/Tokyo").db_now()
     assert isinstance(utc, dt.datetime) and isinstance(tokyo, dt.datetime)
     assert abs((tokyo - utc) - dt.timedelta(hours=9)) < dt.timedelta(seconds=30)
