@@ -41,7 +41,13 @@ class Child:
             env=env,
             start_new_session=True,  # terminal signals reach the worker only; it stops them
         )
-        log.info("tenant %s: started (pid %d)", tenant, self.proc.pid, extra={"tenant": tenant})
+        log.info(
+            "tenant %s: started (pid %d, metrics on 127.0.0.1:%d)",
+            tenant,
+            self.proc.pid,
+            port,
+            extra={"tenant": tenant},
+        )
 
     @property
     def pid(self) -> int:

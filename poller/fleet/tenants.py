@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,10 +168,11 @@ class Owner:
 def owners(cfg: WorkerConfig, timeout_s: float = 15.0) -> dict[int, Owner]:
     """Which worker owns each partition of the tenants topic, from the group's description."""
     topic = cfg.tenants_topic_name()
-    future = _admin(cfg).describe_consumer_groups([cfg.group], request_timeout=timeout_s)[cfg.group]
+    admin = _admin(cfg)  # must outlive the future: a destroyed client never answers
+    future = admin.describe_consumer_groups([cfg.group], request_timeout=timeout_s)[cfg.group]
     try:
-        desc = future.result()
-    except KafkaException as exc:
+        desc = future.result(timeout=timeout_s + 5)
+    except (KafkaException, TimeoutError) as exc:
         raise BrokerUnavailableError(f"describing group {cfg.group} failed: {exc}") from exc
     out: dict[int, Owner] = {}
     for m in desc.members:
@@ -181,7 +181,3 @@ def owners(cfg: WorkerConfig, timeout_s: float = 15.0) -> dict[int, Owner]:
             if tp.topic == topic:
                 out[tp.partition] = owner
     return out
-
-
-def new_client_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"

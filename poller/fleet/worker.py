@@ -107,14 +107,20 @@ class Worker:
         self._release(consumer, parts, lost=False)
 
     def _on_lost(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
-        log.warning("lost partitions %s: the group moved on without this worker", parts)
         self._release(consumer, parts, lost=True)
 
     def _release(self, consumer: Consumer, parts: list[TopicPartition], lost: bool) -> None:
         mine = {tp.partition for tp in parts if tp.topic == self.topic}
         if mine:
             self.metrics.rebalances.labels(self.name, "lost" if lost else "revoked").inc()
-            log.info("%s partitions %s", "lost" if lost else "revoked", sorted(mine))
+            if lost:
+                log.warning(
+                    "lost partitions %s: the group moved on without this worker (their "
+                    "tenants may already run elsewhere, which fenced them here)",
+                    sorted(mine),
+                )
+            else:
+                log.info("revoked partitions %s", sorted(mine))
         self.sup.release(mine, lost=lost)
         for p in mine:
             self.partitions.pop(p, None)
