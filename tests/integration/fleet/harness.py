@@ -131,8 +131,13 @@ class WorkerProc:
 
     def tenants_up(self) -> set[str]:
         """Tenants whose process runs here and has fenced any older writer."""
-        return set(re.findall(r'^poller_worker_tenant_up\{tenant="([^"]+)",[^}]*\} 1\.0$',
-                              self.metrics(), re.MULTILINE))
+        return set(
+            re.findall(
+                r'^poller_worker_tenant_up\{tenant="([^"]+)",[^}]*\} 1\.0$',
+                self.metrics(),
+                re.MULTILINE,
+            )
+        )
 
     def close(self) -> None:
         for p in self.family():  # SIGKILL, the tenants' processes too (stopped ones first)
@@ -226,7 +231,8 @@ class Fleet:
         self.password = url.password or ""
         # What a tenant's configuration stores: the password as a reference.
         self.source_url = (
-            url.set(password="PASSWORD").render_as_string(hide_password=False)
+            url.set(password="PASSWORD")
+            .render_as_string(hide_password=False)
             .replace("PASSWORD", "${" + PASSWORD_ENV + "}")
         )
         self.workers: list[WorkerProc] = []
@@ -269,8 +275,11 @@ class Fleet:
                 "customers": {
                     "table": "customers",
                     "key": "id",
-                    "fields": {"local_id": "id", "full_name": "full_name",
-                               "updated_at": "updated_at"},
+                    "fields": {
+                        "local_id": "id",
+                        "full_name": "full_name",
+                        "updated_at": "updated_at",
+                    },
                     "batching": {"mode": "id", "column": "id"},
                     "batch_size": 50,
                     "poll_interval_s": 0.5,
@@ -369,18 +378,26 @@ class Fleet:
             have = self.stored_rows()
             return all(have.get(t) == n for t, n in want.items())
 
-        wait_for(done, timeout, f"every tenant's watermark to reach its rows {want}",
-                 self.workers, interval=1.0)
+        wait_for(
+            done,
+            timeout,
+            f"every tenant's watermark to reach its rows {want}",
+            self.workers,
+            interval=1.0,
+        )
 
     def aborted_messages(self, tenant: str) -> int:
         """Messages in the tenant's topic that no read_committed consumer sees (aborted)."""
-        everything = read_committed(self.bootstrap, self.topic(tenant), isolation="read_uncommitted")
+        everything = read_committed(
+            self.bootstrap, self.topic(tenant), isolation="read_uncommitted"
+        )
         return len(everything) - len(read_committed(self.bootstrap, self.topic(tenant)))
 
     def verify_exactly_once(self, tenant: str) -> int:
         expected = self.source_rows(tenant)
-        delivery = decode_topic(read_committed(self.bootstrap, self.topic(tenant)), tenant,
-                                "customers")
+        delivery = decode_topic(
+            read_committed(self.bootstrap, self.topic(tenant)), tenant, "customers"
+        )
         problems = compare(delivery, expected)
         assert not problems, (
             f"tenant {tenant}: {delivery.count} messages for {len(expected)} rows:\n  "

@@ -83,7 +83,9 @@ def test_frozen_worker_is_fenced_and_commits_nothing(fleet: Fleet) -> None:
     frozen.signal_all(signal.SIGSTOP)
     stopped_at = time.monotonic()
     fleet.wait_all_running(tenants, timeout=90, workers=[other])
-    print(f"\nSIGSTOP {frozen.label}: {moved} taken over after {time.monotonic() - stopped_at:.1f}s")
+    print(
+        f"\nSIGSTOP {frozen.label}: {moved} taken over after {time.monotonic() - stopped_at:.1f}s"
+    )
 
     # Every moved tenant's new process has run init_transactions, so the old ones are fenced.
     # Wake the old tenant processes first, their worker later: they find new rows, try to
@@ -96,15 +98,22 @@ def test_frozen_worker_is_fenced_and_commits_nothing(fleet: Fleet) -> None:
 
     wait_for(old_ended, 60, "the frozen worker's old tenant processes to end", fleet.workers)
     family[0].send_signal(signal.SIGCONT)
-    wait_for(lambda: frozen.events(r"lost partitions"), 60, "the woken worker to see its loss",
-             fleet.workers)
+    wait_for(
+        lambda: frozen.events(r"lost partitions"),
+        60,
+        "the woken worker to see its loss",
+        fleet.workers,
+    )
 
     def fenced_exits() -> dict[str, str] | None:
-        found = {t: m.group(0) for t in moved for _at, m in frozen.events(rf"tenant {t}: .*exited 3.*")}
+        found = {
+            t: m.group(0) for t in moved for _at, m in frozen.events(rf"tenant {t}: .*exited 3.*")
+        }
         return found if len(found) == len(moved) else None
 
-    exits = wait_for(fenced_exits, 60, "each old tenant process to have exited fenced (3)",
-                     fleet.workers)
+    exits = wait_for(
+        fenced_exits, 60, "each old tenant process to have exited fenced (3)", fleet.workers
+    )
     print("the frozen worker's tenant processes after waking up:\n  " + "\n  ".join(exits.values()))
     # Whatever they wrote after waking up was aborted; read_committed sees each row once.
     time.sleep(2)
