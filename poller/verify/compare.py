@@ -14,13 +14,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from poller.errors import BadValueError, TerminalError
 from poller.pipeline.stream import EntityStream
 from poller.verify.keys import digest
 from poller.verify.source_side import VerifySource
-from poller.verify.topic_side import TopicRecord, TopicSnapshot
+from poller.verify.topic_side import RawRecord, TopicSnapshot, key_of_text, key_text
 
 # Kinds of difference.
 MISSING = "missing"  # a source row (published as of the watermark) the topic does not have
@@ -32,12 +31,10 @@ KINDS = (MISSING, EXTRA, DIFFERENT)
 _ROW, _DELETED, _PENDING, _BAD = 0, 1, 2, 3
 
 
-@dataclass(frozen=True)
-class SourceItem:
-    sort_key: object  # the integer key, or the message key's bytes
-    key: object
-    state: int
-    value_digest: bytes | None
+# A source item: (sort key: the integer key or the message key's bytes, key, state, digest).
+SourceItem = tuple[object, object, int, bytes | None]
+# A topic record as spilled (RawRecord): the integer key (integer mode) or the raw key (bytes
+# mode) is its sort key.
 
 
 @dataclass
@@ -100,18 +97,18 @@ class Merge:
         c.source_rows += 1
         if row[-1]:
             c.pending += 1
-            return SourceItem(sort_key, key, _PENDING, None)
+            return (sort_key, key, _PENDING, None)
         is_deleted = self.stream.is_deleted
         if is_deleted is not None and is_deleted(row[source.layout.deleted_at]):
             c.deleted += 1
-            return SourceItem(sort_key, key, _DELETED, None)
+            return (sort_key, key, _DELETED, None)
         c.compared += 1
         try:
             value = self.stream.encoder(row[: source.n_fields])
         except BadValueError:
             c.bad += 1
-            return SourceItem(sort_key, key, _BAD, b"")
-        return SourceItem(sort_key, key, _ROW, digest(value))
+            return (sort_key, key, _BAD, b"")
+        return (sort_key, key, _ROW, digest(value))
 
     def _ordered(
         self,
@@ -121,17 +118,19 @@ class Merge:
         progress: Callable[[int], None],
     ) -> Iterator[SourceItem]:
         last: int | None = None
+        key_at = source.layout.key_at
+        item = self._item
         page: Sequence[Sequence[object]] = first
         while page:
             for row in page:
-                key = source.key(row)
+                key = row[key_at]
                 if type(key) is not int or (last is not None and key <= last):
                     raise TerminalError(
                         f"entity {self.stream.name!r}: source key {key!r} after {last!r}: the key "
                         "column is not a unique integer, so the source cannot be merged by key"
                     )
                 last = key
-                yield self._item(source, row, key)
+                yield item(source, row, key)
             progress(len(page))
             page = next(pages, [])
 
@@ -149,14 +148,14 @@ class Merge:
         while page:
             batch = []
             for row in page:
-                item = self._item(source, row, None)
-                batch.append((key_of(item.key), str(item.key), item.state, item.value_digest))
+                _, key, state, value_digest = self._item(source, row, None)
+                batch.append((key_of(key), key_text(key), state, value_digest))
             try:
                 spill.executemany("INSERT INTO s VALUES (?, ?, ?, ?)", batch)
             except sqlite3.IntegrityError as exc:
                 raise TerminalError(
                     f"entity {self.stream.name!r}: two source rows have the same message key; "
-                    f"the key column {source.entity.key!r} is not unique"
+                    f"the key column(s) {', '.join(source.entity.key_columns)} are not unique"
                 ) from exc
             progress(len(page))
             page = next(pages, [])
@@ -164,7 +163,7 @@ class Merge:
         cur = spill.execute("SELECT rk, k, st, d FROM s ORDER BY rk")
         while chunk := cur.fetchmany(5_000):
             for rk, k, st, d in chunk:
-                yield SourceItem(rk, k, st, d)
+                yield (rk, key_of_text(k), st, d)
 
     def run(
         self,
@@ -178,66 +177,66 @@ class Merge:
         c.topic_messages = topic.messages
         mode, items = self.source_items(source, spill, progress)
         if mode == "int":
-            self._merge(items, topic.by_int_key(), lambda r: r.key)
+            self._merge(items, topic.by_int_key(), 1)
             for rec in topic.non_int_keys():  # no integer source key can match these
-                if rec.value_digest is not None:
-                    self._diff(EXTRA, rec.key, rec)
+                if rec[2] is not None:
+                    self._diff(EXTRA, rec)
         else:
-            self._merge(items, topic.by_raw_key(), lambda r: r.raw_key)
+            self._merge(items, topic.by_raw_key(), 0)
 
-    def _merge(
-        self,
-        items: Iterator[SourceItem],
-        records: Iterator[TopicRecord],
-        sort_key: Callable[[TopicRecord], object],
-    ) -> None:
+    def _merge(self, items: Iterator[SourceItem], records: Iterator[RawRecord], at: int) -> None:
+        """The sort-merge; `at`: where a record's sort key sits. The common case (equal) is
+        counted inline: this loop runs once per row."""
+        c = self.counts
         s = next(items, None)
         t = next(records, None)
-        while s is not None or t is not None:
-            if t is None or (s is not None and _lt(s.sort_key, sort_key(t))):
-                assert s is not None
+        while s is not None and t is not None:
+            a, b = s[0], t[at]
+            if a < b:  # type: ignore[operator]  # both ints, or both bytes
                 self._source_only(s)
                 s = next(items, None)
-            elif s is None or _lt(sort_key(t), s.sort_key):
-                if t.value_digest is not None:
-                    self._diff(EXTRA, t.key, t)
+            elif b < a:  # type: ignore[operator]
+                if t[2] is not None:
+                    self._diff(EXTRA, t)
                 t = next(records, None)
             else:
-                self._both(s, t)
+                if s[2] == _ROW and s[3] == t[2]:
+                    c.equal += 1
+                else:
+                    self._both(s, t)
                 s, t = next(items, None), next(records, None)
+        while s is not None:
+            self._source_only(s)
+            s = next(items, None)
+        while t is not None:
+            if t[2] is not None:
+                self._diff(EXTRA, t)
+            t = next(records, None)
 
     def _source_only(self, s: SourceItem) -> None:
-        if s.state in (_ROW, _BAD):
-            raw = s.sort_key if isinstance(s.sort_key, bytes) else self.stream.message_key(s.key)
-            self._diff(MISSING, s.key, None, raw)
+        sort_key, key, state, _ = s
+        if state in (_ROW, _BAD):
+            raw = sort_key if isinstance(sort_key, bytes) else self.stream.message_key(key)
+            self._report(MISSING, key, raw, None)
 
-    def _both(self, s: SourceItem, t: TopicRecord) -> None:
-        if s.state == _PENDING:
+    def _both(self, s: SourceItem, t: RawRecord) -> None:
+        _, key, state, value_digest = s
+        if state == _PENDING:
             return
-        if t.value_digest is None:  # tombstoned in the topic
-            if s.state in (_ROW, _BAD):
-                self._diff(MISSING, s.key, t)
-            return
-        if s.state == _DELETED:
-            self._diff(EXTRA, s.key, t)
-        elif s.value_digest == t.value_digest:
+        if t[2] is None:  # tombstoned in the topic
+            if state in (_ROW, _BAD):
+                self._report(MISSING, key, t[0], t)
+        elif state == _DELETED:
+            self._report(EXTRA, key, t[0], t)
+        elif value_digest != t[2]:
+            self._report(DIFFERENT, key, t[0], t)
+        else:  # pragma: no cover - the merge counts equal rows itself
             self.counts.equal += 1
-        else:
-            self._diff(DIFFERENT, s.key, t)
 
-    def _diff(self, kind: str, key: object, t: TopicRecord | None, raw: bytes = b"") -> None:
+    def _diff(self, kind: str, t: RawRecord) -> None:
+        k = t[1]
+        self._report(kind, k if type(k) is int else key_of_text(str(k)), t[0], t)
+
+    def _report(self, kind: str, key: object, raw: bytes, t: RawRecord | None) -> None:
         setattr(self.counts, kind, getattr(self.counts, kind) + 1)
-        raw = t.raw_key if t is not None else raw
-        self.sink(
-            Difference(
-                kind,
-                key,
-                raw,
-                t.partition if t is not None else None,
-                t.offset if t is not None else None,
-            )
-        )
-
-
-def _lt(a: Any, b: Any) -> bool:
-    return bool(a < b)  # both ints or both bytes
+        self.sink(Difference(kind, key, raw, t[3] if t else None, t[4] if t else None))

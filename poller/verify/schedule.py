@@ -29,7 +29,7 @@ from poller.source.reader import make_engine
 from poller.verify.repair import RepairCounts, Repairer
 from poller.verify.session import entity_streams
 from poller.verify.source_side import VerifySource
-from poller.verify.topic_side import TopicSnapshot, open_spill
+from poller.verify.topic_side import TopicSnapshot, key_of_text, open_spill
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +69,11 @@ def reconcile_deletes(
         try:
             snapshot = TopicSnapshot(db, stream)
             snapshot.load(k)
-            for rec in snapshot.by_raw_key():
+            for raw, key, value_digest, _p, _o in snapshot.by_raw_key():
                 if stop.is_set():
                     break
-                if rec.value_digest is not None:
-                    repairer.offer(rec.key, rec.raw_key)
+                if value_digest is not None:
+                    repairer.offer(key if type(key) is int else key_of_text(str(key)), raw)
             if not stop.is_set():
                 repairer.flush()
         finally:

@@ -15,10 +15,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from poller.config import EntityConfig, SourceConfig
+from poller.source.probe import cursor_type
 from poller.source.query import AnySelect, EntityQuery, Position
 from poller.source.reader import source_connection
 
-PAGE_ROWS = 20_000
+PAGE_ROWS = 10_000
 PENDING_LABEL = "_pending"
 
 
@@ -41,6 +42,9 @@ class VerifySource:
         self.what = f"entity {query.name!r}"
         self.layout = query.layout
         self.n_fields = query.n_fields
+        self._compiled: dict[AnySelect, Any] = {}
+        with source_connection(engine, self.what, source) as conn:  # as the reader binds it
+            query.set_cursor_type(cursor_type(conn, query, entity))
         cols = [query.column(c) for c in entity.key_columns]
         self.composite = len(cols) > 1
         columns: list[Any] = list(query.batch_columns())
@@ -85,14 +89,31 @@ class VerifySource:
                 values = last if isinstance(last, tuple) else (last,)
                 params.update({f"after_key{i}": v for i, v in enumerate(values)})
             stmt = self._first if last is None else self._next
-            with source_connection(self.engine, self.what, self.source) as conn:
-                rows = conn.execute(stmt, params).all()
+            rows = self._fetch(stmt, params)
             if not rows:
                 return
-            yield [tuple(r) for r in rows]
+            yield rows
             if len(rows) < PAGE_ROWS:
                 return
             last = self.key(rows[-1])
+
+    def _fetch(self, stmt: AnySelect, params: dict[str, object]) -> list[tuple[object, ...]]:
+        """One page through the driver's own cursor: no SQLAlchemy Row per row (the same
+        reason as SourceReader's); a page is small enough to be fetched whole."""
+        compiled = self._compiled.get(stmt)
+        if compiled is None:
+            compiled = self._compiled[stmt] = stmt.compile(dialect=self.engine.dialect)
+        state = compiled.construct_expanded_state(params)
+        values = state.positional_parameters if self.engine.dialect.positional else state.parameters
+        with source_connection(self.engine, self.what, self.source) as conn:
+            dbapi_conn = conn.connection.dbapi_connection
+            assert dbapi_conn is not None  # an open Connection always has one
+            cur = dbapi_conn.cursor()
+            try:
+                cur.execute(state.statement, values)
+                return list(cur.fetchall())
+            finally:
+                cur.close()
 
     def rows_by_keys(self, keys: Sequence[object]) -> list[Sequence[object]]:
         """The current rows of these keys (absent keys have no row)."""

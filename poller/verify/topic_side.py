@@ -15,7 +15,6 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +27,14 @@ from poller.pipeline.stream import EntityStream
 from poller.verify.keys import KeyReader, digest
 
 _CONSUME_BATCH = 10_000
-_CACHE_KIB = 65_536  # SQLite page cache: the spill's whole memory budget
+_CACHE_KIB = 32_768  # SQLite page cache: the spill's whole memory budget
+# The consumer's prefetch queue (librdkafka's default is 64 MB): enough to keep it busy.
+_CONSUMER_LIMITS = {"queued.max.messages.kbytes": 16_384, "fetch.max.bytes": 8_388_608}
 
 
-@dataclass(frozen=True)
-class TopicRecord:
-    """The latest record of a key: `value_digest` None for a tombstone."""
-
-    raw_key: bytes
-    key: object  # the source key parsed from the message key
-    value_digest: bytes | None
-    partition: int
-    offset: int
+# (raw key, integer key or the key as JSON text, digest or None for a tombstone, partition,
+# offset)
+RawRecord = tuple[bytes, object, bytes | None, int, int]
 
 
 def open_spill(directory: Path) -> sqlite3.Connection:
@@ -75,7 +70,9 @@ class TopicSnapshot:
         on_progress: Callable[[int, int], None] | None = None,
     ) -> None:
         """Read the topic to the end offsets it has now; `on_progress(done, total)`."""
-        consumer = committed_consumer(kafka, f"poller-verify-{uuid.uuid4().hex}")
+        consumer = committed_consumer(
+            kafka, f"poller-verify-{uuid.uuid4().hex}", extra=_CONSUMER_LIMITS
+        )
         try:
             ends = self._end_offsets(consumer, timeout_s)
             total = sum(high - low for low, high in ends.values())
@@ -141,7 +138,7 @@ class TopicSnapshot:
                         continue
                     key = parsed[1]
                     ik = key if type(key) is int else None
-                    text = _key_text(key)
+                    text = key_text(key)
                 value = msg.value()
                 d = None if value is None else digest(value)
                 rows.append((raw, ik, text, d, msg.partition() or 0, msg.offset() or 0))
@@ -166,26 +163,26 @@ class TopicSnapshot:
         row = self.db.execute("SELECT count(*) FROM t WHERE d IS NOT NULL").fetchone()
         return int(row[0])
 
-    def by_int_key(self) -> Iterator[TopicRecord]:
+    def by_int_key(self) -> Iterator[RawRecord]:
         """Records with integer keys, ascending."""
         return self._records("SELECT rk, ik, d, p, o FROM t WHERE ik IS NOT NULL ORDER BY ik")
 
-    def non_int_keys(self) -> Iterator[TopicRecord]:
+    def non_int_keys(self) -> Iterator[RawRecord]:
         """Records whose key is not an integer, by raw key."""
         return self._records("SELECT rk, k, d, p, o FROM t WHERE ik IS NULL ORDER BY rk")
 
-    def by_raw_key(self) -> Iterator[TopicRecord]:
+    def by_raw_key(self) -> Iterator[RawRecord]:
         return self._records("SELECT rk, k, d, p, o FROM t ORDER BY rk")
 
-    def _records(self, sql: str) -> Iterator[TopicRecord]:
+    def _records(self, sql: str) -> Iterator[RawRecord]:
+        """(raw key, integer key or the key as JSON text, digest or None, partition, offset)."""
         cur = self.db.execute(sql)  # a separate cursor: SQLite streams it page by page
         with contextlib.closing(cur):
             while chunk := cur.fetchmany(5_000):
-                for rk, k, d, p, o in chunk:
-                    yield TopicRecord(rk, k if type(k) is int else key_of_text(k), d, p, o)
+                yield from chunk
 
 
-def _key_text(key: object) -> str:
+def key_text(key: object) -> str:
     """A key as JSON text for the spill (a composite key as a list)."""
     return json.dumps(list(key) if isinstance(key, tuple) else key, ensure_ascii=False)
 
