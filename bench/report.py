@@ -40,6 +40,9 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("  as share of end-to-end time", "txn_share", "{:.0%}"),
     ("peak RSS (1x rows)", "peak_rss_mb", "{:.0f} MB"),
     ("peak RSS (5x rows)", "peak_rss_mb_5x", "{:.0f} MB"),
+    ("verify (wall, incl. start-up)", "verify_rows_per_s", "{:,.0f} rows/s"),
+    ("verify peak RSS", "verify_peak_rss_mb", "{:.0f} MB"),
+    ("verify names exactly the changed keys", "verify_names_exactly", "{}"),
 )
 CPU_ROWS = ("raw_fetch", "reader_fetch", "encode", "raw_produce", "raw_produce_txn", "end_to_end")
 

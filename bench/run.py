@@ -2,7 +2,8 @@
 components, on the same generated table, in the same run.
 
 Per database: raw driver fetch, the poller's reader alone, a plain producer, the Avro encoders,
-then `poller run --once` end to end (batch 10,000 and 100,000, and on 5x the rows for memory).
+then `poller run --once` end to end (batch 10,000 and 100,000, and on 5x the rows for memory),
+then `poller verify` on a copy (rows/s, peak RSS, and that it names exactly the changed keys).
 Prints a table and writes bench/results/latest.json. Exit 0 whether targets pass or miss;
 non-zero only when a measurement failed.
 """
@@ -20,7 +21,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from bench import dataset, e2e, raw, report
+from bench import dataset, e2e, raw, report, verify
 from bench.cpu import CpuMeter, per_million
 from poller.avro.schemas import load_schema
 from poller.source.reader import make_engine
@@ -40,6 +41,7 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--sample", type=int, default=100_000, help="rows encoded per encode run")
     p.add_argument("--skip-5x", action="store_true", help="skip the 5x-rows memory run")
     p.add_argument("--skip-e2e", action="store_true", help="raw baselines only")
+    p.add_argument("--skip-verify", action="store_true", help="skip `poller verify`")
     a = p.parse_args(argv)
     a.databases = [d.strip() for d in a.databases.split(",") if d.strip()]
     bad = set(a.databases) - {"postgresql", "mariadb"}
@@ -156,6 +158,10 @@ class Bench:
             out["cpu_bound_ceiling_rows_per_s"] = (os.cpu_count() or 1) * 1e6 / sum(parts)
         if not a.skip_e2e:
             self.end_to_end(db, out)
+        if not a.skip_e2e and not a.skip_verify:
+            found = self.part(db, "verify", lambda: verify.measure(db, n))
+            if found is not None:
+                out.update(found)
         return out
 
     def end_to_end(self, db: str, out: dict[str, Any]) -> None:
