@@ -173,9 +173,17 @@ def decode(payload: bytes) -> Watermark:
     )
 
 
+_ORDERED = (int, Decimal, dt.datetime, dt.date)
+
+
 def _comparable(a: object, b: object) -> bool:
-    # String order is the database's collation, not Python's; only compare what we can trust.
-    return a is not None and b is not None and type(a) is type(b) and not isinstance(a, str)
+    # String, bytes and uuid order is the database's collation or byte order, not Python's;
+    # only compare numbers and times of one type (and both naive or both aware).
+    if a is None or b is None or type(a) is not type(b) or not isinstance(a, _ORDERED):
+        return False
+    if isinstance(a, dt.datetime) and isinstance(b, dt.datetime):
+        return (a.tzinfo is None) == (b.tzinfo is None)
+    return not isinstance(a, bool)
 
 
 def check_forward(old: Position, new: Position, where: str) -> None:

@@ -58,8 +58,8 @@ def cursor_number(value: object, tz: dt.tzinfo) -> float | None:
 def _jsonable(v: object) -> object:
     if v is None or isinstance(v, bool | int | float | str):
         return v
-    if isinstance(v, bytes):
-        return v.hex()
+    if isinstance(v, bytes | bytearray | memoryview):  # psycopg2 reads bytea as memoryview
+        return bytes(v).hex()
     return str(v)
 
 

@@ -59,16 +59,15 @@ def cursor_select(dialect: str, col: ColumnElement[Any], ctype: CursorType) -> C
 def cursor_bind(dialect: str, name: str, ctype: CursorType) -> ColumnElement[Any]:
     """A bound cursor value, converted to the column's own type where the driver cannot be
     trusted with it (SQL Server, Oracle)."""
-    bind: ColumnElement[Any] = sa.bindparam(name)
     if dialect not in TEXT_CURSOR_DIALECTS or not ctype.text_cursor:
-        return bind
+        return sa.bindparam(name)
     assert ctype.sql_type is not None
     if dialect == "mssql":
         return sa.cast(sa.bindparam(name, type_=sa.String()), _RawType(ctype.sql_type))
-    ts = sa.func.to_timestamp(sa.bindparam(name, type_=sa.String()), _ORACLE_FMT)
+    bind = sa.bindparam(name, type_=sa.String())
     if ctype.aware:
-        return sa.func.from_tz(ts, "UTC")
-    return ts
+        return _Template(f"FROM_TZ(TO_TIMESTAMP({{}}, '{_ORACLE_FMT}'), 'UTC')", bind)
+    return _Template(f"TO_TIMESTAMP({{}}, '{_ORACLE_FMT}')", bind)
 
 
 def cursor_bind_value(dialect: str, value: object, ctype: CursorType) -> object:

@@ -226,18 +226,25 @@ class IdHorizon:
     bound: int | None = None
     _pending: list[_Snapshot] = field(default_factory=list)
 
-    def update(self, max_id: object, open_now: Iterable[str], now: float) -> int | None:
-        """Record the max id just read and the transactions open right after; return the bound."""
+    @property
+    def list_delay_s(self) -> float:
+        """How long after reading the max id the transaction list must be read."""
+        return _LIST_DELAY.get(self.dialect, 0.0)
+
+    def update(
+        self, max_id: object, open_now: Iterable[str], now: float, read_at: float | None = None
+    ) -> int | None:
+        """Record the max id (read at `read_at`, default now) and the transactions open at
+        `now`; return the largest id known to be safe."""
         open_set = frozenset(open_now)
-        delay = _LIST_DELAY.get(self.dialect, 0.0)
-        for snap in self._pending:
-            if snap.open_then is None and now - snap.read_at >= delay:
-                snap.open_then = open_set
+        delay = self.list_delay_s
         if isinstance(max_id, int) and not isinstance(max_id, bool):
             newest = self._pending[-1].max_id if self._pending else self.bound
             if newest is None or max_id > newest:
-                snap = _Snapshot(max_id, now, open_set if delay == 0 else None)
-                self._pending.append(snap)
+                self._pending.append(_Snapshot(max_id, now if read_at is None else read_at))
+        for snap in self._pending:
+            if snap.open_then is None and now - snap.read_at >= delay:
+                snap.open_then = open_set
         still: list[_Snapshot] = []
         for snap in self._pending:
             if snap.open_then is not None and not (snap.open_then & open_set):

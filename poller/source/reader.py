@@ -197,12 +197,7 @@ class SourceReader:
                 db_now = now_utc.astimezone(self._zone).replace(tzinfo=None)
                 upper, holdback = self._time_bound(conn, now_utc)
             elif self.horizon_active:
-                max_id = conn.execute(self._query.max_cursor()).scalar()
-                opened = open_transactions(conn, self._engine.dialect.name)
-                conn.commit()  # the batch gets a fresh snapshot (MySQL: REPEATABLE READ)
-                clock = time.monotonic()
-                upper = self._ids.update(max_id, opened, clock)
-                holdback = self._ids.waiting_s(clock)
+                upper, holdback = self._id_bound(conn, position)
                 if upper is None:  # no id is known to be safe yet
                     return Batch(rows=[], last=None, db_now=None, holdback_s=holdback)
             stmt, params = self._query.batch(position, upper)
@@ -220,6 +215,22 @@ class SourceReader:
                 ) from exc
         last = self._query.layout.position(rows[-1]) if rows else None
         return Batch(rows=rows, last=last, db_now=db_now, holdback_s=holdback)
+
+    def _id_bound(self, conn: sa.Connection, position: Position) -> tuple[int | None, float]:
+        """id mode: the largest id no open transaction can still commit below (see horizon)."""
+        ids = self._ids
+        at = position.cursor
+        if ids.bound is not None and isinstance(at, int) and at < ids.bound:
+            return ids.bound, ids.waiting_s(time.monotonic())  # rows below it remain
+        read_at = time.monotonic()
+        max_id = conn.execute(self._query.max_cursor()).scalar()
+        conn.commit()  # the list and the batch get fresh snapshots (MySQL: REPEATABLE READ)
+        if ids.list_delay_s:
+            time.sleep(ids.list_delay_s)  # MySQL's innodb_trx is a cache, up to 0.1 s old
+        opened = open_transactions(conn, self._engine.dialect.name)
+        conn.commit()
+        now = time.monotonic()
+        return ids.update(max_id, opened, now, read_at), ids.waiting_s(now)
 
     @property
     def horizon_active(self) -> bool:

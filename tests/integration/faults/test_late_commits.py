@@ -1,9 +1,12 @@
-"""Timestamp mode and transactions that commit late.
+"""Transactions that commit late.
 
-A row's timestamp is taken when its transaction writes it, but the row becomes visible only at
-commit. The poller reads up to (database now - settle_delay_s), so a transaction that commits
-within the settle delay is never skipped even though a later-stamped row committed first. One
-that stays open longer than that can be missed: the second test pins that documented limit.
+A row's cursor (a timestamp, an id) is taken when its transaction writes it, but the row becomes
+visible only at commit. With `horizon: transactions` (the default) the poller reads only rows no
+still-open transaction can commit behind: a transaction held open far longer than the settle
+delay is published exactly once, on PostgreSQL and MariaDB, in timestamp and id modes, and the
+metrics show how long it held the poller back. With `horizon: settle` the poller reads up to
+(database now - settle_delay_s): a commit within the settle delay is delivered, a later one can
+be missed (the documented limit, pinned below).
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from tests.integration.faults.harness import (
     SourceDB,
     bounded_connect_args,
     customers_entity,
+    free_port,
+    metric,
+    scrape,
     wait_for,
 )
 
@@ -46,7 +52,8 @@ def tx_engine(pg: SourceDB) -> Iterator[sa.Engine]:
 def start_caught_up(
     scenario: Scenario, pg: SourceDB, settle: float
 ) -> tuple[PollerProcess, object]:
-    """A continuous poller (0.3 s polls) that has published the seeded rows."""
+    """A continuous poller (0.3 s polls, settle-delay horizon) that has published the seeded
+    rows."""
     pg.create_customers()
     pg.seed_customers(SEEDED)
     cfg = scenario.config(
@@ -56,6 +63,7 @@ def start_caught_up(
                 "timestamp", batch_size=1_000, settle_delay_s=settle, poll_interval_s=0.3
             )
         },
+        source={"horizon": "settle"},
     )
     proc = scenario.start(cfg, label="poller")
     seeded_max = pg.max_cursor("updated_at")
@@ -140,3 +148,87 @@ def test_commit_after_settle_delay_may_be_missed(
     )
     wm = scenario.stored("customers")
     assert wm is not None and wm.position.cursor == t2_stamp, wm
+
+
+# --------------------------------------------------------------- the transaction horizon
+
+HOLD_S = 10.0  # far longer than the settle delay (0) and the poll interval (0.3 s)
+NOW_UTC = {
+    "postgresql": "(now() AT TIME ZONE 'UTC')::timestamp(6)",  # the transaction's start
+    "mysql": "UTC_TIMESTAMP(6)",  # the statement's time: T1 writes first thing
+}
+
+
+def _insert_now(db: SourceDB, conn: sa.Connection, row_id: int, name: str) -> object:
+    conn.execute(
+        sa.text(
+            "INSERT INTO customers (id, full_name, updated_at) "  # noqa: S608 - fixed text
+            f"VALUES (:id, :name, {NOW_UTC[db.dialect]})"
+        ),
+        {"id": row_id, "name": name},
+    )
+    return conn.execute(
+        sa.text("SELECT updated_at FROM customers WHERE id = :id"), {"id": row_id}
+    ).scalar_one()
+
+
+def _db_seconds_since(db: SourceDB, stamp: object) -> float:
+    now = db.scalar(f"SELECT {NOW_UTC[db.dialect]}")
+    assert isinstance(now, dt.datetime) and isinstance(stamp, dt.datetime)
+    return (now - stamp).total_seconds()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
+@pytest.mark.parametrize("mode", ["timestamp", "id"])
+def test_long_transaction_is_published_exactly_once(
+    backend: str, mode: str, scenario: Scenario, request: pytest.FixtureRequest
+) -> None:
+    """T1 writes a row stamped at its start (id 1001) and stays open HOLD_S seconds; T2 writes a
+    later row (id 1002, a later stamp) and commits at once. With settle_delay_s 0 the old poller
+    published T2's row and lost T1's. Now T2's row waits behind T1, both are published once
+    T1 commits, and poller_horizon_holdback_seconds shows the wait."""
+    db: SourceDB = request.getfixturevalue("pg" if backend == "postgresql" else "maria")
+    db.create_customers()
+    db.seed_customers(SEEDED)
+    port = free_port()
+    entity = customers_entity(mode, batch_size=1_000, settle_delay_s=0, poll_interval_s=0.3)
+    proc = scenario.start(scenario.config(db.url, {"customers": entity}, metrics_port=port))
+    seeded = db.max_cursor("id" if mode == "id" else "updated_at")
+    scenario.wait_for_cursor("customers", seeded, timeout=60, watch=[proc])
+
+    tx = sa.create_engine(db.url, poolclass=NullPool, connect_args=bounded_connect_args(db.url))
+    try:
+        with tx.connect() as t1:
+            t1_stamp = _insert_now(db, t1, T1_ID, "T1")
+            wait_for(lambda: _db_seconds_since(db, t1_stamp) > 0.01, 5, "the clock to pass T1")
+            with tx.begin() as t2:
+                t2_stamp = _insert_now(db, t2, T2_ID, "T2")
+            assert t2_stamp > t1_stamp  # type: ignore[operator]
+            held: list[float] = []
+
+            def holding() -> bool:
+                value = metric(scrape(port), "poller_horizon_holdback_seconds", entity="customers")
+                if value:
+                    held.append(value)
+                return _db_seconds_since(db, t1_stamp) > HOLD_S
+
+            wait_for(holding, HOLD_S + 20, f"{HOLD_S}s with T1 open", interval=0.5, watch=[proc])
+            wm = scenario.stored("customers")
+            assert wm is not None and wm.position.cursor == seeded, (
+                f"the watermark moved to {wm} while T1 (stamped {t1_stamp}) was open"
+            )
+            assert held and max(held) > HOLD_S / 2, f"holdback gauge while T1 was open: {held}"
+            active = metric(scrape(port), "poller_horizon_active", entity="customers")
+            assert active == 1
+            t1.commit()
+    finally:
+        tx.dispose()
+    last = T2_ID if mode == "id" else t2_stamp
+    scenario.wait_for_cursor("customers", last, timeout=30, watch=[proc])
+    scenario.verify_exactly_once("customers", db.customers())
+    wait_for(
+        lambda: metric(scrape(port), "poller_horizon_holdback_seconds", entity="customers") == 0,
+        15,
+        "the holdback gauge to return to 0",
+        watch=[proc],
+    )
