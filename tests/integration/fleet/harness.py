@@ -258,6 +258,18 @@ class Fleet:
     def tenant_name(self, i: int) -> str:
         return f"t{i:02d}-{self.token}"
 
+    def spread_tenants(self) -> list[str]:
+        """One tenant per partition of the tenants topic (names chosen by their hash), so the
+        share of tenants that moves equals the share of partitions that moves."""
+        n = self.cfg.tenants_partitions
+        by_partition: dict[int, str] = {}
+        i = 0
+        while len(by_partition) < n:
+            name = f"s{i:03d}-{self.token}"
+            by_partition.setdefault(tenants_topic.partition_for(name, n), name)
+            i += 1
+        return [by_partition[p] for p in range(n)]
+
     def tenant_config(self, tenant: str, **entity: Any) -> dict[str, Any]:
         source = entity.pop("source", {})
         return {
@@ -385,6 +397,10 @@ class Fleet:
             self.workers,
             interval=1.0,
         )
+
+    def published_ids(self, tenant: str) -> set[str]:
+        records = read_committed(self.bootstrap, self.topic(tenant))
+        return set(decode_topic(records, tenant, "customers").by_id)
 
     def aborted_messages(self, tenant: str) -> int:
         """Messages in the tenant's topic that no read_committed consumer sees (aborted)."""

@@ -3,11 +3,13 @@ group: every row once, across worker crashes, freezes and scale-out."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
 import psutil
 import pytest
+import yaml
 
 from tests.integration.fleet.harness import SESSION_TIMEOUT_S, Fleet, Inserter, wait_for
 
@@ -125,3 +127,118 @@ def test_frozen_worker_is_fenced_and_commits_nothing(fleet: Fleet) -> None:
     state = "alive (rejoined the group)" if frozen.alive() else f"exited {frozen.proc.returncode}"
     print(f"messages aborted per moved tenant {aborted}; the woken worker is {state}")
     assert frozen.alive() or frozen.proc.returncode == 0, frozen.describe()
+
+
+def test_scale_out_moves_a_quarter_and_never_runs_a_tenant_twice(fleet: Fleet) -> None:
+    tenants = fleet.spread_tenants()  # 12, one per partition
+    workers = [fleet.start_worker() for _ in range(3)]
+    for t in tenants:
+        fleet.put(fleet.tenant_config(t))
+    inserter = Inserter(fleet.pg_url, tenants)
+    inserter.start()
+    before = fleet.wait_all_running(tenants, timeout=120)
+    time.sleep(2)
+
+    fourth = fleet.start_worker()
+    workers.append(fourth)
+
+    def settled() -> dict[str, str] | None:
+        owners = fleet.wait_all_running(tenants, timeout=60)
+        return owners if fourth.label in owners.values() else None
+
+    after = wait_for(settled, 90, "the fourth worker to run tenants", fleet.workers, interval=1)
+    time.sleep(3)  # let a second cooperative round, if any, finish
+    after = fleet.wait_all_running(tenants, timeout=60)
+    moved = sorted(t for t in tenants if before[t] != after[t])
+    counts = {w.label: sum(1 for o in after.values() if o == w.label) for w in workers}
+    print(
+        f"\nscale 3 -> 4: {len(moved)} of {len(tenants)} tenants moved; tenants per worker {counts}"
+    )
+    assert 1 <= len(moved) <= 4, (moved, before, after)
+    assert all(t in moved for t, o in after.items() if o == fourth.label)
+
+    # Never two at once: each moved tenant stopped on its old worker before it started on the
+    # new one, and no tenant process anywhere was fenced (which an overlap would cause).
+    by_label = {w.label: w for w in workers}
+    for t in moved:
+        stopped = [at for at, _m in by_label[before[t]].events(rf"tenant {t}: stopped")]
+        started = [at for at, _m in by_label[after[t]].events(rf"tenant {t}: started")]
+        assert stopped and started and max(stopped) <= max(started), (t, stopped, started)
+    for w in workers:
+        assert "exited 3" not in w.log(), w.describe()
+
+    inserter.stop()
+    fleet.wait_caught_up(tenants, timeout=90)
+    for t in tenants:
+        fleet.verify_exactly_once(t)
+
+
+def test_tenants_cli_put_list_rm(fleet: Fleet) -> None:
+    tenants = [fleet.tenant_name(i) for i in range(3)]
+    workers = [fleet.start_worker() for _ in range(2)]
+    files = {}
+    for t in tenants:
+        files[t] = fleet.dir / f"{t}.yaml"
+        files[t].write_text(yaml.safe_dump(fleet.tenant_config(t), sort_keys=False))
+    out = fleet.cli("tenants", "put", "--config", str(files[tenants[0]]))
+    assert out.returncode == 0 and "put tenant" in out.stdout, out.stderr
+    for t in tenants[1:]:  # the same, in-process (each command costs an interpreter start)
+        fleet.put(fleet.tenant_config(t))
+    inserter = Inserter(fleet.pg_url, tenants)
+    inserter.start()
+    owners = fleet.wait_all_running(tenants, timeout=120)
+
+    listed = fleet.cli("tenants", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["tenant"]: r for r in json.loads(listed.stdout)}
+    assert set(rows) == set(tenants), rows
+    names = {w.label: w.log().split("worker ", 1)[1].split(" ", 1)[0] for w in workers}
+    for t in tenants:
+        assert rows[t]["worker"] == names[owners[t]], (t, rows[t], names, owners)
+
+    # A literal password is refused: the tenants topic stores configurations as written.
+    leaky = fleet.tenant_config("leaky")
+    leaky["source"]["url"] = "postgresql+psycopg2://poller:s3cr3t-Leak@127.0.0.1:5432/crm"
+    (fleet.dir / "leaky.yaml").write_text(yaml.safe_dump(leaky))
+    out = fleet.cli("tenants", "put", "--config", str(fleet.dir / "leaky.yaml"))
+    assert out.returncode == 2 and "password is written out" in out.stderr, out.stderr
+    assert "s3cr3t-Leak" not in out.stderr + out.stdout
+
+    # rm: the tenant stops wherever it runs, and its new rows are not published.
+    gone, changed, kept = tenants
+    owner = next(w for w in workers if w.label == owners[gone])
+    out = fleet.cli("tenants", "rm", gone)
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: owner.events(rf"tenant {gone}: stopped"), 60, f"{gone} to stop", workers)
+    assert gone not in fleet.owners()
+    rows_at_rm = fleet.source_rows(gone)
+
+    # put with a changed configuration restarts that tenant (new process, new settings).
+    changer = next(w for w in workers if w.label == owners[changed])
+    starts = len(changer.events(rf"tenant {changed}: started"))
+    files[changed].write_text(
+        yaml.safe_dump(fleet.tenant_config(changed, batch_size=7), sort_keys=False)
+    )
+    out = fleet.cli("tenants", "put", "--config", str(files[changed]))
+    assert out.returncode == 0, out.stderr
+    wait_for(
+        lambda: (
+            len(changer.events(rf"tenant {changed}: started")) > starts
+            and changed in changer.tenants_up()
+        ),
+        90,
+        f"{changed} to restart with its new configuration",
+        workers,
+    )
+    assert changer.events(rf"tenant {changed}: configuration changed; restarting")
+    time.sleep(2)
+    inserter.stop()
+    fleet.wait_caught_up([changed, kept], timeout=90)
+    for t in (changed, kept):
+        fleet.verify_exactly_once(t)
+    published = fleet.published_ids(gone)
+    assert published <= set(rows_at_rm), "rows inserted after `tenants rm` were published"
+    assert len(fleet.source_rows(gone)) > len(rows_at_rm), "the inserter kept adding its rows"
+    assert fleet.owners().get(gone) is None
+    out = fleet.cli("tenants", "rm", gone)
+    assert out.returncode == 1 and "no tenant" in out.stdout, out
