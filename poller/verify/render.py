@@ -101,7 +101,8 @@ def render_text(tenant: str, reports: list[EntityReport]) -> str:
             p = r.repair
             lines.append(
                 f"  repaired: {p.tombstones:,} tombstones, {p.republished:,} rows re-published "
-                f"in {p.transactions:,} transactions; {p.pending:,} left to the live poller"
+                f"in {p.transactions:,} transaction{'' if p.transactions == 1 else 's'}; "
+                f"{p.pending:,} left to the live poller"
                 + (f", {p.bad:,} unencodable rows not repaired" if p.bad else "")
             )
     return "\n".join(lines)
