@@ -445,3 +445,54 @@ def test_value_the_driver_cannot_convert_is_a_terminal_error_naming_the_entity(
             SourceReader(engine, query, ent, src).fetch(Position())
     finally:
         engine.dispose()
+
+
+def test_keyset_orders_by_cursor_then_key_with_interleaved_keys(
+    writer: sa.Engine, make_reader: Reader
+) -> None:
+    """Distinct timestamps whose key order is the reverse of their time order (and pairs that
+    share a timestamp): batches of 2 read every row once, in cursor order. An ORDER BY key,
+    cursor would end a batch at a position that skips the rows in between."""
+    keys = [50, 10, 40, 20, 30, 60, 5, 45]
+    rows = [{"id": k, "updated_at": T0 + dt.timedelta(seconds=i // 2 * 2 + (i % 2) * (i > 3))}
+            for i, k in enumerate(keys)]  # fmt: skip
+    insert(writer, rows)
+    order = sorted(rows, key=lambda r: (r["updated_at"], r["id"]))
+    batches = read_all(make_reader(entity(batch_size=2)))
+    assert ids(batches) == [r["id"] for r in order]
+    assert [len(b.rows) for b in batches] == [2, 2, 2, 2]
+    # the same through the timestamp mode (the key as tie-breaker) and resumed mid-way
+    ts = entity(batch_size=3, batching={"mode": "timestamp", "column": "updated_at"})
+    first = make_reader(ts).fetch(BEGINNING)
+    assert first.last is not None
+    rest = read_all(make_reader(ts), first.last)
+    assert [r[0] for r in first.rows] + ids(rest) == [r["id"] for r in order]
+
+
+def test_sqlite_seven_digit_fractions_are_kept_exactly(tmp_path: Path) -> None:
+    """A text cursor with 100 ns digits (as SQL Server datetime2(7) exports write them): more
+    rows share one value than a batch holds, and the next value differs only in the 7th digit.
+    The stored cursor is the column's own text, so every row is read once and none again."""
+    url = f"sqlite:///{tmp_path / 'seven.db'}"
+    eng = sa.create_engine(url)
+    with eng.begin() as conn:
+        conn.execute(sa.text(
+            "CREATE TABLE orders (id integer PRIMARY KEY, tenant_id text, updated_at text, "
+            "amount text)"
+        ))  # fmt: skip
+        stamps = ["2024-03-01 12:00:00.1234567"] * 5 + ["2024-03-01 12:00:00.1234568"] * 3
+        conn.execute(
+            sa.text("INSERT INTO orders VALUES (:id, 'acme', :ts, '1.00')"),
+            [{"id": i, "ts": s} for i, s in enumerate(stamps, 1)],
+        )
+    eng.dispose()
+    src = SourceConfig(url=url, tenant_column="tenant_id")
+    engine = make_engine(src)
+    try:
+        ent = entity(batch_size=2, fields={"order_id": "id"})
+        query = EntityQuery(ent, src, "acme", FIELDS, engine.dialect, name="orders")
+        batches = read_all(SourceReader(engine, query, ent, src))
+    finally:
+        engine.dispose()
+    assert ids(batches) == list(range(1, 9))
+    assert batches[-1].last == Position("2024-03-01 12:00:00.1234568", 8)
