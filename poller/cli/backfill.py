@@ -66,15 +66,6 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
     cfg = load(args)
     request = new_request(cfg, args.entity, args.by, args.low, args.high, args.where)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping after the current batch; run the same command to resume",
-                 signum)  # fmt: skip
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     engine = make_engine(cfg.source)
     backfiller = Backfiller(cfg, engine)
     try:
@@ -87,6 +78,15 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 f"{cfg.tenant} interleaves it with its live batches"
             )
             return 0
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal %d: stopping after the current batch; run the same command to "
+                     "resume", signum)  # fmt: skip
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
         if progress.wanted(cfg):
             bar = progress.make_progress()
             task = bar.add_task(f"backfill {state.entity}", total=None, completed=state.rows)
