@@ -24,10 +24,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     put.add_argument("--config", required=True, help="the tenant's configuration (as for run)")
     common(put)
     rm = tsub.add_parser("rm", help="remove a tenant: its worker stops it")
-    rm.add_argument("tenant")
+    rm.add_argument("tenant", help="the tenant id to remove (its poller stops)")
     common(rm)
     ls = tsub.add_parser("list", help="every tenant and the worker that owns it now")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="print a JSON array")
     common(ls)
     t.set_defaults(func=cmd_tenants)
 
