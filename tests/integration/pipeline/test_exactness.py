@@ -316,3 +316,29 @@ def test_stored_watermark_of_another_mode_stops_with_the_reset_command(
     assert "entities.customers: the stored watermark (mode id on id, id" in text
     assert "mode timestamp on updated_at, id" in text
     assert "poller offsets reset --config poller.yaml --entity customers --to earliest" in text
+
+
+def test_naive_start_on_a_zone_aware_cursor(pg_url: str, kafka_bootstrap: str, prefix: str) -> None:
+    """`start: 2024-03-01T13:30:00` (naive) on a timestamptz column is wall-clock time in
+    source.timezone. Comparing it with the aware values the driver returns used to raise a
+    bare TypeError on every restart."""
+    ddl = (
+        "CREATE TABLE t (id integer PRIMARY KEY, f_name varchar(64) NOT NULL, "
+        "updated_at timestamptz NOT NULL)"
+    )
+    berlin = dt.timezone(dt.timedelta(hours=1))  # CET on 2024-03-01
+    rows = [
+        {"id": i, "f_name": f"r{i}", "updated_at": dt.datetime(2024, 3, 1, 12, i, tzinfo=dt.UTC)}
+        for i in range(1, 6)
+    ]
+    create(pg_url, ddl, rows)
+    ent = customers("t", start="2024-03-01T13:02:00")  # 12:02 UTC in Europe/Berlin
+    cfg = config(
+        pg_url, TENANT, kafka_bootstrap, prefix, {"customers": ent}, timezone="Europe/Berlin"
+    )
+    run_once(cfg)
+    run_once(cfg)  # restarts from the stored aware position
+    messages = read_entity(kafka_bootstrap, f"{prefix}.customers")
+    assert_exactly_once(messages, {3, 4, 5}, TENANT, "rows after the naive start")
+    wm = stored_watermarks(kafka_bootstrap, prefix, TENANT)["customers"]
+    assert wm.position.cursor == dt.datetime(2024, 3, 1, 13, 5, tzinfo=berlin)
