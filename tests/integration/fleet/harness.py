@@ -272,6 +272,7 @@ class Fleet:
 
     def tenant_config(self, tenant: str, **entity: Any) -> dict[str, Any]:
         source = entity.pop("source", {})
+        table = {"table": "customers"} if entity.pop("table", "customers") else {}
         return {
             "tenant": tenant,
             "source": {"url": self.source_url, "tenant_column": "tenant", **source},
@@ -285,7 +286,7 @@ class Fleet:
             },
             "entities": {
                 "customers": {
-                    "table": "customers",
+                    **table,
                     "key": "id",
                     "fields": {
                         "local_id": "id",
