@@ -9,6 +9,7 @@ import json
 import sys
 from typing import Any
 
+import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
@@ -18,6 +19,7 @@ from poller.errors import PollerError
 from poller.kafka import watermark
 from poller.kafka.backfill_state import BackfillState, load_all
 from poller.ops.running import Liveness, poller_running
+from poller.source.horizon import HorizonAccess
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,12 +54,14 @@ def duration(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
-def horizon_text(ent: EntityConfig) -> str:
-    horizon = getattr(ent, "horizon", None)  # issue 10's commit-safe horizon, where present
-    if ent.batching.mode is Mode.ID:
-        return str(horizon) if horizon else "-"
-    settle = f"settle {ent.settle_delay_s:g}s"
-    return f"{horizon}, {settle}" if horizon else settle
+def horizon_text(ent: EntityConfig, probe: SourceProbe) -> str:
+    """What keeps late commits out: the transaction horizon (if this database user can see
+    open transactions) and the settle delay in force."""
+    active = probe.horizon_active("id" if ent.batching.mode is Mode.ID else "time")
+    settle = f"settle {ent.settle_s(bool(active)):g}s"
+    if active is None:
+        return f"{settle} (horizon unknown)"
+    return f"transactions, {settle}" if active else settle
 
 
 def _utc(value: object) -> dt.datetime | None:
@@ -95,6 +99,20 @@ class SourceProbe:
         }
         self.error: str | None = None
         self._now: dt.datetime | None = None
+        self._access: HorizonAccess | None = None
+
+    def horizon_active(self, family: str) -> bool | None:
+        """Whether the transaction horizon works for the cursor family; None: unknown."""
+        if self._access is None and self.error is None:
+            access = HorizonAccess(self.cfg.source.horizon, self.engine.dialect.name)
+            try:
+                with self.engine.connect() as conn:
+                    access.probe(conn)
+            except sa.exc.SQLAlchemyError as exc:
+                self.error = f"database {self.cfg.source.safe_url}: {type(exc).__name__}"
+                return None
+            self._access = access
+        return None if self._access is None else self._access.active(family)
 
     def now_utc(self) -> dt.datetime | None:
         """The database's current time (UTC)."""
@@ -151,7 +169,7 @@ def entity_rows(cfg: AppConfig) -> tuple[list[dict[str, Any]], Liveness, str | N
                     "lag_seconds": secs,
                     "lag_ids": ids,
                     "lag": lag_text,
-                    "horizon": horizon_text(ent),
+                    "horizon": horizon_text(ent, probe),
                     "backfill": None if bf is None else backfill_json(bf),
                     "running": running.running,
                 }
