@@ -5,6 +5,9 @@ again without moving the watermark."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ import pytest
 
 from tests.integration.faults.harness import Scenario, SourceDB, customers_entity
 from tests.integration.faults.readback import Record
+from tests.integration.faults.waits import poller_argv
 
 pytestmark = pytest.mark.integration
 
@@ -25,6 +29,23 @@ def verify(scenario: Scenario, config: Path, *extra: str) -> tuple[int, dict[str
         f"verify failed ({out.returncode}):\n{out.stdout}\n{out.stderr}"
     )
     return out.returncode, json.loads(out.stdout)
+
+
+def on_a_terminal(*args: str, timeout: float = 120) -> tuple[int, str]:
+    """`poller ARGS` with stdout and stderr on a pseudo-terminal: exit code and output."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(poller_argv(*args), stdin=subprocess.DEVNULL, stdout=slave,
+                            stderr=slave)  # fmt: skip
+    os.close(slave)
+    out = b""
+    try:
+        while chunk := os.read(master, 65536):
+            out += chunk
+    except OSError:  # EIO: the child closed the terminal
+        pass
+    finally:
+        os.close(master)
+    return proc.wait(timeout), out.decode(errors="replace")
 
 
 def latest(records: list[Record]) -> dict[bytes, bytes | None]:
@@ -159,3 +180,7 @@ def test_verify_and_repair_in_the_confluent_format(
     assert verify(scenario, config, "--repair")[0] == 0
     code, report = verify(scenario, config)
     assert code == 0 and report["equal"], report
+    # On a terminal: a progress bar per phase, then the text report.
+    code, shown = on_a_terminal("verify", "--config", str(config))
+    assert code == 0, shown
+    assert "comparing with the source" in shown and "customers: EQUAL" in shown, shown
