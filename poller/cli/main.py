@@ -48,6 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception:  # a bug or an unclassified driver error: the traceback, minus passwords
+        import traceback
+
+        from poller.redaction import redact
+
+        print(redact(traceback.format_exc()).rstrip(), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import time
+import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,12 +27,12 @@ from confluent_kafka.admin import AdminClient
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from poller.avro.decoder import Decoder
 from poller.config import AppConfig, load_config
 from poller.demo.sample_data import DEFAULT_TENANTS, create_and_seed, demo_config, url_secret
-from poller.kafka.tail import read_topic
+from poller.kafka.tail import MessageDecoder, read_topic
 from poller.ops.logs import setup_logging
 from poller.pipeline.runner import Poller
+from poller.redaction import redact
 
 DEMO_DIR = Path("demo-out")
 SQLITE_FILE = DEMO_DIR / "demo.sqlite"
@@ -92,13 +93,21 @@ def _kafka_answers(bootstrap: str) -> bool:
         return False
 
 
+def _registry_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url.split(',')[0].rstrip('/')}/subjects", timeout=5):
+            return True
+    except OSError:
+        return False
+
+
 def _source_checks(engine: sa.Engine, cfg: AppConfig, other: str) -> dict[str, EntityCheck]:
     checks: dict[str, EntityCheck] = {}
     with engine.connect() as conn:
         for name, ent in cfg.enabled_entities().items():
             assert ent.table is not None  # the demo config maps tables only
-            table = sa.table(ent.table, sa.column(ent.key), sa.column("user_id"))
-            key = table.c[ent.key]
+            table = sa.table(ent.table, sa.column(ent.key_columns[0]), sa.column("user_id"))
+            key = table.c[ent.key_columns[0]]
             keys = conn.execute(sa.select(key).where(table.c.user_id == cfg.tenant)).scalars()
             n_other = conn.execute(
                 sa.select(sa.func.count()).select_from(table).where(table.c.user_id == other)
@@ -119,17 +128,23 @@ def _richest(a: dict[str, object] | None, b: dict[str, object]) -> dict[str, obj
 
 
 def _read_back(cfg: AppConfig, check: EntityCheck) -> None:
-    decoder = Decoder()
+    decoder = MessageDecoder(cfg.schema_registry)
     topic = cfg.kafka.topic_for(check.name, cfg.tenant)
-    for msg in read_topic(cfg.kafka, topic, READ_TIMEOUT_S):
-        check.messages += 1
-        tenant, key = json.loads(msg.key())
-        if tenant != cfg.tenant:
-            check.foreign += 1
-            continue
-        check.keys[json.dumps(key)] += 1
-        _name, record = decoder.decode(msg.value())
-        check.sample = _richest(check.sample, record)
+    try:
+        for msg in read_topic(cfg.kafka, topic, READ_TIMEOUT_S):
+            check.messages += 1
+            decoded = decoder.key(msg.key())
+            # An Avro key record {tenant, <key column>}, or the JSON key [tenant, key].
+            parts = list(decoded.values() if isinstance(decoded, dict) else decoded or ())  # type: ignore[call-overload]
+            tenant, key = parts[0], parts[1]
+            if tenant != cfg.tenant:
+                check.foreign += 1
+                continue
+            check.keys[json.dumps(key)] += 1
+            _name, record = decoder.value(msg.value())
+            check.sample = _richest(check.sample, record)
+    finally:
+        decoder.close()
 
 
 def _print_table(checks: dict[str, EntityCheck], cfg: AppConfig, other: str) -> None:
@@ -166,7 +181,7 @@ def run_demo(args: argparse.Namespace) -> int:
     tenant: str = args.tenant
     tenants = (tenant, _other_tenant(tenant))
     url = _source_url(args.source)
-    safe_url = make_url(url).render_as_string(hide_password=True)
+    safe_url = redact(make_url(url).render_as_string(hide_password=True))  # and ?password=
     prefix = f"demo-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
     where = SQLITE_FILE if args.source is None else safe_url
     action = "seeding" if args.seed_only else f"copying {tenant} to Kafka ({args.bootstrap})"
@@ -180,7 +195,8 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"seeded 8 tables: {sum(counts.values())} rows ({total} of {tenant}) "
               f"in {time.perf_counter() - t0:.1f}s")  # fmt: skip
         config_path = Path(args.config_out)
-        write_config(config_path, demo_config(url, tenant, args.bootstrap, prefix), tenants)
+        raw = demo_config(url, tenant, args.bootstrap, prefix, args.registry or None)
+        write_config(config_path, raw, tenants)
         print(f"wrote {config_path} (topic prefix {prefix})")
         if args.seed_only:
             if make_url(url).password is not None:
@@ -193,6 +209,11 @@ def run_demo(args: argparse.Namespace) -> int:
         if not _kafka_answers(args.bootstrap):
             print(f"Kafka does not answer at {args.bootstrap}; start it with "
                   "`scripts/services up kafka` and run the demo again")  # fmt: skip
+            return 1
+        if args.registry and not _registry_answers(args.registry):
+            print(f"the schema registry does not answer at {args.registry}; start it with "
+                  "`scripts/services up registry` (or run with --registry '' for "
+                  "single-object encoding)")  # fmt: skip
             return 1
         # Warnings (retries) only: the per-entity INFO lines would bury the summary.
         setup_logging("text", "WARNING", tenant)

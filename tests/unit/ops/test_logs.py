@@ -54,6 +54,14 @@ def json_lines(text: str) -> list[dict[str, Any]]:
         f"DRIVER={{ODBC Driver 18}};SERVER=db;UID=sa;PWD={SECRET};Encrypt=no",  # ODBC
         f"mssql+pyodbc://sa@db/crm?driver=x&Password={SECRET}&x=1",  # query parameter
         f"first postgresql://a:{SECRET}@h1/db then mysql://b:{SECRET}@h2/db",
+        # odbc_connect percent-encodes the ODBC string: '=' is %3D, ';' is %3B (quote_plus)
+        f"mssql+pyodbc:///?odbc_connect=DRIVER%3D%7BODBC+Driver+18%7D%3BUID%3Dsa%3BPWD%3D{SECRET}"
+        "%3BEncrypt%3Dno",
+        f"mssql+pyodbc:///?odbc_connect=driver%3dx%3buid%3dsa%3bpwd%3d{SECRET}%3b",  # lower case
+        f"odbc_connect=DRIVER%253Dx%253BPWD%253D{SECRET}%253B",  # encoded twice
+        f"DRIVER=x;UID=sa;PWD={{{SECRET};with;semicolons}};Encrypt=no",  # braced ODBC value
+        f"odbc_connect=DRIVER%3Dx%3BPWD%3D%7B{SECRET}%3Bx%7D%3BUID%3Dsa",  # braced and encoded
+        f"host=db password = {SECRET} dbname=crm",  # spaces around '='
     ],
 )
 def test_redact_hides_password(text: str) -> None:
@@ -168,7 +176,7 @@ def base_config(url: str) -> dict[str, Any]:
     return {
         "tenant": "acme-corp",
         "source": {"url": url},
-        "kafka": {"bootstrap_servers": "127.0.0.1:1"},
+        "kafka": {"bootstrap_servers": "127.0.0.1:1", "format": "single_object"},
         "logging": {"format": "json", "level": "DEBUG"},
         "metrics": {"enabled": False},
         "entities": {
