@@ -49,7 +49,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     cfg = load(args)
     names: list[str] = args.entity or list(cfg.enabled_entities())
-    problems = [f"--entity: {n!r} is not configured" for n in names if n not in cfg.entities]
+    enabled = cfg.enabled_entities()
+    problems = [f"--entity: {n!r} is not an enabled entity" for n in names if n not in enabled]
     if args.sample < 0:
         problems.append("--sample: must be 0 or more")
     if args.rows_per_s is not None and args.rows_per_s <= 0:

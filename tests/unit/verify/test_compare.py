@@ -6,11 +6,14 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from poller.avro.schemas import load_schema
+from poller.cli.main import main
 from poller.config import DeletesConfig, parse_config
 from poller.errors import ConfigError
 from poller.pipeline.stream import EntityStream
@@ -142,3 +145,14 @@ def test_the_merge_names_every_kind_of_difference() -> None:
     missing = next(d for d in found if d.key == 3)
     assert missing.raw_key == s.message_key(3) and missing.partition is None
     assert next(d for d in found if d.key == 2).offset == 11
+
+
+def test_bad_verify_options_are_listed_together_before_anything_connects(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "poller.yaml"
+    path.write_text(yaml.safe_dump(config()), encoding="utf-8")
+    code = main(["verify", "--config", str(path), "--entity", "nope", "--sample", "-1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "'nope' is not an enabled entity" in err and "--sample: must be 0 or more" in err
