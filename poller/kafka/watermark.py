@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 
 from poller.avro.schemas import SCHEMAS_DIR
 from poller.config import KafkaConfig
-from poller.errors import BrokerUnavailableError, WatermarkRegressionError
+from poller.errors import BrokerUnavailableError, SchemaMismatchError, WatermarkRegressionError
 from poller.kafka.topics import committed_consumer
 from poller.source.query import Position
 
@@ -77,7 +77,10 @@ def _typed(value: object) -> dict[str, str] | None:
         return {"kind": "uuid", "text": str(value)}
     if isinstance(value, bytes | bytearray | memoryview):
         return {"kind": "bytes", "text": bytes(value).hex()}
-    raise TypeError(f"unsupported cursor/key type {type(value).__name__}")
+    raise SchemaMismatchError(
+        f"a cursor or key value of type {type(value).__name__} ({value!r}) cannot be kept in "
+        "a watermark: use integer, decimal, text, date/time, UUID or binary key columns"
+    )
 
 
 def _old_typed(value: object) -> dict[str, str] | None:
