@@ -272,4 +272,5 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _position(r: dict[str, Any]) -> str:
     if r["cursor"] is None:
         return "earliest"
-    return str(r["cursor"]) if r["key"] is None else f"{r['cursor']} / {r['key']}"
+    same = r["key"] is None or r["key"] == r["cursor"]
+    return str(r["cursor"]) if same else f"{r['cursor']} / {r['key']}"
