@@ -154,7 +154,7 @@ class Backfiller:
         if self.publisher is not None:
             return
         topic = self.watermark_topic
-        ensure_topics(self.cfg.kafka, {topic: wanted_topics(self.cfg)[topic]})
+        ensure_topics(self.cfg.kafka, wanted_topics(self.cfg))  # the entity topics too
         pub = TransactionalPublisher(self.cfg.kafka, transactional_id(self.cfg))
         try:
             pub.start()

@@ -179,10 +179,13 @@ def test_poller_interleaves_a_queued_backfill_with_live_batches(
     assert (wm.position.key, wm.rows_total) == (1_250, 1_250)
 
 
-def test_a_different_pending_backfill_is_refused(
+def test_a_different_pending_backfill_is_refused_then_replaced_by_key(
     pg_url: str, prefix: str, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     execute(pg_url, *PEOPLE_DDL)
+    at = dt.datetime(2024, 1, 1)
+    insert_people(pg_url, [{"id": i, "tenant": OTHER if i == 5 else TENANT, "name": f"F{i}",
+                            "at": at} for i in range(1, 11)])  # fmt: skip
     cfg = config(pg_url, TENANT, kafka_bootstrap, prefix,
                  {"customers": people_entity("id", 100)}, tenant_column="user_id")  # fmt: skip
     path = write_config(cfg, tmp_path / "c.yaml")
@@ -199,3 +202,13 @@ def test_a_different_pending_backfill_is_refused(
                                       "--to", "50"),
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and "'x' is not an integer id" in bad.stderr
+
+    by_key = subprocess.run(backfill_cmd(path, "--entity", "customers", "--by", "key",
+                                         "--from", "3", "--to", "7", "--replace"),
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert by_key.returncode == 0, by_key.stdout + by_key.stderr
+    assert "done: 4 rows published again" in by_key.stdout
+    published = Counter(m.key for m in read_entity(kafka_bootstrap, f"{prefix}.customers"))
+    assert published == Counter({3: 1, 4: 1, 6: 1, 7: 1})  # nothing of the other tenant
+    state = backfill_state(cfg, "customers")
+    assert state is not None and state.done and (state.by, state.rows) == ("key", 4)
