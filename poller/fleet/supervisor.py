@@ -64,6 +64,7 @@ class Supervisor:
             now = time.monotonic()
             self.tenants[name] = Tenant(name, partition, raw, text, now, from_assignment)
             self.m.tenant_up.labels(self.w, name).set(0)
+            self.m.restarts.labels(self.w, name)  # at 0: increase() sees the first restart
             return
         if t.text != text:
             log.info("tenant %s: configuration changed; restarting", name, extra={"tenant": name})

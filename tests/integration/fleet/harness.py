@@ -37,6 +37,7 @@ from tests.integration.conftest import REPO_ROOT
 from tests.integration.faults.readback import compare, decode_topic, read_committed
 from tests.integration.faults.sources import SourceRow
 from tests.integration.faults.waits import free_port, poller_argv
+from tests.integration.ops.harness import PROMETHEUS, Proc, Prom, http_get
 
 T = TypeVar("T")
 
@@ -216,6 +217,43 @@ def wait_for(
             logs = "\n".join(w.describe() for w in workers)
             pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{logs}")
         time.sleep(interval)
+
+
+def start_prometheus(tmp: Path, targets: Sequence[str]) -> tuple[Prom, Proc]:
+    """A real Prometheus scraping the workers every second (one target per worker)."""
+    if not Path(PROMETHEUS).exists():
+        pytest.fail("prometheus is not installed (scripts/services up installs it)")
+    port = free_port()
+    cfg = tmp / "prometheus.yml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s"},
+                "scrape_configs": [
+                    {"job_name": "poller", "static_configs": [{"targets": list(targets)}]}
+                ],
+            }
+        )
+    )
+    proc = Proc(
+        [
+            PROMETHEUS,
+            f"--config.file={cfg}",
+            f"--storage.tsdb.path={tmp / 'prom-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        tmp / "prometheus.log",
+    )
+    prom = Prom(f"http://127.0.0.1:{port}")
+
+    def ready() -> bool:
+        try:
+            return http_get(f"{prom.url}/-/ready", 2)[0] == 200
+        except OSError:
+            return False
+
+    wait_for(ready, 60, "Prometheus to be ready")
+    return prom, proc
 
 
 class Fleet:

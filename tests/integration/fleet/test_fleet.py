@@ -11,13 +11,28 @@ import psutil
 import pytest
 import yaml
 
-from tests.integration.fleet.harness import SESSION_TIMEOUT_S, Fleet, Inserter, wait_for
+from tests.integration.fleet.harness import (
+    SESSION_TIMEOUT_S,
+    Fleet,
+    Inserter,
+    start_prometheus,
+    wait_for,
+)
+from tests.unit.ops.test_dashboards import load_dashboard, panel_queries
+
+TENANTS_PER_WORKER = 'count by (worker) (poller_worker_tenant_up{tenant=~"$tenant"})'
+
+
+def every_tenant(expr: str) -> str:
+    """A dashboard query as Grafana sends it with tenant = All."""
+    return expr.replace("$tenant", ".*").replace("$__rate_interval", "1m")
+
 
 pytestmark = pytest.mark.integration
 
 
 def test_three_workers_twelve_tenants_every_row_once(fleet: Fleet) -> None:
-    tenants = [fleet.tenant_name(i) for i in range(12)]
+    tenants = fleet.spread_tenants()  # 12, one per partition: 4 per worker
     workers = [fleet.start_worker() for _ in range(3)]
     for t in tenants:
         fleet.put(fleet.tenant_config(t))
@@ -26,7 +41,25 @@ def test_three_workers_twelve_tenants_every_row_once(fleet: Fleet) -> None:
     owners = fleet.wait_all_running(tenants, timeout=120)
     per_worker = {w.label: sum(1 for o in owners.values() if o == w.label) for w in workers}
     assert all(n > 0 for n in per_worker.values()), f"every worker runs tenants: {per_worker}"
-    time.sleep(5)  # rows keep arriving while all twelve run
+    # One scrape target per worker carries the worker's metrics and its tenants': the
+    # dashboard's fleet panels and the tenants' own series come from the same targets.
+    prom, prom_proc = start_prometheus(fleet.dir, [f"127.0.0.1:{w.port}" for w in workers])
+    try:
+        names = {w.label: w.log().split("worker ", 1)[1].split(" ", 1)[0] for w in workers}
+        want = {names[label]: n for label, n in per_worker.items()}
+
+        def panel_shows_every_tenant() -> bool:
+            rows = prom.query(every_tenant(TENANTS_PER_WORKER))
+            got = {r["metric"]["worker"]: int(float(r["value"][1])) for r in rows}
+            published = prom.query("count(poller_rows_published_total > 0)")
+            return got == want and bool(published) and published[0]["value"][1] == "12"
+
+        wait_for(panel_shows_every_tenant, 60, "Prometheus to show 12 tenants on 3 workers")
+        for title, _ref, expr in panel_queries(load_dashboard()):
+            if "poller_worker_" in expr:  # rate()/increase() need two scrapes
+                wait_for(lambda e=expr: prom.query(every_tenant(e)), 30, f"panel {title!r}")
+    finally:
+        prom_proc.stop(timeout=15)
     inserter.stop()
     fleet.wait_caught_up(tenants, timeout=90)
     total = sum(fleet.verify_exactly_once(t) for t in tenants)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from poller import __version__
+from poller.fleet.metrics import WorkerMetrics
 from poller.ops.metrics import Metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -44,8 +45,9 @@ def exported_names() -> set[str]:
     """Every sample name the poller's registry can expose, from its metric families' types,
     so a labelled metric without children yet still counts."""
     names: set[str] = set()
-    for family in Metrics().registry.collect():
-        names.update(family.name + s for s in _SUFFIXES[family.type])
+    for registry in (Metrics().registry, WorkerMetrics("w").registry):  # a worker's own too
+        for family in registry.collect():
+            names.update(family.name + s for s in _SUFFIXES[family.type])
     return names
 
 
