@@ -33,8 +33,9 @@ from poller.errors import ConfigError, SchemaMismatchError
 _STRING_TABLE = 1024  # strings shorter than this take their length prefix from a table
 
 
-def build_encoder(schema: EntitySchema, tz: tzinfo) -> RowEncoder:
-    """Return encode(row) -> header + Avro body, for rows in schema field order.
+def build_encoder(schema: EntitySchema, tz: tzinfo, header: bytes | None = None) -> RowEncoder:
+    """Return encode(row) -> header + Avro body, for rows in schema field order. The header is
+    the schema's single-object header unless given (the Confluent wire prefix, for one).
 
     Naive datetimes are wall-clock time in `tz` (never the process's local zone). The code is
     generated from the schema only: no data and no schema text (names, docs) reaches `exec`.
@@ -43,7 +44,7 @@ def build_encoder(schema: EntitySchema, tz: tzinfo) -> RowEncoder:
         raise ConfigError([f"time zone {tz!r} has no UTC offset"], source="time zone")
     specs = [_field_spec(f) for f in schema.raw["fields"]]
     slow = [field_encoder(s, tz) for s in specs]
-    header = schema.header
+    header = schema.header if header is None else header
     fixed_offset = fixed_offset_micros(tz)
 
     def encode_slowly(row: Sequence[object]) -> bytes:

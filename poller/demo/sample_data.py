@@ -436,9 +436,12 @@ def _entity(table: sa.Table, mode: str, extra: dict[str, str]) -> dict[str, Any]
             "settle_delay_s": 0}  # fmt: skip
 
 
-def demo_config(url: str, tenant: str, bootstrap: str, topic_prefix: str) -> dict[str, Any]:
+def demo_config(
+    url: str, tenant: str, bootstrap: str, topic_prefix: str, registry_url: str | None = None
+) -> dict[str, Any]:
     """The poller configuration for the sample tables. The URL's password (if any) is replaced
-    by a placeholder: see `url_secret` for the variable to set."""
+    by a placeholder: see `url_secret` for the variable to set. With a schema registry the
+    topics are in the Confluent format, else in single-object encoding."""
     safe_url, _env = url_secret(url)
     # An SQL expression mapping, as in the original system's CONCAT(f_name," ",m_name,...).
     extra = {"customers": {"full_name": full_name_sql(make_url(url).get_backend_name())}}
@@ -450,7 +453,9 @@ def demo_config(url: str, tenant: str, bootstrap: str, topic_prefix: str) -> dic
             "topic_prefix": topic_prefix,
             # Own transactional id per run: never fences another poller of this tenant.
             "transactional_id_prefix": topic_prefix,
+            "format": "single_object" if registry_url is None else "confluent",
         },
+        **({} if registry_url is None else {"schema_registry": {"url": registry_url}}),
         "metrics": {"enabled": False},
         # A demo should fail within seconds, not retry an absent database for ever.
         "retry": {"max_attempts": 5, "max_backoff_s": 5},

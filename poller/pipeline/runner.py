@@ -32,6 +32,7 @@ from poller.pipeline.guards import ensure_progress, fit_position, start_checks, 
 from poller.pipeline.heartbeat import Heartbeats
 from poller.pipeline.isolation import EntityBackoff
 from poller.pipeline.preflight import preflight
+from poller.pipeline.sizes import NO_LIMIT, MessageLimits, read_limits
 from poller.pipeline.stream import EntityStream, cursor_number, make_streams, publish_batch
 from poller.pipeline.wire import EntityWire, register_entities
 from poller.source.horizon import HorizonAccess
@@ -101,6 +102,7 @@ class Poller:
         self.wires: dict[str, EntityWire] = {}  # Confluent framing per entity, set at start
         self._failures = 0  # consecutive transient failures, for the backoff
         self.isolation = EntityBackoff(cfg.tenant, cfg.retry, self.metrics, self.health)
+        self._sizes = MessageLimits()  # read from the topics at start
         self.heartbeats = Heartbeats(
             cfg.tenant, self.metrics, self.watermark_topic, cfg.source.timezone
         )
@@ -272,11 +274,13 @@ class Poller:
                 # Confluent format: schema ids fixed once, before anything is written.
                 self.wires = register_entities(self.cfg, self.schemas, self.engine, self.queries)
             ensure_topics(k, wanted_topics(self.cfg))
+            self._sizes = read_limits(k, list(wanted_topics(self.cfg)))
             self._topics_ready = True
         pub = TransactionalPublisher(
             k,
             self.cfg.transactional_id(),
             stats_cb=lambda s: self.metrics.on_stats(self.tenant, s),
+            max_batch_bytes=self._sizes.batch_bytes if self._sizes.per_topic else None,
         )
         try:
             pub.start()  # fences an older poller of this tenant, aborts its open transaction
@@ -301,6 +305,9 @@ class Poller:
             self.cfg, self.schemas, stored, self._start_positions, self.wires
         )
         for name, s in self.streams.items():
+            s.max_value_bytes = self._sizes.per_topic.get(s.topic, NO_LIMIT)
+            s.compression = self._sizes.compression
+            s.dead_letter_max_bytes = self._sizes.per_topic.get(self.dead_letter_topic, NO_LIMIT)
             s.position = fit_position(s.position, self.readers[name], self.cfg.source.timezone)
             if name in previous:
                 s.next_poll_at = previous[name].next_poll_at

@@ -20,6 +20,7 @@ from poller.config import AppConfig, EntityConfig, Mode
 from poller.errors import BadRowError, BadValueError
 from poller.kafka.publisher import TransactionalPublisher, classify
 from poller.kafka.watermark import Watermark, check_forward, encode, key_bytes
+from poller.pipeline.sizes import NO_LIMIT, check_size, fit_dead_letter
 from poller.pipeline.wire import EntityWire
 from poller.source.deletes import deleted_matcher
 from poller.source.query import Position, RowLayout
@@ -76,6 +77,9 @@ class EntityStream:
     caught_up: bool = False
     next_poll_at: float = 0.0
     wire: EntityWire | None = None  # Confluent framing; None: single-object, JSON keys
+    max_value_bytes: int = NO_LIMIT  # larger rows are bad rows (the topic's max.message.bytes)
+    compression: str = "none"  # the producer's, to size a row the way the broker sees it
+    dead_letter_max_bytes: int = NO_LIMIT
     encoder: Callable[[Sequence[object]], bytes] = field(init=False)
     n_fields: int = field(init=False)
     is_deleted: Callable[[object], bool] | None = field(init=False)  # soft deletes configured
@@ -169,6 +173,7 @@ def publish_batch(
     is_deleted = stream.is_deleted or bool
     dead = 0
     rows = batch.rows
+    max_value = stream.max_value_bytes
     value: bytes | None
     for i, row in enumerate(rows):
         if deleted_at is not None and is_deleted(row[deleted_at]):
@@ -176,6 +181,8 @@ def publish_batch(
         else:
             try:
                 value = encode_row(row[:n])
+                if len(value) > max_value:
+                    check_size(value, topic, max_value, stream.compression)
             except BadValueError as exc:
                 key = layout.message_key(row)
                 if stream.cfg.on_bad_row == "fail":
@@ -185,7 +192,10 @@ def publish_batch(
                     error = BadRowError(stream.tenant, stream.name, key, exc)
                     return BatchOutcome(i - dead, dead, prev, error)
                 dl_key = stream.json_key(key)
-                send(dead_letter_topic, dl_key, _dead_letter(stream, row, key, exc), headers)
+                letter = fit_dead_letter(
+                    _dead_letter(stream, row, key, exc), stream.dead_letter_max_bytes
+                )
+                send(dead_letter_topic, dl_key, letter, headers)
                 dead += 1
                 continue
         k = layout.message_key(row) if composite else row[key_at]

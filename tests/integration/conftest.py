@@ -11,6 +11,8 @@ Environment overrides:
   POLLER_TEST_PG_ADMIN_URL       SQLAlchemy URL of a database the per-test
                                  databases are created from
   POLLER_TEST_MARIADB_ADMIN_URL  same for MariaDB
+  POLLER_TEST_REGISTRY           Confluent-compatible Schema Registry URL
+                                 (default http://127.0.0.1:8081/apis/ccompat/v7)
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ MARIADB_ADMIN_URL = os.environ.get(
     "POLLER_TEST_MARIADB_ADMIN_URL",
     "mysql+pymysql://poller:poller@127.0.0.1:3306/poller_test?charset=utf8mb4",
 )
+
+REGISTRY_URL = os.environ.get(
+    "POLLER_TEST_REGISTRY", "http://127.0.0.1:8081/apis/ccompat/v7"
+)  # Apicurio's Confluent-compatible API, started by scripts/services
 
 HOW_TO_START = "start the local stack with `scripts/services up` (or `make services-up`)"
 
@@ -97,6 +103,25 @@ class KafkaService:
 @pytest.fixture(scope="session")
 def kafka_service(services_script: Path) -> KafkaService:
     return KafkaService(services_script)
+
+
+# -------------------------------------------------------------------- registry
+
+
+@pytest.fixture(scope="session")
+def registry_url() -> str:
+    """Confluent-compatible Schema Registry URL; fails the test if it does not answer."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{REGISTRY_URL}/subjects", timeout=10) as resp:
+            resp.read()
+    except OSError as exc:
+        pytest.fail(
+            f"the schema registry does not answer at {REGISTRY_URL} ({exc}); {HOW_TO_START}",
+            pytrace=False,
+        )
+    return REGISTRY_URL
 
 
 # ----------------------------------------------------------------------- kafka

@@ -22,6 +22,7 @@ def base(**entity: Any) -> dict[str, Any]:
     return {
         "tenant": "acme-corp",
         "source": {"url": "postgresql+psycopg2://crm:${CRM_PW}@db:5432/crm"},
+        "schema_registry": {"url": "http://registry.example:8081"},
         "entities": {"customers": customers},
     }
 

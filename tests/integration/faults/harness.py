@@ -201,6 +201,7 @@ class Scenario:
                 "topic_prefix": self.prefix,
                 "topic_partitions": 3,
                 "transaction_timeout_s": 30,
+                "format": "single_object",  # read back with the poller's own Decoder
                 **(kafka or {}),
             },
             "entities": {k: dict(v) for k, v in entities.items()},

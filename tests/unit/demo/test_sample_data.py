@@ -187,10 +187,14 @@ def test_seed_only_writes_sqlite_and_config(
     (tmp_path / "demo-out").mkdir()
     (tmp_path / "demo-out" / "demo.sqlite").write_text("stale, not a database")
     args = argparse.Namespace(source=None, tenant="globex", config_out="out/c.yaml",
-                              seed_only=True, bootstrap="127.0.0.1:1")  # fmt: skip
+                              seed_only=True, bootstrap="127.0.0.1:1",
+                              registry="http://127.0.0.1:1/apis/ccompat/v7")  # fmt: skip
     assert run_demo(args) == 0
     cfg = load_config(tmp_path / "out" / "c.yaml")
     assert cfg.tenant == "globex" and cfg.kafka.topic_prefix.startswith("demo-")
+    # The demo publishes in the Confluent format, its config naming the registry.
+    assert cfg.kafka.format == "confluent" and cfg.schema_registry is not None
+    assert cfg.schema_registry.url == "http://127.0.0.1:1/apis/ccompat/v7"
     with sqlite3.connect(tmp_path / "demo-out" / "demo.sqlite") as conn:
         tenants = dict(conn.execute("SELECT user_id, count(*) FROM customers GROUP BY user_id"))
     assert set(tenants) == {"globex", "acme-corp"}  # recreated, with the other tenant too

@@ -132,7 +132,11 @@ def cfg(tmp_path: Path) -> AppConfig:
         {
             "tenant": "acme",
             "source": {"url": f"sqlite:///{db}"},
-            "kafka": {"bootstrap_servers": "127.0.0.1:1", "topic_prefix": "unit"},
+            "kafka": {
+                "bootstrap_servers": "127.0.0.1:1",
+                "topic_prefix": "unit",
+                "format": "single_object",
+            },
             "entities": {
                 "customers": {
                     "table": "customers",
