@@ -68,7 +68,7 @@ def reconcile_deletes(
         db = open_spill(Path(tmp))
         try:
             snapshot = TopicSnapshot(db, stream)
-            snapshot.load(k)
+            snapshot.load(k, stop=stop.is_set)
             for raw, key, value_digest, _p, _o in snapshot.by_raw_key():
                 if stop.is_set():
                     break

@@ -68,8 +68,10 @@ class TopicSnapshot:
         kafka: KafkaConfig,
         timeout_s: float = 60.0,
         on_progress: Callable[[int, int], None] | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> None:
-        """Read the topic to the end offsets it has now; `on_progress(done, total)`."""
+        """Read the topic to the end offsets it has now; `on_progress(done, total)`; `stop()`
+        true ends the reading early (a stopping poller)."""
         consumer = committed_consumer(
             kafka, f"poller-verify-{uuid.uuid4().hex}", extra=_CONSUMER_LIMITS
         )
@@ -81,7 +83,7 @@ class TopicSnapshot:
             pending = {p: high for p, (low, high) in ends.items() if high > low}
             if pending:
                 consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in pending])
-                self._consume(consumer, pending, total, timeout_s, on_progress)
+                self._consume(consumer, pending, total, timeout_s, on_progress, stop)
         finally:
             consumer.close()
         self.db.execute("CREATE INDEX t_ik ON t (ik)")
@@ -114,12 +116,13 @@ class TopicSnapshot:
         total: int,
         timeout_s: float,
         on_progress: Callable[[int, int], None] | None,
+        stop: Callable[[], bool] | None,
     ) -> None:
         keys, tenant = self.keys, self.tenant
         rows: list[tuple[bytes, int | None, str, bytes | None, int, int]] = []
         insert = "INSERT OR REPLACE INTO t VALUES (?, ?, ?, ?, ?, ?)"
         deadline = time.monotonic() + timeout_s
-        while pending:
+        while pending and not (stop is not None and stop()):
             msgs = c.consume(_CONSUME_BATCH, 0.5)
             for msg in msgs:
                 if (err := msg.error()) is not None:
