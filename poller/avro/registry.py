@@ -37,7 +37,8 @@ from poller.errors import (
 
 log = logging.getLogger(__name__)
 # The HTTP client logs every request at INFO, URL included (which may carry credentials).
-logging.getLogger("httpx").setLevel(logging.WARNING)
+for _name in ("httpx", "httpx2"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 WIRE_MAGIC = 0
 KeyType = Literal["long", "string", "bytes"]

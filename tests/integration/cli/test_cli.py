@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from poller.kafka.tail import read_topic
+from poller.config import load_config
+from poller.kafka.tail import MessageDecoder, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -28,9 +29,11 @@ def cli(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProc
 
 
 @pytest.fixture
-def demo(tmp_path: Path, kafka_bootstrap: str) -> tuple[Path, dict[str, Any]]:
-    """The demo's SQLite CRM and config, cut to two entities, with topics unique to the test."""
-    seeded = cli(tmp_path, "demo", "--seed-only", "--config-out", "c.yaml")
+def demo(tmp_path: Path, kafka_bootstrap: str, registry_url: str) -> tuple[Path, dict[str, Any]]:
+    """The demo's SQLite CRM and config (Confluent format), cut to two entities, with topics
+    unique to the test."""
+    seeded = cli(tmp_path, "demo", "--seed-only", "--config-out", "c.yaml", "--registry",
+                 registry_url)  # fmt: skip
     assert seeded.returncode == 0, seeded.stderr
     cfg = yaml.safe_load((tmp_path / "c.yaml").read_text())
     prefix = f"cli_{uuid.uuid4().hex[:10]}"
@@ -67,7 +70,8 @@ def test_check_run_tail_offsets_and_reset(demo: tuple[Path, dict[str, Any]]) -> 
     records = [json.loads(line) for line in tailed.stdout.splitlines()]
     assert len(records) == 3
     for rec in records:
-        assert json.loads(rec["_key"]) == ["acme-corp", int(rec["local_id"])]
+        # The Avro key record, decoded with the schema the registry holds for its id.
+        assert rec["_key"] == {"tenant": "acme-corp", "customer_id": int(rec["local_id"])}
         assert isinstance(rec["_partition"], int) and isinstance(rec["_offset"], int)
         assert rec["first_name"]
 
@@ -79,7 +83,8 @@ def test_check_run_tail_offsets_and_reset(demo: tuple[Path, dict[str, Any]]) -> 
     assert again.returncode == 0, again.stderr
     topic = f"{cfg['kafka']['topic_prefix']}.customers"
     keys = Counter(m.key() for m in read_topic(cfg["kafka"]["bootstrap_servers"], topic))
-    twice = sorted(json.loads(k)[1] for k, n in keys.items() if n == 2)
+    decoder = MessageDecoder(load_config(cwd / "c.yaml").schema_registry)
+    twice = sorted(decoder.key(k)["customer_id"] for k, n in keys.items() if n == 2)
     assert len(keys) == 300 and twice == list(range(251, 301)), twice
 
 

@@ -20,11 +20,12 @@ import sqlalchemy as sa
 import yaml
 from sqlalchemy.engine import make_url
 
-from poller.avro.decoder import Decoder
-from poller.avro.schemas import ENTITIES
+from poller.avro.registry import full_name
+from poller.avro.schemas import ENTITIES, load_schema
 from poller.config import AppConfig, load_config
 from poller.demo.sample_data import ENTITY_TABLES, PASSWORD_ENV, url_secret
-from poller.kafka.tail import read_topic
+from poller.kafka.tail import MessageDecoder, read_topic
+from tests.integration.conftest import REGISTRY_URL
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +36,7 @@ def run_demo_cli(cwd: Path, bootstrap: str, *extra: str) -> subprocess.Completed
     """`poller demo` as a user runs it: a separate process, in its own working directory."""
     return subprocess.run(
         [sys.executable, "-m", "poller", "demo", "--config-out", str(cwd / "c.yaml"),
-         "--bootstrap", bootstrap, *extra],
+         "--bootstrap", bootstrap, "--registry", REGISTRY_URL, *extra],
         cwd=cwd, capture_output=True, text=True, timeout=180, check=False,
         env={k: v for k, v in os.environ.items() if not k.startswith("POLLER_DEMO")},
     )  # fmt: skip
@@ -75,18 +76,23 @@ def check_copy(url: str, cfg: AppConfig) -> None:
     """Every topic holds exactly the demo tenant's rows, once each, with exact values."""
     assert cfg.tenant == TENANT and set(cfg.entities) == set(ENTITIES)
     expected = source_rows(url, cfg)
-    decoder = Decoder()
+    # The demo publishes in the Confluent format: Avro keys and values, ids from the registry.
+    assert cfg.kafka.format == "confluent" and cfg.schema_registry is not None
+    decoder = MessageDecoder(cfg.schema_registry)
     records: dict[str, list[dict[str, object]]] = {}
     for name in cfg.entities:
         topic = cfg.kafka.topic_for(name, cfg.tenant)
         keys: Counter[str] = Counter()
         records[name] = []
+        column = cfg.entities[name].key_columns[0]
         for msg in read_topic(cfg.kafka.bootstrap_servers, topic, timeout_s=15):
-            tenant, key = json.loads(msg.key())
+            avro_key = decoder.key(msg.key())
+            assert isinstance(avro_key, dict) and set(avro_key) == {"tenant", column}, avro_key
+            tenant, key = avro_key["tenant"], avro_key[column]
             assert tenant == TENANT, f"{name}: a row of tenant {tenant!r} was published"
             keys[json.dumps(key)] += 1
-            entity, record = decoder.decode(msg.value())
-            assert entity == name
+            schema_name, record = decoder.value(msg.value())
+            assert schema_name == full_name(load_schema(name).raw)
             records[name].append(record)
         source_keys, other_rows = expected[name]
         assert other_rows > 0, f"{name}: no {OTHER} rows, so isolation is not being tested"
