@@ -352,15 +352,16 @@ class Fleet:
 
     # -- workers ----------------------------------------------------------------------------
 
-    def start_worker(self, label: str | None = None, *extra: str) -> WorkerProc:
+    def start_worker(self, label: str | None = None, protocol: str = "classic") -> WorkerProc:
         label = label or f"worker-{len(self.workers) + 1}"
         port = free_port()
         cfg = self.dir / f"{label}.yaml"
         data = yaml.safe_load(self.worker_config.read_text())
         data["metrics"] = {"host": "127.0.0.1", "port": port}
+        data["protocol"] = protocol
         cfg.write_text(yaml.safe_dump(data))
         env = {**os.environ, PASSWORD_ENV: self.password}
-        argv = poller_argv("worker", "--config", str(cfg), *extra)
+        argv = poller_argv("worker", "--config", str(cfg))
         w = WorkerProc(argv, self.dir / f"{label}.log", label, port, env)
         self.workers.append(w)
         return w

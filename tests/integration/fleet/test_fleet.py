@@ -206,9 +206,10 @@ def test_scale_out_moves_a_quarter_and_never_runs_a_tenant_twice(fleet: Fleet) -
         fleet.verify_exactly_once(t)
 
 
-def test_tenants_cli_put_list_rm(fleet: Fleet) -> None:
+def test_tenants_cli_put_list_rm_on_the_kip848_protocol(fleet: Fleet) -> None:
     tenants = [fleet.tenant_name(i) for i in range(3)]
-    workers = [fleet.start_worker() for _ in range(2)]
+    # The next-generation group protocol (KIP-848): the broker assigns the partitions.
+    workers = [fleet.start_worker(protocol="consumer") for _ in range(2)]
     files = {}
     for t in tenants:
         files[t] = fleet.dir / f"{t}.yaml"
