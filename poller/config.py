@@ -60,6 +60,7 @@ class SourceConfig(_Model):
     timezone: str = Field("UTC", description="zone of naive timestamps in the database")
     statement_timeout_s: float = Field(300, gt=0)
     connect_timeout_s: float = Field(10, gt=0)
+    drift_check_interval_s: float = Field(300, ge=0, description="re-check the mapping; 0: never")
     horizon: Literal["transactions", "settle"] = Field(
         "transactions",
         description="transactions: read only rows no open transaction can still write behind "
@@ -126,11 +127,8 @@ _CLIENT_OPTION_PREFIXES = (
 
 class KafkaConfig(_Model):
     bootstrap_servers: str = "127.0.0.1:9092"
-    format: Literal["confluent", "single_object"] = Field(
-        "confluent",
-        description="confluent: magic 0 + 4-byte schema id + Avro, Avro keys (schema_registry); "
-        "single_object: C3 01 + fingerprint + Avro, JSON keys",
-    )
+    # confluent: 0 + schema id + Avro, Avro keys; single_object: C3 01 + fingerprint, JSON keys
+    format: Literal["confluent", "single_object"] = "confluent"
     options: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="extra librdkafka producer options"
     )
@@ -344,9 +342,7 @@ class SchemaRegistryConfig(_Model):
     )
     auto_register: bool = Field(True, description="false: only look the schemas up")
     timeout_s: float = Field(10, gt=0)
-    options: dict[str, str | int | float | bool] = Field(
-        default_factory=dict, description="extra client options, e.g. ssl.ca.location"
-    )
+    options: dict[str, str | int | float | bool] = {}  # client options, e.g. ssl.ca.location
 
     @field_validator("url")
     @classmethod

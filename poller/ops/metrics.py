@@ -110,6 +110,13 @@ class Metrics:
             te,
             registry=r,
         )
+        self.schema_drift = Gauge(
+            "poller_schema_drift",
+            "Problems the last check of the mapping found in the source (a mapped column "
+            "dropped, renamed or retyped while running); above 0 the poller stops (exit 2)",
+            te,
+            registry=r,
+        )
         self.errors = Counter(
             "poller_errors", "Errors by kind", ("tenant", "entity", "kind"), registry=r
         )
@@ -172,6 +179,7 @@ class Metrics:
             self.heartbeat.labels(*labels).set(started)
             self.horizon_holdback.labels(*labels)
             self.horizon_active.labels(*labels)
+            self.schema_drift.labels(*labels)
         for outcome in OUTCOMES:
             self.transactions.labels(tenant, outcome)
         for kind in TENANT_ERROR_KINDS:

@@ -19,6 +19,7 @@ from poller.config import AppConfig, EntityConfig, Mode
 from poller.errors import (
     PollerError,
     ProducerFailedError,
+    SchemaMismatchError,
     SourceError,
     TerminalError,
     TransientError,
@@ -28,6 +29,7 @@ from poller.kafka.publisher import TransactionalPublisher
 from poller.kafka.topics import ensure_topics, wanted_topics
 from poller.ops.metrics import Health, Metrics
 from poller.pipeline.backfill import Backfiller
+from poller.pipeline.drift import DriftWatch
 from poller.pipeline.guards import ensure_progress, fit_position, start_checks, stored_mismatches
 from poller.pipeline.heartbeat import Heartbeats
 from poller.pipeline.isolation import EntityBackoff
@@ -100,6 +102,7 @@ class Poller:
         self._start_positions: dict[str, Position] = {}
         self._topics_ready = False
         self.wires: dict[str, EntityWire] = {}  # Confluent framing per entity, set at start
+        self.drift = DriftWatch(cfg, self.engine, self.metrics, self.schemas, self.queries)
         self._failures = 0  # consecutive transient failures, for the backoff
         self.isolation = EntityBackoff(cfg.tenant, cfg.retry, self.metrics, self.health)
         self._sizes = MessageLimits()  # read from the topics at start
@@ -134,6 +137,7 @@ class Poller:
             self.close()
 
     def _turn(self) -> None:
+        self.drift.check_due()
         for stream in self.streams.values():
             if self.stop.is_set():
                 return
@@ -150,6 +154,8 @@ class Poller:
         before = s.rows_total
         try:
             self._drain(s)
+        except SchemaMismatchError as exc:  # e.g. a column dropped: name it, stop (exit 2)
+            raise self.drift.explain(exc) from exc
         except SourceError as exc:
             if self.publisher is not None and self.publisher.in_transaction:
                 raise  # cannot happen while reading; the tenant-wide recovery cleans up
