@@ -28,7 +28,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from poller.errors import ConfigError, KafkaFatalError
+from poller.errors import ConfigError, KafkaFatalError, StartupError
 from poller.fleet.metrics import Exposition, WorkerMetrics
 from poller.fleet.settings import WorkerConfig, parse_tenant_text
 from poller.fleet.supervisor import Supervisor
@@ -111,6 +111,8 @@ class Worker:
 
     def _release(self, consumer: Consumer, parts: list[TopicPartition], lost: bool) -> None:
         mine = {tp.partition for tp in parts if tp.topic == self.topic}
+        if lost:
+            self.joined = False  # until the group assigns again
         if mine:
             self.metrics.rebalances.labels(self.name, "lost" if lost else "revoked").inc()
             if lost:
@@ -268,7 +270,10 @@ class Worker:
                 return
 
         m = self.cfg.metrics
-        server = ThreadingHTTPServer((m.host, m.port), Handler)
+        try:
+            server = ThreadingHTTPServer((m.host, m.port), Handler)
+        except OSError as exc:
+            raise StartupError(f"cannot serve metrics on {m.host}:{m.port}: {exc}") from exc
         threading.Thread(target=server.serve_forever, daemon=True, name="http").start()
         return server
 

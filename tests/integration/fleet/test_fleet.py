@@ -4,6 +4,7 @@ group: every row once, across worker crashes, freezes and scale-out."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 
@@ -78,14 +79,25 @@ def test_kill_9_moves_tenants_to_the_survivors(fleet: Fleet) -> None:
     moved = sorted(t for t, o in owners.items() if o == victim.label)
     time.sleep(2)
 
+    children = victim.family()[1:]
+    assert len(children) == len(moved), victim.describe()
     killed_at = time.monotonic()
-    victim.signal_all(signal.SIGKILL)  # the worker and its tenants, at once
+    victim.kill()  # SIGKILL to the worker only: its tenants' processes must die with it
+    wait_for(
+        lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children),
+        10,
+        "the dead worker's tenant processes to die with it (no orphans)",
+        fleet.workers,
+        interval=0.1,
+    )
+    orphans_gone = time.monotonic() - killed_at
     survivors = [w for w in workers if w is not victim]
     fleet.wait_all_running(tenants, timeout=90, workers=survivors)
     takeover = time.monotonic() - killed_at
     print(
         f"\nkill -9 of {victim.label}: its {len(moved)} tenant(s) ran again on the survivors "
-        f"after {takeover:.1f}s (session timeout {SESSION_TIMEOUT_S}s)"
+        f"after {takeover:.1f}s (session timeout {SESSION_TIMEOUT_S}s); its tenant processes "
+        f"had died with it within {orphans_gone:.2f}s"
     )
     # Detection takes the session timeout; rebalancing and starting the tenant process (its
     # init_transactions fences the dead writer) come on top.
@@ -265,6 +277,22 @@ def test_tenants_cli_put_list_rm_on_the_kip848_protocol(fleet: Fleet) -> None:
         workers,
     )
     assert changer.events(rf"tenant {changed}: configuration changed; restarting")
+    # A tenant process that dies is restarted (with backoff) by its worker.
+    keeper = next(w for w in workers if w.label == owners[kept])
+    pid = int(keeper.events(rf"tenant {kept}: started \(pid (\d+)")[-1][1].group(1))
+    psutil.Process(pid).kill()
+    wait_for(
+        lambda: (
+            keeper.events(rf"tenant {kept}: pid {pid} killed by SIGKILL")
+            and kept in keeper.tenants_up()
+        ),
+        90,
+        f"{kept} to be restarted after its process was killed",
+        workers,
+    )
+    assert re.search(
+        rf'poller_worker_child_restarts_total\{{tenant="{kept}",[^}}]*\}} 1\.0', keeper.metrics()
+    ), keeper.metrics()
     time.sleep(2)
     inserter.stop()
     fleet.wait_caught_up([changed, kept], timeout=90)
