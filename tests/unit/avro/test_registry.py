@@ -1,0 +1,202 @@
+"""The Confluent wire format without a registry: the 5-byte prefix, subject strategies, the Avro
+key record and its encoder (checked against fastavro), the config rules and URL redaction."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import fastavro
+import pytest
+
+from poller.avro.encoder import build_encoder
+from poller.avro.registry import (
+    ConfluentDecoder,
+    Registry,
+    build_key_encoder,
+    full_name,
+    key_schema,
+    key_type_of,
+    subject_name,
+    wire_prefix,
+)
+from poller.avro.schemas import PayloadError, load_schema
+from poller.config import SchemaRegistryConfig, parse_config
+from poller.errors import BadValueError, ConfigError
+
+
+def test_wire_prefix_is_magic_zero_and_big_endian_id() -> None:
+    assert wire_prefix(1) == b"\x00\x00\x00\x00\x01"
+    assert wire_prefix(0x01020304) == b"\x00\x01\x02\x03\x04"
+
+
+def test_subject_strategies() -> None:
+    raw = load_schema("customers").raw
+    assert full_name(raw) == "retail.loyalty.Customer"
+    assert subject_name("topic", "r.customers", raw, is_key=False) == "r.customers-value"
+    assert subject_name("topic", "r.customers", raw, is_key=True) == "r.customers-key"
+    assert subject_name("record", "r.customers", raw, is_key=False) == "retail.loyalty.Customer"
+    assert (
+        subject_name("topic_record", "r.customers", raw, is_key=False)
+        == "r.customers-retail.loyalty.Customer"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "avro"),
+    [("int", "long"), ("decimal0", "long"), ("binary", "bytes"), ("string", "string"),
+     ("unknown", "string"), ("datetime", "string"), ("decimal?", "string")],
+)  # fmt: skip
+def test_key_types_from_database_kinds(kind: str, avro: str) -> None:
+    assert key_type_of(kind) == avro
+
+
+def read(schema: dict[str, Any], payload: bytes, prefix: bytes) -> Any:
+    assert payload.startswith(prefix)
+    buf = io.BytesIO(payload[len(prefix) :])
+    record = fastavro.schemaless_reader(buf, fastavro.parse_schema(schema), None)
+    assert buf.tell() == len(payload) - len(prefix), "bytes left after the record"
+    return record
+
+
+@pytest.mark.parametrize(
+    "key", [0, 1, -1, 63, 64, 8191, 8192, 2**31, 2**42, 2**56 + 3, 2**63 - 1, -(2**63)]
+)
+def test_long_key_matches_fastavro(key: int) -> None:
+    schema = key_schema(load_schema("customers"), [("customer_id", "long")])
+    encode = build_key_encoder(wire_prefix(7), "acme-corp", [("customer_id", "long")])
+    record = read(schema, encode(key), wire_prefix(7))
+    assert record == {"tenant": "acme-corp", "customer_id": key}
+
+
+def test_string_bytes_and_composite_keys_match_fastavro() -> None:
+    es = load_schema("receipt_lines")
+    cols = [("cheque_id", "long"), ("line_no", "string"), ("raw", "bytes")]
+    schema = key_schema(es, cols)
+    assert [f["name"] for f in schema["fields"]] == ["tenant", "cheque_id", "line_no", "raw"]
+    assert full_name(schema) == "retail.loyalty.ReceiptLineKey" or full_name(schema).endswith("Key")
+    encode = build_key_encoder(wire_prefix(9), "Ünïcode ✓", cols)
+    got = read(schema, encode((Decimal(12), "№ 1", b"\x00\xff")), wire_prefix(9))
+    assert got == {"tenant": "Ünïcode ✓", "cheque_id": 12, "line_no": "№ 1", "raw": b"\x00\xff"}
+    text = build_key_encoder(b"", "t", [("k", "string")])
+    u = uuid.UUID(int=5)
+    assert read(key_schema(es, [("k", "string")]), text(u), b"")["k"] == str(u)
+    assert read(key_schema(es, [("k", "string")]), text(date(2024, 1, 2)), b"")["k"] == (
+        "2024-01-02"
+    )
+
+
+def test_keys_are_deterministic_and_distinct_per_tenant() -> None:
+    a = build_key_encoder(wire_prefix(1), "a", [("id", "long")])
+    b = build_key_encoder(wire_prefix(1), "b", [("id", "long")])
+    assert a(5) == a(5) and a(5) != b(5) and a(5) != a(6)
+
+
+@pytest.mark.parametrize(
+    ("t", "value"), [("long", None), ("long", "12"), ("long", 1.5), ("long", True),
+                     ("long", 2**63), ("string", None), ("bytes", "text")],
+)  # fmt: skip
+def test_a_key_that_does_not_fit_is_a_bad_value_naming_the_column(t: str, value: object) -> None:
+    encode = build_key_encoder(b"", "t", [("the_key", t)])  # type: ignore[list-item]
+    with pytest.raises(BadValueError, match="the_key"):
+        encode(value)
+
+
+def test_key_record_names_are_avro_names_and_may_not_clash() -> None:
+    es = load_schema("customers")
+    assert key_schema(es, [("id$x", "long")])["fields"][1]["name"] == "id_x"
+    with pytest.raises(ConfigError, match="tenant"):
+        key_schema(es, [("Tenant", "string")])
+    with pytest.raises(ConfigError, match="clash"):
+        key_schema(es, [("a$b", "long"), ("a#b", "long")])
+
+
+def test_confluent_header_with_the_generated_encoder_body() -> None:
+    """The hot loop's encoder writes the same body after either header."""
+    es = load_schema("customers")
+    row = ["1", "Anna Smirnova", "Anna", None, "Smirnova", None, None, None, date(1990, 1, 2),
+           None, None, None, None, datetime(2024, 1, 1, 12), datetime(2024, 5, 1, 8, 30)]  # fmt: skip
+    single = build_encoder(es, UTC)(row)
+    confluent = build_encoder(es, UTC, wire_prefix(42))(row)
+    assert single[:10] == es.header and confluent[:5] == wire_prefix(42)
+    assert single[10:] == confluent[5:]
+    assert read(es.raw, confluent, wire_prefix(42))["birth_date"] == date(1990, 1, 2)
+
+
+class FakeIds:
+    """Stands in for the registry's id lookup only (the HTTP side is tested against the real
+    registry in tests/integration/registry)."""
+
+    def __init__(self, schemas: dict[int, dict[str, Any]]) -> None:
+        self.schemas = schemas
+
+    def schema_by_id(self, schema_id: int) -> tuple[str, Any]:
+        raw = self.schemas[schema_id]
+        return full_name(raw), fastavro.parse_schema(raw)
+
+
+def test_confluent_decoder_reads_values_and_rejects_other_framings() -> None:
+    es = load_schema("customers")
+    decoder = ConfluentDecoder(FakeIds({42: es.raw}))  # type: ignore[arg-type]
+    row = ["7", None, None, None, None, None, None, None, None, None, None, None, None, None,
+           None]  # fmt: skip
+    name, record = decoder.decode(build_encoder(es, UTC, wire_prefix(42))(row))
+    assert name == "retail.loyalty.Customer" and record["local_id"] == "7"
+    with pytest.raises(PayloadError, match="not the Confluent wire format"):
+        decoder.decode(build_encoder(es, UTC)(row))  # single-object
+    with pytest.raises(PayloadError, match="bytes after the Avro body"):
+        decoder.decode(build_encoder(es, UTC, wire_prefix(42))(row) + b"\x00")
+
+
+def base(**kafka: Any) -> dict[str, Any]:
+    return {
+        "tenant": "t",
+        "source": {"url": "sqlite:///x.db"},
+        "kafka": kafka,
+        "entities": {"customers": {"table": "c", "key": "id", "fields": {"local_id": "id"},
+                                   "batching": {"mode": "id", "column": "id"}}},
+    }  # fmt: skip
+
+
+def test_confluent_is_the_default_and_needs_a_registry() -> None:
+    with pytest.raises(ConfigError, match=r"schema_registry: required by kafka.format confluent"):
+        parse_config(base())
+    assert parse_config(base(format="single_object")).schema_registry is None
+    cfg = parse_config({**base(), "schema_registry": {"url": "http://sr:8081"}})
+    assert cfg.kafka.format == "confluent"
+    sr = cfg.schema_registry
+    assert sr is not None and sr.compatibility == "FULL_TRANSITIVE" and sr.auto_register
+    assert sr.subject_strategy == "topic"
+
+
+def test_registry_config_problems_are_listed_with_their_paths() -> None:
+    raw = {**base(), "schema_registry": {"url": "registry:8081", "subject_strategy": "name",
+                                          "compatibility": "SOMETIMES"}}  # fmt: skip
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    text = "\n".join(info.value.problems)
+    for path in ("schema_registry.url", "schema_registry.subject_strategy",
+                 "schema_registry.compatibility"):  # fmt: skip
+        assert path in text, text
+
+
+def test_registry_secrets_come_from_the_environment_and_urls_are_redacted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SR_PW", "s3cr3t")
+    cfg = parse_config({**base(), "schema_registry": {
+        "url": "https://u:${SR_PW}@sr.example:8081/apis/ccompat/v7,http://sr2:8081",
+        "basic_auth": {"user": "poller", "password": "${SR_PW}"}}})  # fmt: skip
+    sr = cfg.schema_registry
+    assert sr is not None and sr.basic_auth is not None and sr.basic_auth.password == "s3cr3t"
+    assert sr.safe_url == "https://u:***@sr.example:8081/apis/ccompat/v7,http://sr2:8081"
+    assert "s3cr3t" not in repr(sr.basic_auth)
+
+
+def test_unknown_client_options_are_a_config_error() -> None:
+    cfg = SchemaRegistryConfig(url="http://sr:8081", options={"no.such.option": 1})
+    with pytest.raises(ConfigError, match=r"schema_registry: .*no.such.option"):
+        Registry(cfg)
