@@ -24,20 +24,28 @@ from poller.kafka import watermark
 from poller.kafka.topics import wanted_topics
 
 BOOTSTRAP = os.environ.get("POLLER_BENCH_KAFKA", "127.0.0.1:9092")
+REGISTRY = os.environ.get("POLLER_BENCH_REGISTRY", "http://127.0.0.1:8081/apis/ccompat/v7")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def poller_config(
-    database: str, table: str, batch_size: int = 10_000, prefix: str | None = None
+    database: str,
+    table: str,
+    batch_size: int = 10_000,
+    prefix: str | None = None,
+    fmt: str = "single_object",
 ) -> dict[str, Any]:
     """The poller's YAML config (as a dict) for the bench table; a fresh topic prefix and
-    transactional id unless `prefix` is given. Metrics HTTP is off (no port clashes)."""
+    transactional id unless `prefix` is given. Metrics HTTP is off (no port clashes). `fmt`
+    confluent registers the schemas in the registry at REGISTRY (fresh subjects per prefix)."""
     prefix = prefix or f"bench-{uuid.uuid4().hex[:10]}"
+    registry = {"schema_registry": {"url": REGISTRY}} if fmt == "confluent" else {}
     return {
         "tenant": TENANT,
         "source": {"url": bench_url(database), "tenant_column": "user_id", "timezone": "UTC"},
         "kafka": {"bootstrap_servers": BOOTSTRAP, "topic_prefix": prefix,
-                  "transactional_id_prefix": prefix},
+                  "transactional_id_prefix": prefix, "format": fmt},
+        **registry,
         "entities": {
             "customers": {
                 "table": table,

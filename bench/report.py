@@ -30,6 +30,8 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("avg message value", "avg_payload_bytes", "{:.0f} B"),
     ("end to end (copy, excl. start-up)", "end_to_end_rows_per_s", "{:,.0f} rows/s"),
     ("end to end (wall, incl. start-up)", "end_to_end_wall_rows_per_s", "{:,.0f} rows/s"),
+    ("end to end, Confluent wire format", "end_to_end_confluent_rows_per_s", "{:,.0f} rows/s"),
+    ("  Confluent / single-object", "confluent_to_single_object", "{:.1%}"),
     ("poller start-up + shutdown", "startup_s", "{:.2f} s"),
     ("end to end / raw fetch", "ratio_to_raw_fetch", "{:.0%}"),
     ("CPU-bound ceiling (cores / parts' CPU)", "cpu_bound_ceiling_rows_per_s", "{:,.0f} rows/s"),

@@ -41,6 +41,8 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--sample", type=int, default=100_000, help="rows encoded per encode run")
     p.add_argument("--skip-5x", action="store_true", help="skip the 5x-rows memory run")
     p.add_argument("--skip-e2e", action="store_true", help="raw baselines only")
+    p.add_argument("--skip-confluent", action="store_true",
+                   help="end to end in single-object encoding only")  # fmt: skip
     p.add_argument("--skip-verify", action="store_true", help="skip `poller verify`")
     a = p.parse_args(argv)
     a.databases = [d.strip() for d in a.databases.split(",") if d.strip()]
@@ -169,23 +171,38 @@ class Bench:
 
         cpu: list[dict[str, float]] = []
 
-        def run(table: str, rows: int, batch: int) -> e2e.E2EResult:
+        def run(table: str, rows: int, batch: int, fmt: str = "single_object") -> e2e.E2EResult:
             before = self.meter.read()
-            res = e2e.run_poller(e2e.poller_config(db, table, batch))
-            if table == "customers" and batch == 10_000:
+            res = e2e.run_poller(e2e.poller_config(db, table, batch, fmt=fmt))
+            if table == "customers" and batch == 10_000 and fmt == "single_object":
                 cpu.append(per_million(self.meter.delta(before, self.meter.read()), rows))
             if res.rows != rows:
                 raise RuntimeError(f"poller published {res.rows} rows, expected {rows}")
             log.info(
-                "%s: %s batch %d: %.1f s copy, %.1f s wall, %.1f s CPU, %.0f MB peak RSS",
-                db, table, batch, res.copy_s, res.wall_s, res.cpu_s, res.peak_rss_mb,
+                "%s: %s %s batch %d: %.1f s copy, %.1f s wall, %.1f s CPU, %.0f MB peak RSS",
+                db, table, fmt, batch, res.copy_s, res.wall_s, res.cpu_s, res.peak_rss_mb,
             )  # fmt: skip
             return res
 
+        confluent: list[e2e.E2EResult] = []
+
         def ones() -> list[e2e.E2EResult]:
-            return [run("customers", n, 10_000) for _ in range(self.args.e2e_repeat)]
+            # Both wire formats in turn, so load from other processes hits both alike.
+            single = []
+            for _ in range(self.args.e2e_repeat):
+                single.append(run("customers", n, 10_000))
+                if not self.args.skip_confluent:
+                    confluent.append(run("customers", n, 10_000, "confluent"))
+            return single
 
         runs = self.part(db, "end to end", ones)
+        if confluent:
+            rate = n / statistics.median(x.copy_s for x in confluent)
+            out["end_to_end_confluent_runs"] = [vars(x) for x in confluent]
+            out["end_to_end_confluent_rows_per_s"] = rate
+            if runs:
+                single_rate = n / statistics.median(x.copy_s for x in runs)
+                out["confluent_to_single_object"] = rate / single_rate
         if runs:
             copy = statistics.median(x.copy_s for x in runs)
             out["end_to_end_runs"] = [vars(x) for x in runs]
