@@ -5,6 +5,7 @@ on PostgreSQL and MariaDB; the subjects carry FULL_TRANSITIVE and the Avro key r
 from __future__ import annotations
 
 import copy
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from poller.avro.schemas import ENTITIES
 from poller.config import parse_config
 from poller.demo.sample_data import ENTITY_TABLES, create_and_seed, demo_config
 from poller.pipeline.runner import Poller
+from tests.integration.pipeline.helpers import config, execute
 from tests.integration.registry.stock import expected_records, read_with_stock_consumer
 
 pytestmark = pytest.mark.integration
@@ -62,3 +64,42 @@ def test_stock_avro_deserializer_reads_every_entity_as_in_the_source(
             assert client.get_compatibility(f"{topic}-{side}") == "FULL_TRANSITIVE"
         key_schema = client.get_latest_version(f"{topic}-key").schema.schema_str
         assert '"name":"tenant","type":"string"' in key_schema.replace(" ", ""), key_schema
+
+
+def test_composite_key_is_an_avro_record_of_every_key_column(
+    pg_url: str, prefix: str, kafka_bootstrap: str, registry_url: str
+) -> None:
+    execute(
+        pg_url,
+        "CREATE TABLE lines (cheque_id bigint NOT NULL, line_no varchar(10) NOT NULL, "
+        "user_id varchar(64) NOT NULL, qty numeric(18,3) NOT NULL, "
+        "PRIMARY KEY (cheque_id, line_no))",
+        "INSERT INTO lines VALUES (1, 'a', 'acme-corp', 1.5), (1, 'b', 'acme-corp', 2), "
+        "(2, 'a', 'acme-corp', 3.25), (3, 'a', 'globex', 9)",
+    )
+    ent = {
+        "table": "lines",
+        "key": ["cheque_id", "line_no"],
+        "fields": {
+            "local_id": "line_no",
+            "receipt_id": "cheque_id",
+            "quantity": "qty",
+            "amount": "qty",
+        },
+        "batching": {"mode": "id", "column": "cheque_id"},
+        "batch_size": 2,
+    }
+    raw = config(pg_url, TENANT, kafka_bootstrap, prefix, {"receipt_lines": ent})
+    raw["kafka"]["format"] = "confluent"
+    raw["schema_registry"] = {"url": registry_url}
+    raw["source"]["tenant_column"] = "user_id"
+    Poller(parse_config(raw)).run(once=True)
+    topic = f"{prefix}.receipt_lines"
+    messages = read_with_stock_consumer(kafka_bootstrap, registry_url, [topic])[topic]
+    got = sorted((k["tenant"], k["cheque_id"], k["line_no"], v["quantity"]) for k, v in messages)
+    assert got == [
+        (TENANT, 1, "a", Decimal("1.500")),
+        (TENANT, 1, "b", Decimal("2.000")),
+        (TENANT, 2, "a", Decimal("3.250")),
+    ]
+    assert all(list(k) == ["tenant", "cheque_id", "line_no"] for k, _ in messages)
