@@ -103,3 +103,45 @@ def test_text_keys_verify_and_repair(scenario: Scenario, pg: SourceDB) -> None:
     kept = latest(scenario.records("product_categories"))
     assert kept[json.dumps([scenario.tenant, "c-3Ä"], ensure_ascii=False,
                            separators=(",", ":")).encode()] is None  # fmt: skip
+
+
+def test_composite_keys_verify_and_repair(scenario: Scenario, pg: SourceDB) -> None:
+    """`key: [receipt_id, line_no]`: looked up as row values, merged by message-key bytes."""
+    pg.execute(
+        "CREATE TABLE lines (receipt_id bigint, line_no int, qty numeric(18,3) NOT NULL, "
+        "amount numeric(18,2) NOT NULL, updated_at timestamp(6) NOT NULL, "
+        "PRIMARY KEY (receipt_id, line_no))",
+        "INSERT INTO lines SELECT g / 3, g % 3, 1.5, g, timestamp '2024-01-01' + g * interval '1s' "
+        "FROM generate_series(3, 200) AS g",
+    )
+    entity = {
+        "table": "lines",
+        "key": ["receipt_id", "line_no"],
+        "fields": {
+            "local_id": "receipt_id || '/' || line_no", "receipt_id": "receipt_id",
+            "line_number": "line_no", "quantity": "qty", "amount": "amount",
+            "updated_at": "updated_at",
+        },
+        "batching": {"mode": "timestamp", "column": "updated_at"},
+        "batch_size": 50,
+        "settle_delay_s": 0,
+    }  # fmt: skip
+    config = scenario.config(pg.url, {"receipt_lines": entity})
+    scenario.run_once(config, timeout=120)
+    code, report = verify(scenario, config)
+    assert code == 0 and report["entities"]["receipt_lines"]["counts"]["equal"] == 198, report
+
+    pg.execute(
+        "DELETE FROM lines WHERE receipt_id = 10 AND line_no = 1",
+        "UPDATE lines SET amount = 0.01 WHERE receipt_id = 20 AND line_no = 2",
+        "INSERT INTO lines VALUES (0, 0, 1, 1, '2023-01-01')",
+    )
+    code, report = verify(scenario, config)
+    found = report["entities"]["receipt_lines"]
+    assert code == 1
+    assert [d["key"] for d in found["extra"]] == [[10, 1]], found
+    assert [d["key"] for d in found["missing"]] == [[0, 0]], found
+    assert [d["key"] for d in found["different"]] == [[20, 2]], found
+    assert verify(scenario, config, "--repair")[0] == 0
+    code, report = verify(scenario, config)
+    assert code == 0 and report["equal"], report
