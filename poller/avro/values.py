@@ -74,6 +74,20 @@ class FieldSpec:
 
 Encoder = Callable[[object], bytes]
 
+
+class Unrepresentable(str):
+    """Source text the driver cannot turn into a Python value without changing it (PostgreSQL
+    'infinity', a year outside 1..9999). Kept as its text, so it is a bad row in any field
+    (never published as some other value) and, as a cursor, binds back as the same literal."""
+
+    reason: str
+
+    def __new__(cls, text: str, reason: str) -> Unrepresentable:
+        obj = super().__new__(cls, text)
+        obj.reason = reason
+        return obj
+
+
 # --- text -----------------------------------------------------------------------------------
 
 
@@ -329,6 +343,7 @@ def field_encoder(spec: FieldSpec, tz: tzinfo) -> Encoder:
         body = lambda v: write_long(to_micros(name, v, tz))  # noqa: E731
     else:  # pragma: no cover - FieldSpec is only built for the kinds above
         raise AssertionError(spec.kind)
+    body = _refusing_unrepresentable(name, body)
     null, branch = spec.null_branch, spec.value_branch
 
     if not spec.nullable:
@@ -344,3 +359,13 @@ def field_encoder(spec: FieldSpec, tz: tzinfo) -> Encoder:
         return null if v is None else branch + body(v)
 
     return nullable
+
+
+def _refusing_unrepresentable(name: str, body: Encoder) -> Encoder:
+    # Only the slow path gets here (an Unrepresentable is never exactly a str or datetime).
+    def enc(v: object) -> bytes:
+        if type(v) is Unrepresentable:
+            raise BadValueError(name, v, v.reason)
+        return body(v)
+
+    return enc

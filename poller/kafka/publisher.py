@@ -82,6 +82,7 @@ class TransactionalPublisher:
         transactional_id: str,
         stats_cb: Callable[[str], None] | None = None,
         op_timeout_s: float = 30.0,
+        max_batch_bytes: int | None = None,
     ) -> None:
         conf: dict[str, Any] = {
             **PRODUCER_DEFAULTS,
@@ -93,6 +94,8 @@ class TransactionalPublisher:
             "error_cb": self._on_error,
             "logger": KAFKA_LOGGER,
         }
+        if max_batch_bytes is not None:  # below every topic's max.message.bytes
+            conf["batch.size"] = min(int(conf.get("batch.size", max_batch_bytes)), max_batch_bytes)
         if stats_cb is not None:
             conf["stats_cb"] = stats_cb
             conf.setdefault("statistics.interval.ms", 5000)

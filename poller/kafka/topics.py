@@ -9,6 +9,8 @@ from collections.abc import Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
 from poller.config import AppConfig, KafkaConfig
@@ -111,3 +113,22 @@ def ensure_topics(
                     "CREATE on it"
                 ) from exc
             raise BrokerUnavailableError(f"creating topic {name} failed: {err.str()}") from exc
+
+
+def max_message_bytes(
+    kafka: KafkaConfig, topics: list[str], timeout_s: float = 30.0
+) -> dict[str, int]:
+    """Each topic's effective `max.message.bytes` (its own setting or the broker's default):
+    a record batch larger than that is refused by the broker at commit time."""
+    admin = admin_client(kafka)
+    resources = [ConfigResource(ResourceType.TOPIC, t) for t in topics]
+    found: dict[str, int] = {}
+    try:
+        futures = admin.describe_configs(resources, request_timeout=timeout_s)
+        for resource, future in futures.items():
+            entry = future.result(timeout=timeout_s).get("max.message.bytes")
+            if entry is not None and entry.value is not None:
+                found[resource.name] = int(entry.value)
+    except (KafkaException, TimeoutError) as exc:
+        raise BrokerUnavailableError(f"describing topics {', '.join(topics)}: {exc!r}") from exc
+    return found

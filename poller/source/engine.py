@@ -73,7 +73,11 @@ def make_engine(source: SourceConfig) -> sa.Engine:
 
 def _session_setup(backend: str, source: SourceConfig, timeout_ms: int) -> Any:
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
-        if backend in ("mysql", "mariadb"):
+        if backend == "postgresql" and type(dbapi_conn).__module__.startswith("psycopg2"):
+            from poller.source import pg_types  # psycopg2 is only imported for PostgreSQL
+
+            pg_types.register(dbapi_conn)
+        elif backend in ("mysql", "mariadb"):
             mariadb = "mariadb" in str(dbapi_conn.get_server_info()).lower()
             with contextlib.closing(dbapi_conn.cursor()) as cur:
                 cur.execute("SET SESSION TRANSACTION READ ONLY")

@@ -20,8 +20,10 @@ import poller.pipeline.runner as runner_module
 from poller.config import AppConfig, parse_config
 from poller.errors import PublishError, WatermarkRegressionError
 from poller.kafka import watermark
+from poller.kafka.backfill_state import Stored
 from poller.ops.metrics import Metrics
 from poller.pipeline.runner import Poller
+from poller.pipeline.sizes import MessageLimits
 from poller.pipeline.stream import make_streams
 from poller.source.query import BEGINNING, Position
 
@@ -63,6 +65,7 @@ class FakePublisher:
         self.log = log
         self.started = False
         self.closed = False
+        self.failed = False  # a real producer fails for good when a transaction cannot end
         self._txn: list[Message] | None = None
         log.publishers.append(self)
 
@@ -160,9 +163,15 @@ def no_kafka(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLog]:
         runner_module, "TransactionalPublisher", lambda *_a, **_k: FakePublisher(log)
     )
     monkeypatch.setattr(runner_module, "ensure_topics", lambda *_a, **_k: None)
+    monkeypatch.setattr(runner_module, "read_limits", lambda *_a, **_k: MessageLimits())
     if hasattr(runner_module, "preflight"):
         monkeypatch.setattr(runner_module, "preflight", lambda *_a, **_k: None)
     monkeypatch.setattr(watermark, "load", lambda _k, _topic, tenant, **_kw: log.watermarks(tenant))
+    monkeypatch.setattr(
+        runner_module,
+        "load_all",
+        lambda _k, _topic, tenant, **_kw: Stored(log.watermarks(tenant), {}),
+    )
     yield log
 
 
