@@ -99,6 +99,7 @@ class Reconciler:
         }
         self.thread = threading.Thread(target=self._run, name="poller-reconcile", daemon=True)
         self._publisher: TransactionalPublisher | None = None
+        self._streams: dict[str, EntityStream] = {}
 
     def start(self) -> None:
         if self.intervals:
@@ -130,7 +131,9 @@ class Reconciler:
         extra = {"tenant": tenant, "entity": name}
         assert self.engine is not None
         try:
-            stream = entity_streams(self.cfg, self.engine, [name])[name]
+            stream = self._streams.get(name)
+            if stream is None:  # built once: in the Confluent format it asks the registry
+                stream = self._streams[name] = entity_streams(self.cfg, self.engine, [name])[name]
             if self._publisher is None:
                 pub = TransactionalPublisher(self.cfg.kafka, reconcile_transactional_id(self.cfg))
                 try:
@@ -140,9 +143,10 @@ class Reconciler:
                     raise
                 self._publisher = pub
             counts = reconcile_deletes(self.cfg, stream, self.engine, self._publisher, self.stop)
-        except PollerError as exc:
+        except Exception as exc:  # never stops the live poller; retried next interval
             log.warning("%s/%s: delete reconciliation failed, next try in %.0fs: %s",
-                        tenant, name, self.intervals[name], exc, extra=extra)  # fmt: skip
+                        tenant, name, self.intervals[name], exc, extra=extra,
+                        exc_info=not isinstance(exc, PollerError))  # fmt: skip
             self._drop_publisher()
             return
         log.info("%s/%s: delete reconciliation: %d keys checked, %d tombstones",
