@@ -203,13 +203,21 @@ class Registry:
             raise ConfigError([f"schema_registry: {exc}"]) from None
         self._parsed: dict[int, tuple[str, Any]] = {}
 
-    def _call(self, what: str, fn: Callable[[], Any], not_found: str | None = None) -> Any:
+    def _call(
+        self,
+        what: str,
+        fn: Callable[[], Any],
+        not_found: str | None = None,
+        missing_ok: bool = False,
+    ) -> Any:
         """Run one request; errors become the poller's, naming the (redacted) registry URL."""
         where = f"schema registry {self.cfg.safe_url}"
         try:
             return fn()
         except SchemaRegistryError as exc:
             status, message = exc.http_status_code, exc.error_message
+            if status == 404 and missing_ok:
+                return None
             if status == 404 and not_found is not None:
                 raise IncompatibleSchemaError(f"{where}: {not_found} ({message})") from None
             if status == 409:
@@ -256,6 +264,19 @@ class Registry:
             lambda: self.client.register_schema(subject, avro),
         )
         return Registered(subject, int(schema_id))
+
+    def refusal(self, subject: str, schema: dict[str, Any]) -> str | None:
+        """Why the subject would refuse the schema under its compatibility rule, or None
+        (compatible, or no such subject yet). Registers nothing: for `poller check`."""
+        avro = Schema(json.dumps(schema, separators=(",", ":")), "AVRO")
+        ok = self._call(
+            f"test schema {full_name(schema)} against subject {subject!r}",
+            lambda: self.client.test_compatibility(subject, avro),
+            missing_ok=True,
+        )
+        if ok is None or ok:
+            return None
+        return f"subject {subject!r} refuses schema {full_name(schema)} (incompatible)"
 
     def register_waiting(
         self, subject: str, schema: dict[str, Any], timeout_s: float

@@ -17,6 +17,7 @@ from poller.config import AppConfig
 from poller.errors import ConfigError, SchemaMismatchError, StartupError, TerminalError
 from poller.kafka.topics import admin_client, topic_name_problems
 from poller.pipeline.guards import entity_null_problems
+from poller.pipeline.wire import registry_problems
 from poller.source.query import EntityQuery
 from poller.source.reader import check_entity, make_engine
 
@@ -103,6 +104,8 @@ def check_all(cfg: AppConfig, timeout_s: float = 10.0) -> list[str]:
         ]
         if not any(p.startswith("database") for p in problems):
             problems.extend(mapping_problems(cfg, engine))
+        schemas = {name: load_schema(name) for name in cfg.enabled_entities()}
+        problems.extend(registry_problems(cfg, schemas))
         return problems
     finally:
         engine.dispose()

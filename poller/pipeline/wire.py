@@ -25,6 +25,7 @@ from poller.avro.registry import (
 )
 from poller.avro.schemas import EntitySchema
 from poller.config import AppConfig
+from poller.errors import PollerError
 from poller.source.keys import key_kinds
 from poller.source.query import EntityQuery
 
@@ -43,6 +44,30 @@ class EntityWire:
     @property
     def value_header(self) -> bytes:
         return self.value.prefix
+
+
+def registry_problems(cfg: AppConfig, schemas: Mapping[str, EntitySchema]) -> list[str]:
+    """For `poller check`: the registry answers, and no value subject would refuse its schema
+    under the subject's current compatibility rule. Nothing is registered or set; key schemas
+    need the key columns' types and are checked by `run`."""
+    reg_cfg = cfg.schema_registry
+    if cfg.kafka.format != "confluent" or reg_cfg is None:
+        return []
+    registry = Registry(reg_cfg)
+    problems: list[str] = []
+    try:
+        for name in cfg.enabled_entities():
+            raw = schemas[name].raw
+            topic = cfg.kafka.topic_for(name, cfg.tenant)
+            subject = subject_name(reg_cfg.subject_strategy, topic, raw, is_key=False)
+            refused = registry.refusal(subject, raw)
+            if refused is not None:
+                problems.append(f"{name}: schema registry {reg_cfg.safe_url}: {refused}")
+    except PollerError as exc:
+        problems.append(str(exc))  # unreachable, not authorised: once is enough
+    finally:
+        registry.close()
+    return problems
 
 
 def register_entities(

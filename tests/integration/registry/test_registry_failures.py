@@ -8,16 +8,19 @@ import copy
 import datetime as dt
 import json
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from poller.avro.schemas import load_schema
 from tests.integration.pipeline.helpers import (
     PEOPLE_DDL,
+    POLLER_BIN,
     TENANT,
     PollerProcess,
     config,
@@ -89,8 +92,18 @@ def test_incompatible_schema_exits_2_naming_the_subject_and_the_change(
     future["fields"].append({"name": "loyalty_tier", "type": "string"})
     client = SchemaRegistryClient({"url": registry_url})
     client.register_schema(subject, Schema(json.dumps(future), "AVRO"))
+    client.set_compatibility(subject, "FULL_TRANSITIVE")  # as an earlier poller left it
 
     cfg = confluent_config(pg_url, kafka_bootstrap, prefix, {"url": registry_url})
+    # `poller check` finds it without registering anything...
+    (tmp_path / "check.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    checked = subprocess.run(
+        [str(POLLER_BIN), "check", "--config", str(tmp_path / "check.yaml")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert f"subject {subject!r} refuses schema retail.loyalty.Customer" in checked.stdout
+    # ...and `poller run` stops on it before writing anything.
     proc = PollerProcess(cfg, tmp_path, "incompatible", "--once")
     code = proc.wait(90)
     log = proc.log()
