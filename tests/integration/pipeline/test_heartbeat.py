@@ -62,11 +62,21 @@ def test_an_idle_entity_heartbeats_with_the_database_time(
     metrics, stop = Metrics(), threading.Event()
     poller = Poller(parse_config(cfg), metrics, None, stop)
     started = time.time()
-    thread = threading.Thread(target=poller.run, daemon=True)
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            poller.run()
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
 
     def beats(after: dt.datetime | None) -> dict[str, Watermark] | None:
         k = KafkaConfig(**kafka_section(kafka_bootstrap, prefix))
+        if failed:
+            pytest.fail(f"the poller stopped: {failed[0]!r}")
         stored = load(k, k.watermark_topic_name(TENANT), TENANT, timeout_s=15, missing_ok=True)
         ok = len(stored) == 2 and all(
             w.heartbeat_at is not None and (after is None or w.heartbeat_at > after)
