@@ -24,7 +24,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from poller.avro.schemas import EntitySchema, PayloadError
-from poller.avro.values import LONG_RANGE, write_long
+from poller.avro.values import CONT, FINAL, LONG_RANGE, write_long
 from poller.config import SchemaRegistryConfig
 from poller.errors import (
     BadValueError,
@@ -152,15 +152,19 @@ def build_key_encoder(
 
         return composite
     part = parts[0]
-    lo, hi = LONG_RANGE
     if columns[0][1] == "long":
-
-        def long_key(
-            k: object, _head: bytes = head, _wl: Callable[[int], bytes] = write_long
-        ) -> bytes:
-            if type(k) is int and lo <= k <= hi:
-                return _head + _wl(k)
-            return _head + part(k)
+        # The hot loop's common case, with write_long's zig-zag varint inlined (one call less
+        # per row); other values, and |k| >= 2**41, take the checked path.
+        def long_key(k: object) -> bytes:
+            if type(k) is int:
+                n = k << 1 if k >= 0 else (~k << 1) | 1
+                if n < 0x4000:
+                    return head + FINAL[n]
+                if n < 0x10000000:
+                    return head + CONT[n & 0x3FFF] + FINAL[n >> 14]
+                if n < 0x40000000000:
+                    return head + CONT[n & 0x3FFF] + CONT[(n >> 14) & 0x3FFF] + FINAL[n >> 28]
+            return head + part(k)
 
         return long_key
 
