@@ -19,6 +19,7 @@ from tests.integration.fleet.harness import (
     start_prometheus,
     wait_for,
 )
+from tests.integration.ops.harness import http_get
 from tests.unit.ops.test_dashboards import load_dashboard, panel_queries
 
 TENANTS_PER_WORKER = 'count by (worker) (poller_worker_tenant_up{tenant=~"$tenant"})'
@@ -42,6 +43,11 @@ def test_three_workers_twelve_tenants_every_row_once(fleet: Fleet) -> None:
     owners = fleet.wait_all_running(tenants, timeout=120)
     per_worker = {w.label: sum(1 for o in owners.values() if o == w.label) for w in workers}
     assert all(n > 0 for n in per_worker.values()), f"every worker runs tenants: {per_worker}"
+    for w in workers:  # /readyz per worker: in the group, Kafka answers, nothing waits
+        status, body, _ctype = http_get(f"http://127.0.0.1:{w.port}/readyz")
+        ready = json.loads(body)
+        assert status == 200 and ready["ready"], (w.label, ready)
+        assert ready["tenants"]["assigned"] == per_worker[w.label] == 4, ready
     # One scrape target per worker carries the worker's metrics and its tenants': the
     # dashboard's fleet panels and the tenants' own series come from the same targets.
     prom, prom_proc = start_prometheus(fleet.dir, [f"127.0.0.1:{w.port}" for w in workers])
