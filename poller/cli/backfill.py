@@ -89,10 +89,14 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, on_signal)
         if progress.wanted(cfg):
             bar = progress.make_progress()
-            task = bar.add_task(f"backfill {state.entity}", total=None, completed=state.rows)
+            total = backfiller.estimate(state.entity)
+            task = bar.add_task(f"backfill {state.entity}", total=total, completed=state.rows)
             backfiller.on_batch = lambda _entity, n: bar.advance(task, n)
             with progress.log_above(bar):
                 backfiller.run(stop.is_set)
+                if backfiller.states[state.entity].done:
+                    done_rows = backfiller.states[state.entity].rows
+                    bar.update(task, total=done_rows, completed=done_rows)
         else:
             backfiller.run(stop.is_set)
         done = backfiller.states[state.entity]

@@ -29,6 +29,7 @@ from poller.kafka.publisher import TransactionalPublisher
 from poller.kafka.topics import ensure_topics, wanted_topics
 from poller.pipeline.stream import EntityStream, _dead_letter, epoch_ms
 from poller.pipeline.wire import EntityWire, register_entities
+from poller.source.estimate import estimate_rows
 from poller.source.exact import cursor_bind
 from poller.source.query import BEGINNING, AnySelect, EntityQuery, Position
 from poller.source.reader import _connection
@@ -243,6 +244,15 @@ class Backfiller:
             self.close()
             raise
         return self.pending
+
+    def estimate(self, entity: str) -> int | None:
+        """Rows of the pending backfill still to publish, estimated (for a progress bar)."""
+        job = self.jobs.get(entity)
+        if job is None:
+            return None
+        stmt, params = job.query.statement(job.state.position)
+        left = estimate_rows(self.engine, job.query.q, stmt, params)
+        return None if left is None else job.state.rows + left
 
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
         """Until every pending backfill is done (the `poller backfill` command)."""

@@ -31,6 +31,13 @@ def estimate_remaining(engine: sa.Engine, query: EntityQuery, position: Position
     """Rows after `position` (of this tenant), estimated; None when the database cannot say
     cheaply or the estimate fails (a progress bar is not worth an error)."""
     stmt, params = query.batch(position, None)
+    return estimate_rows(engine, query, stmt, params)
+
+
+def estimate_rows(
+    engine: sa.Engine, query: EntityQuery, stmt: AnySelect, params: dict[str, object]
+) -> int | None:
+    """The rows `stmt` would return without its LIMIT, estimated as above."""
     stmt = stmt.limit(None).order_by(None)
     dialect = engine.dialect.name
     try:

@@ -222,6 +222,25 @@ def test_run_once_shows_progress_bars_only_on_a_terminal(
     assert "customers" in shown and "product_categories" in shown
     assert "120/120" in shown, shown  # each bar ends full: rows published of the estimate
 
+    code, shown = run_on_terminal(
+        [
+            str(POLLER_BIN),
+            "backfill",
+            "--config",
+            "c.yaml",
+            "--entity",
+            "product_categories",
+            "--from",
+            "1",
+            "--to",
+            "200",
+        ],
+        tmp_path,
+    )
+    assert code == 0, shown  # fmt: skip
+    assert "backfill product_categories" in shown and "120/120" in shown, shown
+    assert "done: 120 rows published again" in shown
+
     piped = cli(tmp_path, "run", "--once", "--config", "c.yaml")
     assert piped.returncode == 0 and "rows/s" not in piped.stdout + piped.stderr
 
