@@ -121,6 +121,7 @@ class Merge:
         key_at = source.layout.key_at
         item = self._item
         page: Sequence[Sequence[object]] = first
+        del first  # one page in memory at a time
         while page:
             for row in page:
                 key = row[key_at]
@@ -145,6 +146,7 @@ class Merge:
         spill.execute("CREATE TABLE s (rk BLOB PRIMARY KEY, k TEXT, st INTEGER, d BLOB)")
         key_of = self.stream.message_key
         page: Sequence[Sequence[object]] = first
+        del first  # one page in memory at a time
         while page:
             batch = []
             for row in page:
