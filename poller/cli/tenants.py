@@ -55,6 +55,8 @@ def cmd_tenants(args: argparse.Namespace) -> int:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError([f"cannot read {path}: {exc.strerror}"], str(path)) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError([f"not UTF-8 text (offset {exc.start})"], str(path)) from None
         _raw, tenant = parse_tenant_text(text, str(path), strict=True)
         partition = tenants.put(cfg, tenant, text)
         print(f"put tenant {tenant} (partition {partition} of {cfg.tenants_topic_name()})")

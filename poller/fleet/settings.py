@@ -28,6 +28,7 @@ from poller.config import (
     resolve_references,
 )
 from poller.errors import ConfigError
+from poller.yamlfile import parse_yaml, read_yaml
 
 _REFERENCE = re.compile(r"\$\{[^}]*\}")
 # librdkafka options that hold secrets: only references may be stored.
@@ -94,12 +95,10 @@ def load_worker_config(path: str | None, overrides: dict[str, Any]) -> WorkerCon
     raw: Any = {}
     source = path or "worker configuration"
     if path is not None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise ConfigError([f"cannot read {path}: {exc.strerror}"], path) from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError([f"YAML syntax: {exc}"], path) from exc
+        raw, unreadable = read_yaml(Path(path))  # UTF-8, no duplicate keys
+        if unreadable:
+            raise ConfigError(unreadable, path)
+        raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(["(top level): expected a mapping"], source)
     for dotted, value in overrides.items():
@@ -167,10 +166,9 @@ def literal_secrets(raw: dict[str, Any]) -> list[str]:
 def parse_tenant_text(text: str, source: str, *, strict: bool) -> tuple[dict[str, Any], str]:
     """A tenant's configuration text -> (raw mapping, tenant id). Checked without resolving its
     references; `strict` (for `tenants put`) also refuses literal secrets."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"YAML syntax: {exc}"], source) from exc
+    raw, syntax = parse_yaml(text)  # no duplicate keys
+    if syntax:
+        raise ConfigError(syntax, source)
     if not isinstance(raw, dict):
         raise ConfigError(["(top level): expected a mapping"], source)
     problems = literal_secrets(raw) if strict else []

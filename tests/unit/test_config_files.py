@@ -179,3 +179,16 @@ def test_the_cli_exits_2_without_a_traceback(tmp_path: Path, name: str, command:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     assert str(path) in proc.stderr or name == "topic", proc.stderr
+
+
+def test_fleet_configurations_refuse_duplicate_keys_too(tmp_path: Path) -> None:
+    from poller.fleet.settings import load_worker_config, parse_tenant_text
+
+    with pytest.raises(ConfigError) as info:
+        parse_tenant_text(GOOD + "tenant: again\n", "tenant.yaml", strict=False)
+    assert info.value.problems[0].startswith("tenant: duplicate key"), info.value.problems
+    worker = tmp_path / "worker.yaml"
+    worker.write_bytes(b"kafka: {bootstrap_servers: a:1}\nkafka: {bootstrap_servers: b:1}\n")
+    with pytest.raises(ConfigError) as info:
+        load_worker_config(str(worker), {})
+    assert info.value.problems[0].startswith("kafka: duplicate key"), info.value.problems
