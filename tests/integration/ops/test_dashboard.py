@@ -191,6 +191,7 @@ def test_dashboard_alerts_and_readiness(
             "LagHigh",
             "ErrorRateHigh",
             "DeadLettersGrowing",
+            "EntityStuck",
         }
         for r in rules:
             assert r["health"] == "ok", r

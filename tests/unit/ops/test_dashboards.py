@@ -22,7 +22,14 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 DASHBOARD = REPO_ROOT / "grafana" / "dashboards" / "poller.json"
 ALERTS = REPO_ROOT / "prometheus" / "alerts.yml"
 ALERTS_TEST = REPO_ROOT / "prometheus" / "alerts_test.yml"
-ALERT_NAMES = {"PollerDown", "PollerStalled", "LagHigh", "ErrorRateHigh", "DeadLettersGrowing"}
+ALERT_NAMES = {
+    "PollerDown",
+    "PollerStalled",
+    "LagHigh",
+    "ErrorRateHigh",
+    "DeadLettersGrowing",
+    "EntityStuck",
+}
 # Series Prometheus itself attaches to every scrape target.
 SCRAPE_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 
