@@ -49,7 +49,7 @@ def open_spill(directory: Path) -> sqlite3.Connection:
 
 class TopicSnapshot:
     """Latest record per key of the stream's tenant in its topic: table t(rk raw key, ik the
-    integer key or NULL, k the key as JSON, d digest or NULL, p partition, o offset)."""
+    integer key, else k the key as JSON, d digest or NULL, p partition, o offset)."""
 
     def __init__(self, db: sqlite3.Connection, stream: EntityStream) -> None:
         self.db = db
@@ -119,32 +119,36 @@ class TopicSnapshot:
         stop: Callable[[], bool] | None,
     ) -> None:
         keys, tenant = self.keys, self.tenant
-        rows: list[tuple[bytes, int | None, str, bytes | None, int, int]] = []
+        int_key, read_key = keys.int_key, keys.read
+        rows: list[tuple[bytes, int | None, str | None, bytes | None, int, int]] = []
         insert = "INSERT OR REPLACE INTO t VALUES (?, ?, ?, ?, ?, ?)"
         deadline = time.monotonic() + timeout_s
         while pending and not (stop is not None and stop()):
             msgs = c.consume(_CONSUME_BATCH, 0.5)
-            for msg in msgs:
+            events = 0  # end-of-partition events among msgs
+            for msg in msgs:  # once per record: locals only, the integer key without JSON
                 if (err := msg.error()) is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
+                        events += 1
                         continue
                     raise BrokerUnavailableError(f"reading {self.topic}: {err.str()}")
-                self.messages += 1
                 raw = msg.key() or b""
-                ik = keys.int_key(raw)
-                if ik is not None:
-                    text = str(ik)
-                else:
-                    parsed = keys.read(raw)
+                ik = int_key(raw)
+                text: str | None = None  # the key as JSON, when it is not an integer
+                if ik is None:
+                    parsed = read_key(raw)
                     if parsed is None or parsed[0] != tenant:
                         self.foreign += 1
                         continue
                     key = parsed[1]
-                    ik = key if type(key) is int else None
-                    text = key_text(key)
+                    if type(key) is int:
+                        ik = key
+                    else:
+                        text = key_text(key)
                 value = msg.value()
                 d = None if value is None else digest(value)
                 rows.append((raw, ik, text, d, msg.partition() or 0, msg.offset() or 0))
+            self.messages += len(msgs) - events
             if rows:
                 self.db.executemany(insert, rows)
                 rows.clear()
@@ -175,7 +179,7 @@ class TopicSnapshot:
         return self._records("SELECT rk, k, d, p, o FROM t WHERE ik IS NULL ORDER BY rk")
 
     def by_raw_key(self) -> Iterator[RawRecord]:
-        return self._records("SELECT rk, k, d, p, o FROM t ORDER BY rk")
+        return self._records("SELECT rk, COALESCE(ik, k), d, p, o FROM t ORDER BY rk")
 
     def _records(self, sql: str) -> Iterator[RawRecord]:
         """(raw key, integer key or the key as JSON text, digest or None, partition, offset)."""
