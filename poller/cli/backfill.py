@@ -10,6 +10,7 @@ import threading
 from types import FrameType
 
 from poller.cli.common import load
+from poller.errors import FencedError
 
 log = logging.getLogger("poller")
 
@@ -100,6 +101,12 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         else:
             backfiller.run(stop.is_set)
         done = backfiller.states[state.entity]
+        if backfiller.fenced is not None:
+            raise FencedError(
+                f"another runner of tenant {cfg.tenant}'s backfills took this one over after "
+                f"{done.rows:,} rows (a poller started with it pending, or another `poller "
+                "backfill`); it goes on from there"
+            ) from backfiller.fenced
         if not done.done:
             print(f"stopped: {done.rows:,} rows so far; run the same command to resume")
             return 0

@@ -146,6 +146,7 @@ class Backfiller:
         self.publisher: TransactionalPublisher | None = None
         self.jobs: dict[str, Job] = {}
         self.states: dict[str, BackfillState] = {}  # every stored state, done ones too
+        self.fenced: FencedError | None = None  # another runner took the backfills over
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -237,6 +238,7 @@ class Backfiller:
                         break
         except FencedError as exc:
             log.warning("backfills of tenant %s: %s; leaving them to it", self.cfg.tenant, exc)
+            self.fenced = exc
             self.jobs.clear()
             self.close()
         except PollerError:

@@ -3,8 +3,10 @@ live watermark, resumed exactly once after SIGKILL, and interleaved by a running
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
+import io
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from poller.cli.main import main
 from poller.config import parse_config
 from poller.kafka.backfill_state import BackfillState, load_all
 from tests.integration.pipeline.helpers import (
@@ -27,6 +30,7 @@ from tests.integration.pipeline.helpers import (
     execute,
     people_entity,
     read_entity,
+    read_topics,
     run_once,
     stored_watermarks,
     wait_until,
@@ -53,6 +57,15 @@ def insert_people(url: str, rows: list[dict[str, Any]]) -> None:
 
 def backfill_cmd(config_path: Path, *args: str) -> list[str]:
     return [str(POLLER_BIN), "backfill", "--config", str(config_path), *args]
+
+
+def in_process(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """A command that returns before it would run a backfill (--queue, refusals), in this
+    process: a `poller` process takes seconds to start on a busy machine."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv[1:])
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def backfill_state(cfg: dict[str, Any], entity: str) -> BackfillState | None:
@@ -116,7 +129,8 @@ def test_sigkill_mid_backfill_resumes_exactly_once(
     assert f"resuming the backfill of customers by cursor from {low} to {high}" in resumed.stdout
     assert f"done: {len(wanted):,} rows published again" in resumed.stdout
 
-    messages = read_entity(kafka_bootstrap, f"{prefix}.customers")
+    topic = f"{prefix}.customers"
+    messages = read_topics(kafka_bootstrap, [topic], timeout_s=120)[topic]
     assert {m.tenant for m in messages} == {TENANT}
     counts = Counter(m.key for m in messages)
     twice = {k for k, n in counts.items() if n == 2}
@@ -156,11 +170,12 @@ def test_poller_interleaves_a_queued_backfill_with_live_batches(
 
     path = write_config(cfg, tmp_path / "c.yaml")
     low, high = base + dt.timedelta(seconds=201), base + dt.timedelta(seconds=700)
-    queued = subprocess.run(
-        backfill_cmd(path, "--entity", "customers", "--from", low.isoformat(),
-                     "--to", high.isoformat(), "--where", "f_name <> 'skip'", "--queue"),
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    bounds = ["--from", low.isoformat(), "--to", high.isoformat()]
+    queued = in_process(
+        backfill_cmd(
+            path, "--entity", "customers", *bounds, "--where", "f_name <> 'skip'", "--queue"
+        )
+    )
     assert queued.returncode == 0, queued.stdout + queued.stderr
     assert "queued the backfill of customers" in queued.stdout
     pending = backfill_state(cfg, "customers")
@@ -189,18 +204,15 @@ def test_a_different_pending_backfill_is_refused_then_replaced_by_key(
     cfg = config(pg_url, TENANT, kafka_bootstrap, prefix,
                  {"customers": people_entity("id", 100)}, tenant_column="user_id")  # fmt: skip
     path = write_config(cfg, tmp_path / "c.yaml")
-    first = subprocess.run(backfill_cmd(path, "--entity", "customers", "--from", "1",
-                                        "--to", "10", "--queue"),
-                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    first = in_process(backfill_cmd(path, "--entity", "customers", "--from", "1",
+                                    "--to", "10", "--queue"))  # fmt: skip
     assert first.returncode == 0, first.stderr
-    other = subprocess.run(backfill_cmd(path, "--entity", "customers", "--from", "5",
-                                        "--to", "50"),
-                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    other = in_process(backfill_cmd(path, "--entity", "customers", "--from", "5",
+                                    "--to", "50"))  # fmt: skip
     assert other.returncode == 2
     assert "a backfill is pending (customers by cursor from 1 to 10, 0 rows done)" in other.stderr
-    bad = subprocess.run(backfill_cmd(path, "--entity", "customers", "--from", "x",
-                                      "--to", "50"),
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    bad = in_process(backfill_cmd(path, "--entity", "customers", "--from", "x",
+                                  "--to", "50"))  # fmt: skip
     assert bad.returncode == 2 and "'x' is not an integer id" in bad.stderr
 
     by_key = subprocess.run(backfill_cmd(path, "--entity", "customers", "--by", "key",
@@ -212,3 +224,54 @@ def test_a_different_pending_backfill_is_refused_then_replaced_by_key(
     assert published == Counter({3: 1, 4: 1, 6: 1, 7: 1})  # nothing of the other tenant
     state = backfill_state(cfg, "customers")
     assert state is not None and state.done and (state.by, state.rows) == ("key", 4)
+
+
+def test_a_poller_started_with_the_backfill_pending_takes_it_over_exactly_once(
+    pg_url: str, prefix: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    rows = 40_000
+    execute(
+        pg_url,
+        *PEOPLE_DDL,
+        "INSERT INTO people SELECT g, :tenant, 'F' || g, NULL, timestamp '2024-01-01' "
+        "FROM generate_series(1, :rows) g",
+        params={"tenant": TENANT, "rows": rows},
+    )
+    live = config(pg_url, TENANT, kafka_bootstrap, prefix,
+                  {"customers": people_entity("id", 20_000)}, tenant_column="user_id")  # fmt: skip
+    run_once(live)
+    small = copy.deepcopy(live)
+    small["entities"]["customers"]["batch_size"] = 200
+    path = write_config(small, tmp_path / "backfill.yaml")
+
+    command = subprocess.Popen(
+        backfill_cmd(path, "--entity", "customers", "--from", "1", "--to", str(rows)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(
+            lambda: (s := backfill_state(small, "customers")) is not None and s.rows >= 1_000,
+            90,
+            "the backfill command to commit some batches",
+            interval=0.05,
+        )
+        # The poller finds the backfill pending, fences the command's producer and finishes
+        # the range from the last committed batch.
+        run_once(small)
+        out, err = command.communicate(timeout=60)
+    finally:
+        if command.poll() is None:
+            command.kill()
+    assert command.returncode == 3, f"the command was not taken over:\n{out}\n{err}"
+    assert "took this one over" in err
+
+    topic = f"{prefix}.customers"
+    counts = Counter(m.key for m in read_topics(kafka_bootstrap, [topic], timeout_s=120)[topic])
+    assert counts == Counter(dict.fromkeys(range(1, rows + 1), 2)), (
+        f"{sum(1 for n in counts.values() if n != 2)} keys not published exactly twice "
+        "(once live, once by the backfill)"
+    )
+    final = backfill_state(small, "customers")
+    assert final is not None and final.done and final.rows == rows
+    wm = stored_watermarks(kafka_bootstrap, prefix, TENANT)["customers"]
+    assert (wm.position.cursor, wm.rows_total) == (rows, rows)
