@@ -76,9 +76,14 @@ def cursor_type(conn: sa.Connection, query: EntityQuery, entity: EntityConfig) -
 
 
 def nullable_cursor(conn: sa.Connection, entity: EntityConfig) -> bool | None:
-    """True/False from the table's definition; None for a `query:` (not knowable)."""
+    """True/False from the table's definition; None for a `query:` or a view (a view's
+    columns are reported nullable whatever its base table says)."""
     reflected = _reflected(conn, entity, entity.batching.column)
-    return None if reflected is None else bool(reflected.get("nullable", True))
+    if reflected is None or entity.table is None:
+        return None
+    schema, table = split_table(entity.table)
+    views = {v.lower() for v in sa.inspect(conn).get_view_names(schema=schema)}
+    return None if table.lower() in views else bool(reflected.get("nullable", True))
 
 
 def count_null_cursors(conn: sa.Connection, query: EntityQuery) -> int:
