@@ -28,7 +28,8 @@ import pytest
 
 from tests.integration.faults.broker import DedicatedKafka
 from tests.integration.faults.harness import Scenario
-from tests.integration.faults.sources import PostgresServer, SourceDB
+from tests.integration.faults.own_postgres import DedicatedPostgres
+from tests.integration.faults.sources import SourceDB
 
 T = TypeVar("T")
 
@@ -70,17 +71,6 @@ def scenario(
 
 
 @pytest.fixture
-def postgres_server(pg_url: str) -> Iterator[PostgresServer]:
-    """The PostgreSQL server, started again at teardown whatever happened (before `pg_url`
-    drops the test database)."""
-    server = PostgresServer()
-    try:
-        yield server
-    finally:
-        server.ensure_up()
-
-
-@pytest.fixture
 def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DedicatedKafka]:
     """A broker of the test's own (free ports, own data dir), for tests that stop Kafka:
     stopping the shared one would break the tests running beside them."""
@@ -90,3 +80,14 @@ def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DedicatedKaf
         yield broker
     finally:
         broker.kill()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[DedicatedPostgres]:
+    """A PostgreSQL cluster of the test's own, for tests that stop the database server."""
+    server = DedicatedPostgres()
+    try:
+        server.create()
+        yield server
+    finally:
+        server.drop()

@@ -16,13 +16,13 @@ from sqlalchemy.pool import NullPool
 from tests.integration.faults.harness import (
     SEED,
     PollerProcess,
-    PostgresServer,
     Scenario,
     SourceDB,
     SourceRow,
     customers_entity,
     wait_for,
 )
+from tests.integration.faults.own_postgres import DedicatedPostgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -138,9 +138,10 @@ def test_session_killed_during_startup_check_is_retried(scenario: Scenario, pg: 
     scenario.verify_exactly_once("customers", pg.customers())
 
 
-def test_postgres_down_for_30s(
-    scenario: Scenario, pg: SourceDB, postgres_server: PostgresServer
-) -> None:
+def test_postgres_down_for_30s(scenario: Scenario, own_postgres: DedicatedPostgres) -> None:
+    """On a cluster of the test's own: the shared one stays up for the tests beside it."""
+    pg = SourceDB(own_postgres.url)
+    postgres_server = own_postgres
     pg.create_customers()
     pg.seed_customers(ROWS)
     expected = pg.customers()
@@ -170,5 +171,6 @@ def test_postgres_down_for_30s(
     assert shown["cursor"] == ROWS and shown["rows_total"] == ROWS, shown
 
     logged = retries(proc.log())
+    pg.close()
     assert len(logged) >= 6, f"{len(logged)} retries logged in 30s:\n{proc.describe()}"
     assert_backoff(logged, initial, cap)
