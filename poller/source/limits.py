@@ -102,19 +102,21 @@ class QuerySlots:
 
 class RowRate:
     """A token bucket in rows: a batch takes its rows, and the next fetch waits until the
-    bucket is no longer in debt. One second of burst; over any longer stretch the rate is the
-    cap (batches larger than a second's worth arrive in steps)."""
+    bucket is no longer in debt. The bucket holds a second's worth or a batch's worth of rows,
+    whichever is more, so a pause of the run loop shorter than a batch (a slow commit, a busy
+    CPU) is made up instead of lost; over any longer stretch the rate is the cap."""
 
     def __init__(self, rows_per_second: float, stop: threading.Event) -> None:
         self.rate = rows_per_second
         self._stop = stop
         self._tokens = rows_per_second
+        self._burst = rows_per_second
         self._at = time.monotonic()
         self._lock = threading.Lock()
 
     def _refill(self) -> float:
         now = time.monotonic()
-        self._tokens = min(self.rate, self._tokens + (now - self._at) * self.rate)
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self.rate)
         self._at = now
         return self._tokens
 
@@ -130,6 +132,7 @@ class RowRate:
         with self._lock:
             self._refill()
             self._tokens -= rows
+            self._burst = max(self.rate, rows)
 
 
 class SourceLimits:

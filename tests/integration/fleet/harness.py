@@ -28,6 +28,7 @@ import psutil
 import pytest
 import sqlalchemy as sa
 import yaml
+from confluent_kafka.admin import AdminClient
 from sqlalchemy.pool import NullPool
 
 from poller.fleet import tenants as tenants_topic
@@ -466,3 +467,9 @@ class Fleet:
     def close(self) -> None:
         for w in self.workers:
             w.close()
+        with contextlib.suppress(Exception):  # best effort: the test's topics
+            admin = AdminClient({"bootstrap.servers": self.bootstrap})
+            mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(self.prefix)]
+            if mine:
+                for future in admin.delete_topics(mine, operation_timeout=15).values():
+                    future.result(timeout=15)

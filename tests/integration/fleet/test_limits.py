@@ -67,7 +67,7 @@ def test_concurrent_queries_and_row_rate_stay_under_their_caps(fleet: Fleet) -> 
     engine = sa.create_engine(fleet.pg_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         insert_rows(conn, slow, 5)
-        insert_rows(conn, [paced], 3000)
+        insert_rows(conn, [paced], 5000)
     engine.dispose()
     worker = fleet.start_worker()
     limits = {"max_concurrent_queries": CAP}
@@ -76,7 +76,7 @@ def test_concurrent_queries_and_row_rate_stay_under_their_caps(fleet: Fleet) -> 
             fleet.tenant_config(t, source=limits, query=SLOW_QUERY, table=None, poll_interval_s=0.5)
         )
     fleet.put(
-        fleet.tenant_config(paced, source={**limits, "max_rows_per_second": RATE}, batch_size=120)
+        fleet.tenant_config(paced, source={**limits, "max_rows_per_second": RATE}, batch_size=240)
     )
     sampler = ActivitySampler(fleet.pg_url)
     sampler.start()
@@ -88,7 +88,7 @@ def test_concurrent_queries_and_row_rate_stay_under_their_caps(fleet: Fleet) -> 
     ((_at, started),) = worker.events(rf"tenant {paced}: started .*127\.0\.0\.1:(\d+)")
     child_port = int(started.group(1))  # its own /metrics: one small scrape, little delay
     changes: list[tuple[float, float]] = []
-    end = time.monotonic() + 16
+    end = time.monotonic() + 24
     while time.monotonic() < end:
         n = rows_read(fetch_text(child_port), paced)
         if n >= 0 and (not changes or n != changes[-1][1]):
@@ -111,4 +111,4 @@ def test_concurrent_queries_and_row_rate_stay_under_their_caps(fleet: Fleet) -> 
         for line in worker.metrics().splitlines()
         if line.startswith("poller_batch_phase_seconds_sum") and paced in line
     ]
-    assert abs(rate - RATE) <= 0.1 * RATE, (rate, phases)
+    assert abs(rate - RATE) <= 0.1 * RATE, (rate, changes, phases)
