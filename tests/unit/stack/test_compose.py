@@ -51,6 +51,13 @@ def test_services_present(compose: dict[str, Any]) -> None:
     assert {"kafka", "prometheus", "grafana"} <= set(compose["services"])
 
 
+def test_registry_service(compose: dict[str, Any]) -> None:
+    """The same registry and port as scripts/services: Apicurio's Confluent API on 8081."""
+    registry = compose["services"]["registry"]
+    assert registry["image"] == "apicurio/apicurio-registry-mem:2.4.2.Final"
+    assert (8081, 8080) in published_ports(registry)
+
+
 def test_kafka_service(compose: dict[str, Any]) -> None:
     kafka = compose["services"]["kafka"]
     assert kafka["image"] == "apache/kafka:4.1.1"
