@@ -12,21 +12,19 @@ single writer: the group only makes two owners rare and short.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from poller.errors import ConfigError, KafkaFatalError, StartupError
 from poller.fleet.metrics import Exposition, WorkerMetrics
@@ -34,6 +32,7 @@ from poller.fleet.settings import WorkerConfig, parse_tenant_text
 from poller.fleet.supervisor import Supervisor
 from poller.fleet.tenants import partition_for, tenants_partitions
 from poller.kafka.topics import KAFKA_LOGGER
+from poller.ops.http import serve_endpoints
 
 log = logging.getLogger(__name__)
 
@@ -245,37 +244,13 @@ class Worker:
     def serve(self) -> ThreadingHTTPServer:
         expo = Exposition(self.metrics)
         probe = AdminClient(dict(self.cfg.kafka.client_options()), logger=KAFKA_LOGGER)
-        worker = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.startswith("/metrics"):
-                    self._send(200, expo.render(worker.sup.ports()), CONTENT_TYPE_LATEST)
-                elif self.path.startswith("/healthz"):
-                    self._send(200, b"ok\n", "text/plain")
-                elif self.path.startswith("/readyz"):
-                    ok, body = worker.readiness(probe)
-                    self._send(200 if ok else 503, json.dumps(body).encode(), "application/json")
-                else:
-                    self._send(404, b"not found\n", "text/plain")
-
-            def _send(self, code: int, body: bytes, ctype: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
         m = self.cfg.metrics
         try:
-            server = ThreadingHTTPServer((m.host, m.port), Handler)
+            return serve_endpoints(
+                m.host, m.port, lambda: expo.render(self.sup.ports()), lambda: self.readiness(probe)
+            )
         except OSError as exc:
             raise StartupError(f"cannot serve metrics on {m.host}:{m.port}: {exc}") from exc
-        threading.Thread(target=server.serve_forever, daemon=True, name="http").start()
-        return server
 
 
 def install_signals(stop: threading.Event) -> None:
