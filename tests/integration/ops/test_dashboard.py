@@ -106,7 +106,7 @@ def test_dashboard_alerts_and_readiness(
         answer = json.loads(http_get(f"{base}/readyz")[1])
         assert answer == {
             "ready": True,
-            "checks": {"database": True, "kafka": True, "last_batch": True},
+            "checks": {"database": True, "kafka": True, "last_batch": True, "entities": True},
         }
         wait_for(
             "poller_database_up 1 again",

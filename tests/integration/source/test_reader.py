@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from poller.avro.values import Unrepresentable
 from poller.config import EntityConfig, SourceConfig
 from poller.errors import ConfigError, SchemaMismatchError, SourceError
 from poller.source.query import BEGINNING, EntityQuery, Position
@@ -424,10 +425,12 @@ def test_mariadb_killed_connection_recovers(mariadb_setup: tuple[str, sa.Engine]
     assert ids([third]) == list(range(201, 301))
 
 
-def test_value_the_driver_cannot_convert_is_a_terminal_error_naming_the_entity(
+def test_value_the_driver_cannot_convert_is_kept_as_its_text_never_changed(
     pg_url: str,
 ) -> None:
-    # 9999-12-31 23:30 UTC is year 10000 in Berlin: psycopg2 cannot build the datetime.
+    # 9999-12-31 23:30 UTC is year 10000 in Berlin: psycopg2 cannot build the datetime. The
+    # reader keeps the source text (never another date, never a stopped batch); the encoder
+    # refuses it as a bad row (tests/integration/faults/test_unrepresentable.py).
     eng = sa.create_engine(pg_url)
     with eng.begin() as conn:
         conn.execute(sa.text("CREATE TABLE far (id int PRIMARY KEY, ts timestamptz)"))
@@ -441,10 +444,14 @@ def test_value_the_driver_cannot_convert_is_a_terminal_error_naming_the_entity(
     engine = make_engine(src)
     try:
         query = EntityQuery(ent, src, "acme", FIELDS, engine.dialect, name="far")
-        with pytest.raises(SchemaMismatchError, match=r"entity 'far'.*year 10000"):
-            SourceReader(engine, query, ent, src).fetch(Position())
+        batch = SourceReader(engine, query, ent, src).fetch(Position())
     finally:
         engine.dispose()
+    assert len(batch.rows) == 1
+    value = batch.rows[0][1]
+    assert isinstance(value, Unrepresentable), repr(value)
+    assert value.startswith("10000-01-01"), value
+    assert "outside the years 1..9999" in value.reason
 
 
 def test_keyset_orders_by_cursor_then_key_with_interleaved_keys(
