@@ -1,4 +1,5 @@
-"""Avro: entity schemas, the generated hot-path encoder, value rules, decoding.
+"""Avro: entity schemas, the generated hot-path encoder, value rules, decoding, the registry client.
 
-Imports only poller.errors (and the standard library, fastavro).
+Imports poller.config (registry settings) and poller.errors; schemas.py imports only errors, as
+poller.config reads it to validate mappings.
 """
