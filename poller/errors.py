@@ -39,6 +39,11 @@ class SourceError(TransientError):
     """The source database failed or went away; reconnect and resume from the watermark."""
 
 
+class PrivilegeError(SourceError):
+    """The poller's database user lacks a privilege. At start it is a mapping problem (exit 2);
+    while running, the entity backs off alone until a DBA grants it again."""
+
+
 class SchemaMismatchError(TerminalError):
     """A mapped column is missing or its type cannot fit the entity's Avro field."""
 

@@ -14,7 +14,13 @@ from confluent_kafka import KafkaException
 
 from poller.avro.schemas import EntitySchema, load_schema
 from poller.config import AppConfig
-from poller.errors import ConfigError, SchemaMismatchError, StartupError, TerminalError
+from poller.errors import (
+    ConfigError,
+    PrivilegeError,
+    SchemaMismatchError,
+    StartupError,
+    TerminalError,
+)
 from poller.kafka.topics import admin_client, topic_name_problems
 from poller.pipeline.guards import entity_null_problems
 from poller.pipeline.wire import registry_problems
@@ -89,7 +95,8 @@ def mapping_problems(cfg: AppConfig, engine: sa.Engine) -> list[str]:
         try:
             found = check_entity(engine, query, ent, field_types(schema))
             problems.extend(found or entity_null_problems(engine, query, ent))
-        except TerminalError as exc:  # a lost connection (SourceError) is retried instead
+        # a lost connection (SourceError) is retried instead; a missing grant is a problem
+        except (TerminalError, PrivilegeError) as exc:
             problems.append(f"{name}: {exc}")
     return problems
 

@@ -22,7 +22,13 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from poller.config import EntityConfig, Mode, SourceConfig
-from poller.errors import ConfigError, PollerError, SchemaMismatchError, SourceError
+from poller.errors import (
+    ConfigError,
+    PollerError,
+    PrivilegeError,
+    SchemaMismatchError,
+    SourceError,
+)
 from poller.source import engine as _engine
 from poller.source.exact import CursorType
 from poller.source.horizon import HorizonAccess, IdHorizon, oldest_open_start, open_transactions
@@ -56,11 +62,28 @@ _BOUND_REUSE_S = 1.0
 # MySQL/MariaDB error numbers that mean the SQL does not fit the schema. PyMySQL raises several
 # of them (e.g. 1054 unknown column) as OperationalError, so the class alone cannot tell.
 _MYSQL_SCHEMA_ERRORS = frozenset(
-    {1049, 1052, 1054, 1060, 1064, 1109, 1142, 1143, 1146, 1241, 1247, 1248, 1267, 1305, 1630}
+    {1049, 1052, 1054, 1060, 1064, 1109, 1146, 1241, 1247, 1248, 1267, 1305, 1630}
 )
 _ORACLE_SCHEMA_ERRORS = tuple(
     f"ORA-{n:05d}" for n in (904, 907, 918, 932, 933, 936, 942, 1722)
 )  # invalid identifier, missing parenthesis, ambiguous column, type, syntax, no table, number
+
+
+# Access denied: database, table, column, or a command needing a privilege (1227).
+_MYSQL_PRIVILEGE_ERRORS = frozenset({1044, 1142, 1143, 1227})
+
+
+def _is_privilege_error(orig: BaseException) -> bool:
+    """A missing grant: not a mapping that is wrong, and a DBA may grant it back any time."""
+    pgcode = getattr(orig, "pgcode", None)
+    if isinstance(pgcode, str):
+        return pgcode == "42501"  # insufficient_privilege
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in _MYSQL_PRIVILEGE_ERRORS
+    text = str(orig)
+    # SQL Server 229/230 share SQLSTATE 42000 with syntax errors; Oracle: insufficient privileges
+    return "permission was denied" in text or "ORA-01031" in text
 
 
 def _cause(exc: BaseException) -> str:
@@ -101,6 +124,11 @@ def translate_error(exc: BaseException, what: str, source: SourceConfig) -> Poll
         return ConfigError([f"source.url ({source.safe_url}): {_cause(exc)}"])
     else:
         orig, invalidated = exc, False
+    if not invalidated and _is_privilege_error(orig):
+        return PrivilegeError(
+            f"{what}: the database user lacks a privilege on {source.safe_url} ({_cause(exc)}); "
+            "grant it (e.g. GRANT SELECT ON the table TO the poller's user)"
+        )
     if not invalidated and _is_schema_error(orig, exc):
         return SchemaMismatchError(
             f"{what}: the query does not fit the source database {source.safe_url} "

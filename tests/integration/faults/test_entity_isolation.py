@@ -8,9 +8,11 @@ import json
 import re
 import urllib.error
 import urllib.request
+import uuid
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from tests.integration.faults.harness import (
     Scenario,
@@ -138,3 +140,64 @@ def test_a_stuck_entity_does_not_starve_the_others(scenario: Scenario, pg: Sourc
     proc.terminate()
     assert proc.wait(timeout=60) == 0, proc.describe()
     scenario.verify_exactly_once("customers", pg.customers())
+
+
+def test_a_revoked_grant_stops_one_entity_until_it_is_granted_again(
+    scenario: Scenario, pg: SourceDB
+) -> None:
+    """A DBA revokes SELECT on one table while the poller runs: that entity backs off alone
+    (named in /readyz as a missing privilege), the others keep flowing, and it resumes once
+    the grant is back: a revoked grant is not a mapping that went wrong (no exit 2)."""
+    pg.create_customers()
+    pg.seed_customers(20)
+    pg.execute(
+        "CREATE TABLE categories (id bigint PRIMARY KEY, name text NOT NULL)",
+        "INSERT INTO categories SELECT g, 'cat ' || g FROM generate_series(1, 10) AS g",
+    )
+    # The poller reads as a role of its own: the test's role is a superuser, which no REVOKE
+    # can stop.
+    role = f"reader_{uuid.uuid4().hex[:10]}"
+    pg.execute(
+        f"CREATE ROLE {role} LOGIN PASSWORD 'reader-pw'",
+        f"GRANT SELECT ON customers, categories TO {role}",
+    )
+    url = sa.engine.make_url(pg.url).set(username=role, password="reader-pw")
+    port = free_port()
+    cfg = scenario.config(
+        url.render_as_string(hide_password=False),
+        {
+            "product_categories": categories_entity(),
+            "customers": customers_entity("id", batch_size=10, poll_interval_s=0.5),
+        },
+        retry={"initial_backoff_s": 0.2, "max_backoff_s": 1},
+        metrics_port=port,
+    )
+    proc = scenario.start(cfg, label="poller")
+    scenario.wait_for_cursor("product_categories", 10, timeout=90, watch=[proc])
+    scenario.wait_for_cursor("customers", 20, timeout=60, watch=[proc])
+
+    pg.execute(f"REVOKE SELECT ON categories FROM {role}")  # noqa: S608 (a generated name)
+    try:
+        pg.execute("INSERT INTO categories SELECT g, 'cat ' || g FROM generate_series(11, 15) g")
+
+        def categories_stuck() -> dict[str, Any] | None:
+            code, body = readyz(port)
+            return body if code == 503 and "product_categories" in body.get("stuck", {}) else None
+
+        body = wait_for(categories_stuck, 60, "/readyz to name the entity", watch=[proc])
+        assert "PrivilegeError" in body["stuck"]["product_categories"]["error"], body
+        pg.seed_customers(10, first=21)
+        scenario.wait_for_cursor("customers", 30, timeout=60, watch=[proc])
+        assert proc.alive(), proc.describe()
+        wm = scenario.stored("product_categories")
+        assert wm is not None and wm.position.cursor == 10, wm
+        assert re.search(r"grant", proc.log(), re.IGNORECASE), proc.describe()
+    finally:
+        pg.execute(f"GRANT SELECT ON categories TO {role}")
+
+    scenario.wait_for_cursor("product_categories", 15, timeout=60, watch=[proc])
+    wait_for(lambda: readyz(port)[0] == 200, 30, "/readyz to be 200 again", watch=[proc])
+    proc.terminate()
+    assert proc.wait(timeout=60) == 0, proc.describe()
+    scenario.verify_exactly_once("customers", pg.customers())
+    pg.execute(f"REVOKE ALL ON customers, categories FROM {role}", f"DROP ROLE {role}")

@@ -17,7 +17,7 @@ from sqlalchemy.dialects import mssql, mysql, oracle, postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from poller.config import EntityConfig, SourceConfig
-from poller.errors import SchemaMismatchError, SourceError
+from poller.errors import PrivilegeError, SchemaMismatchError, SourceError
 from poller.source.query import (
     BEGINNING,
     AnySelect,
@@ -552,6 +552,39 @@ def test_error_classification() -> None:
     err = translate_error(wrapped, "entity 'e'", source)
     assert isinstance(err, SourceError)
     assert "Lost connection" in str(err) and "s3cret" not in str(err)
+
+
+class _PgError(Exception):
+    def __init__(self, pgcode: str, text: str) -> None:
+        super().__init__(text)
+        self.pgcode = pgcode
+
+
+@pytest.mark.parametrize(
+    ("orig", "url"),
+    [
+        (_PgError("42501", "permission denied for table categories"), "postgresql+psycopg2://u:s3cret@h/d"),
+        (None, "mysql+pymysql://u:s3cret@h/db"),  # 1142, built below: PyMySQL's own class
+        (Exception("[42000] The SELECT permission was denied on the object 'c'. (229)"),
+         "mssql+pyodbc://u:s3cret@h/db?driver=FreeTDS"),
+        (Exception("ORA-01031: insufficient privileges"), "oracle+oracledb://u:s3cret@h/db"),
+    ],
+)  # fmt: skip
+def test_a_missing_grant_is_retried_per_entity_not_a_wrong_mapping(
+    orig: Exception | None, url: str
+) -> None:
+    import pymysql
+
+    if orig is None:
+        orig = pymysql.err.OperationalError(1142, "SELECT command denied to user 'u' for table 'c'")
+    source = SourceConfig(url=url)
+    err = translate_error(sa.exc.ProgrammingError("SELECT", {}, orig), "entity 'e'", source)
+    assert isinstance(err, PrivilegeError), err
+    assert isinstance(err, SourceError)  # transient: the run loop backs this entity off alone
+    assert "grant" in str(err) and "s3cret" not in str(err)
+    # a wrong mapping stays terminal
+    wrong = _PgError("42703", 'column "x" does not exist')
+    assert isinstance(translate_error(wrong, "entity 'e'", source), SchemaMismatchError)
 
 
 def test_message_key_is_selected_when_it_is_not_the_tiebreak() -> None:
