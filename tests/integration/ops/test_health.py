@@ -41,14 +41,16 @@ def test_http_endpoints_follow_probes_and_last_batch() -> None:
 
         status, body, ctype = http_get(f"{base}/readyz")
         assert (status, ctype) == (200, "application/json")
-        assert json.loads(body)["checks"] == {"database": True, "kafka": True, "last_batch": True}
+        assert json.loads(body)["checks"] == {
+            "database": True, "kafka": True, "last_batch": True, "entities": True,
+        }  # fmt: skip
 
         db_ok.clear()
         status, body, _ = http_get(f"{base}/readyz")
         assert status == 503
         assert json.loads(body) == {
             "ready": False,
-            "checks": {"database": False, "kafka": True, "last_batch": True},
+            "checks": {"database": False, "kafka": True, "last_batch": True, "entities": True},
         }
         assert http_get(f"{base}/healthz")[0] == 200
 
@@ -57,6 +59,14 @@ def test_http_endpoints_follow_probes_and_last_batch() -> None:
         status, body, _ = http_get(f"{base}/readyz")
         assert status == 503 and json.loads(body)["checks"]["last_batch"] is False
         health.last_batch_ok = True
+        assert http_get(f"{base}/readyz")[0] == 200
+
+        health.stuck = {"customers": {"error": "SourceError: statement timeout", "failures": 2}}
+        status, body, _ = http_get(f"{base}/readyz")
+        answer = json.loads(body)
+        assert status == 503 and answer["checks"]["entities"] is False, answer
+        assert answer["stuck"] == health.stuck, answer
+        health.stuck = {}
         assert http_get(f"{base}/readyz")[0] == 200
     finally:
         server.shutdown()
