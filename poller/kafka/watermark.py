@@ -246,12 +246,7 @@ def read_records(
             )
         ends: dict[int, int] = {}
         for p in tmeta.partitions:
-            try:
-                _low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, p), timeout=timeout_s
-                )
-            except KafkaException as exc:  # e.g. NOT_LEADER right after the topic was created
-                raise BrokerUnavailableError(f"offsets of {topic}[{p}]: {exc}") from exc
+            high = _high_watermark(consumer, topic, p, timeout_s)
             if high > 0:
                 ends[p] = high
         if not ends:
@@ -286,3 +281,34 @@ def read_records(
     finally:
         consumer.close()
     return found
+
+
+# librdkafka does not always flag these retriable, yet they pass once the leader is known.
+_LEADER_MOVING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TRANSPORT,
+    }
+)
+
+
+def _high_watermark(consumer: Any, topic: str, partition: int, timeout_s: float) -> int:
+    """The partition's end offset. A retriable error (NOT_LEADER right after the topic was
+    created, a leader election) is asked again until the timeout, then raised as transient."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            _low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=max(0.5, deadline - time.monotonic())
+            )
+            return int(high)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retriable = isinstance(err, KafkaError) and (
+                err.retriable() or err.code() in _LEADER_MOVING
+            )
+            if not retriable or time.monotonic() > deadline:
+                raise BrokerUnavailableError(f"offsets of {topic}[{partition}]: {exc}") from exc
+            time.sleep(0.2)
