@@ -95,6 +95,7 @@ class Poller:
         self._fetch = {
             name: self.limits.fetcher(r.fetch, _batch_rows) for name, r in self.readers.items()
         }
+        self._busy = {name: threading.Lock() for name in self.readers}  # see prefetch.py
         self.watermark_topic = cfg.kafka.watermark_topic_name(cfg.tenant)
         self.dead_letter_topic = cfg.kafka.dead_letter_topic_name(cfg.tenant)
         self.publisher: TransactionalPublisher | None = None
@@ -175,6 +176,8 @@ class Poller:
             size,
             MAX_BATCHES_PER_TURN,
             on_fetch=fetch_hist.observe,
+            busy=self._busy[s.name],
+            what=f"entity {s.name!r}",
         )
         last_len = size
         try:
@@ -192,7 +195,13 @@ class Poller:
             self._database_ok(False)
             raise
         finally:
-            prefetch.stop()
+            if not prefetch.stop():
+                log.warning(
+                    "entity %r: a read is still running after 60 s; the entity's next read "
+                    "waits for it",
+                    s.name,
+                    extra={"tenant": self.tenant, "entity": s.name},
+                )
         s.caught_up = last_len < size
         s.next_poll_at = time.monotonic() + (s.cfg.poll_interval_s if s.caught_up else 0)
         if s.caught_up and self.observer is not None:

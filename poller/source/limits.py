@@ -101,38 +101,32 @@ class QuerySlots:
 
 
 class RowRate:
-    """A token bucket in rows: a batch takes its rows, and the next fetch waits until the
-    bucket is no longer in debt. The bucket holds a second's worth or a batch's worth of rows,
-    whichever is more, so a pause of the run loop shorter than a batch (a slow commit, a busy
-    CPU) is made up instead of lost; over any longer stretch the rate is the cap."""
+    """Paces reads to `rows_per_second`: a read of n rows that started at s lets the next read
+    start at s + n / rate at the earliest. Time the run loop spends beyond that (a slow commit, a
+    busy CPU) is not banked for a later burst, so between the starts of any two reads the rows
+    read never exceed the cap times the time between them: the cap a DBA sets holds over every
+    stretch, not only on average."""
 
     def __init__(self, rows_per_second: float, stop: threading.Event) -> None:
         self.rate = rows_per_second
         self._stop = stop
-        self._tokens = rows_per_second
-        self._burst = rows_per_second
-        self._at = time.monotonic()
+        self._next = time.monotonic()  # the earliest start of the next read
         self._lock = threading.Lock()
 
-    def _refill(self) -> float:
-        now = time.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        return self._tokens
-
-    def wait(self) -> None:
-        while not self._stop.is_set():
+    def wait(self) -> float:
+        """Wait until a read may start; returns its start time, to hand back to `take`."""
+        while True:
             with self._lock:
-                tokens = self._refill()
-            if tokens >= 0:
-                return
-            self._stop.wait(-tokens / self.rate)
+                now = time.monotonic()
+                if now >= self._next or self._stop.is_set():
+                    return now
+                delay = self._next - now
+            self._stop.wait(delay)
 
-    def take(self, rows: int) -> None:
+    def take(self, rows: int, started: float) -> None:
+        """The read that started at `started` returned `rows` rows."""
         with self._lock:
-            self._refill()
-            self._tokens -= rows
-            self._burst = max(self.rate, rows)
+            self._next = max(self._next, started) + rows / self.rate
 
 
 class SourceLimits:
@@ -169,12 +163,11 @@ class SourceLimits:
         rate = self._rate
 
         def limited(arg: T) -> R:
-            if rate is not None:
-                rate.wait()
+            started = rate.wait() if rate is not None else 0.0
             with self.query():
                 result = fetch(arg)
             if rate is not None:
-                rate.take(rows(result))
+                rate.take(rows(result), started)
             return result
 
         return limited

@@ -10,7 +10,10 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from poller.config import SourceConfig
+from poller.source import limits as limits_module
 from poller.source.limits import QuerySlots, RowRate, SourceLimits, source_key
 
 
@@ -104,15 +107,51 @@ def test_threads_of_one_process_share_the_cap(tmp_path: Path) -> None:
 
 def test_row_rate_holds_the_cap() -> None:
     rate = RowRate(200, threading.Event())
-    rate.take(200)  # spend the one-second burst: measure the steady rate
+    rate.take(200, rate.wait())  # one second's worth: the steady rate follows
     start, rows = time.monotonic(), 0
     while rows < 300:
-        rate.wait()
-        rate.take(20)
+        rate.take(20, rate.wait())
         rows += 20
     elapsed = time.monotonic() - start
-    # 300 rows at 200/s: the last batch starts once the debt of the earlier ones is paid.
-    assert 1.2 <= elapsed <= 1.7, elapsed
+    # 200 rows, then 15 reads of 20 at 200/s: the last starts 1 s + 14 x 0.1 s after the first.
+    assert 2.35 <= elapsed <= 2.9, elapsed
+
+
+class _Clock(threading.Event):
+    """A fake monotonic clock whose waits advance it instead of sleeping."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.now += timeout or 0.0
+        return False
+
+
+def test_row_rate_never_makes_up_a_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow commit (a pause of the run loop) is not made up by a burst afterwards: between
+    the starts of any two reads, the rows read stay within the cap (issue 16 item 19)."""
+    clock = _Clock()
+    monkeypatch.setattr(limits_module.time, "monotonic", clock.monotonic)
+    cap, batch = 60.0, 240
+    rate = RowRate(cap, clock)
+    starts: list[tuple[float, int]] = []
+    for i in range(12):
+        started = rate.wait()
+        clock.now += 0.2  # the query
+        rate.take(batch, started)
+        starts.append((started, batch))
+        clock.now += 9.0 if i == 4 else 0.3  # encode + commit; one slow commit
+    for i in range(len(starts)):
+        for j in range(i + 1, len(starts)):
+            rows = sum(n for _, n in starts[i:j])
+            assert rows <= cap * (starts[j][0] - starts[i][0]) + 1e-6, (i, j, starts)
+    # and the cap is reached, not undershot, while the loop keeps up
+    assert starts[3][0] - starts[2][0] == pytest.approx(batch / cap)
 
 
 def test_source_key_ignores_credentials_and_limits_are_optional(tmp_path: Path) -> None:
