@@ -126,3 +126,68 @@ class IncompatibleSchemaError(TerminalError):
 
 class RegistryUnavailableError(TransientError):
     """The schema registry did not answer: network error, timeout or HTTP 5xx."""
+
+
+# -- exit codes, for whoever runs the process (a worker, systemd, Kubernetes) -------------------
+
+# A file where the `poller` command writes the error it stops on (a worker sets it per child).
+EXIT_REASON_ENV = "POLLER_EXIT_REASON_FILE"
+
+# Errors that a new process cannot get past on its own: a worker does not restart a tenant
+# that exited with one of their codes (the tenant is FAILED, with its cause, until its
+# configuration changes or an operator restarts it). Other exits are restarted with backoff.
+_NEEDS_A_HUMAN: tuple[type[PollerError], ...] = (
+    ConfigError,
+    SchemaMismatchError,
+    NoProgressError,
+    IncompatibleSchemaError,
+    BadRowError,
+    KafkaFatalError,
+    WatermarkRegressionError,
+)
+
+
+def _error_classes() -> list[type[PollerError]]:
+    out: list[type[PollerError]] = []
+    todo: list[type[PollerError]] = [PollerError]
+    while todo:
+        cls = todo.pop()
+        out.append(cls)
+        todo.extend(cls.__subclasses__())
+    return out
+
+
+def _words(cls: type[PollerError]) -> str:
+    name = cls.__name__.removesuffix("Error")
+    return "".join(f" {c.lower()}" if c.isupper() else c for c in name).strip()
+
+
+def exit_names(code: int) -> list[str]:
+    """The errors that exit with `code` (empty for a code the poller never chooses)."""
+    return sorted(
+        {
+            _words(cls)
+            for cls in _error_classes()
+            # the classes that choose their code; transient errors are retried in a run
+            if cls.exit_code == code and "exit_code" in vars(cls)
+        }
+    )
+
+
+def restart_helps(code: int) -> bool:
+    """Whether starting the process again can get past an exit with `code`."""
+    classes = [c for c in _error_classes() if c.exit_code == code]
+    return not classes or not all(issubclass(c, _NEEDS_A_HUMAN) for c in classes)
+
+
+def describe_exit(code: int) -> str:
+    """A process's exit status in words: `exited 4 (bad row)`, `killed by SIGKILL`."""
+    if code < 0:
+        import signal
+
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    names = exit_names(code)
+    return f"exited {code} ({' / '.join(names)})" if names else f"exited {code}"

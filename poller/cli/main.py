@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from poller.cli import (
     backfill,
@@ -19,7 +22,7 @@ from poller.cli import (
     verify,
     worker,
 )
-from poller.errors import PollerError
+from poller.errors import EXIT_REASON_ENV, PollerError
 
 log = logging.getLogger("poller")
 
@@ -44,7 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("stopping on error", exc_info=True)
         from poller.ops.logs import redact
 
-        print(f"poller: error: {redact(str(exc))}", file=sys.stderr)
+        message = redact(str(exc))
+        print(f"poller: error: {message}", file=sys.stderr)
+        _leave_reason(message)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -53,8 +58,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from poller.redaction import redact
 
-        print(redact(traceback.format_exc()).rstrip(), file=sys.stderr)
+        text = redact(traceback.format_exc()).rstrip()
+        print(text, file=sys.stderr)
+        _leave_reason(text.splitlines()[-1])
         return 1
+
+
+def _leave_reason(message: str) -> None:
+    """For a worker that started this process: the error it stopped on (already redacted)."""
+    path = os.environ.get(EXIT_REASON_ENV)
+    if path:
+        with contextlib.suppress(OSError):
+            Path(path).write_text(message + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

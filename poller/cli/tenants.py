@@ -23,10 +23,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     put = tsub.add_parser("put", help="add a tenant, or change its configuration (restarts it)")
     put.add_argument("--config", required=True, help="the tenant's configuration (as for run)")
     common(put)
+    restart = tsub.add_parser(
+        "restart",
+        help="start a FAILED tenant again with its stored configuration (puts it again)",
+    )
+    restart.add_argument("tenant", help="the tenant id to restart")
+    common(restart)
     rm = tsub.add_parser("rm", help="remove a tenant: its worker stops it")
     rm.add_argument("tenant", help="the tenant id to remove (its poller stops)")
     common(rm)
-    ls = tsub.add_parser("list", help="every tenant and the worker that owns it now")
+    ls = tsub.add_parser(
+        "list", help="every tenant, the worker that owns it now, its state and last error"
+    )
     ls.add_argument("--json", action="store_true", help="print a JSON array")
     common(ls)
     t.set_defaults(func=cmd_tenants)
@@ -61,6 +69,14 @@ def cmd_tenants(args: argparse.Namespace) -> int:
         partition = tenants.put(cfg, tenant, text)
         print(f"put tenant {tenant} (partition {partition} of {cfg.tenants_topic_name()})")
         return 0
+    if args.tenants_cmd == "restart":
+        known = tenants.read_tenants(cfg)
+        if args.tenant not in known:
+            print(f"poller: no tenant {args.tenant!r} in {cfg.tenants_topic_name()}")
+            return 1
+        tenants.put(cfg, args.tenant, known[args.tenant].text)
+        print(f"restarting tenant {args.tenant} (its configuration put again)")
+        return 0
     if args.tenants_cmd == "rm":
         known = tenants.read_tenants(cfg)
         if args.tenant not in known:
@@ -69,12 +85,16 @@ def cmd_tenants(args: argparse.Namespace) -> int:
         tenants.remove(cfg, args.tenant)
         print(f"removed tenant {args.tenant}")
         return 0
+    from poller.fleet.status import read_status
+
     records = tenants.read_tenants(cfg)
     owners = tenants.owners(cfg)
+    states = read_status(cfg)
     rows = []
     for name in sorted(records):
         rec = records[name]
         owner = owners.get(rec.partition)
+        st = states.get(name)
         rows.append(
             {
                 "tenant": name,
@@ -82,11 +102,24 @@ def cmd_tenants(args: argparse.Namespace) -> int:
                 "worker": owner.worker if owner else None,
                 "worker_host": owner.host if owner else None,
                 "member_id": owner.member_id if owner else None,
+                # as the worker that ran it last wrote it; UNASSIGNED: no worker has it yet
+                "state": st.state if st else "UNASSIGNED",
+                "state_worker": st.worker if st else None,
+                "since": st.at if st else None,
+                "exit": st.exit if st else None,
+                "error": st.error if st else None,
             }
         )
     if args.json:
         print(json.dumps(rows, ensure_ascii=False))
     else:
         for r in rows:
-            print(f"{r['tenant']:<40} partition {r['partition']:<4} {r['worker'] or '(none)'}")
+            line = (
+                f"{r['tenant']:<40} partition {r['partition']:<4} {r['worker'] or '(none)':<24} "
+                f"{r['state']}"
+            )
+            if r["state"] in ("FAILED", "RESTARTING"):
+                said = " ".join(str(r["error"] or "(no error message)").split())
+                line += f": {r['exit']}: {said}"
+            print(line)
     return 0

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from poller.errors import EXIT_REASON_ENV
 from poller.fleet.entry import PARENT_ENV
 from poller.source.limits import LIMITS_DIR_ENV
 
@@ -30,11 +31,18 @@ def free_port() -> int:
 class Child:
     def __init__(self, tenant: str, config_path: Path, port: int, limits_dir: Path) -> None:
         self.tenant = tenant
+        self.reason_path = config_path.with_suffix(".exit")  # the child's last error, if any
+        self.reason_path.unlink(missing_ok=True)
         self.port = port
         self.started = time.monotonic()
         self.connected_at: float | None = None  # first seen with Kafka up (fenced the old)
         self.stopping_since: float | None = None
-        env = {**os.environ, PARENT_ENV: str(os.getpid()), LIMITS_DIR_ENV: str(limits_dir)}
+        env = {
+            **os.environ,
+            PARENT_ENV: str(os.getpid()),
+            LIMITS_DIR_ENV: str(limits_dir),
+            EXIT_REASON_ENV: str(self.reason_path),
+        }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "poller.fleet.entry", "run", "--config", str(config_path)],
             stdin=subprocess.DEVNULL,
@@ -55,6 +63,14 @@ class Child:
 
     def poll(self) -> int | None:
         return self.proc.poll()
+
+    def reason(self) -> str | None:
+        """What the child said when it stopped on an error (redacted), if it said anything."""
+        try:
+            text = self.reason_path.read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        return text or None
 
     def terminate(self) -> None:
         if self.stopping_since is None:
@@ -91,17 +107,3 @@ def stop_all(children: list[Child], deadline_s: float) -> None:
                     c.proc.wait(timeout=10)
             return
         time.sleep(0.05)
-
-
-def describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return {
-        0: "exited 0",
-        2: "exited 2 (configuration or mapping)",
-        3: "exited 3 (fenced: another process took the tenant over)",
-        7: "exited 7 (database or Kafka unreachable at start)",
-    }.get(code, f"exited {code}")

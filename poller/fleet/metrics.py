@@ -42,6 +42,13 @@ class WorkerMetrics:
             w,
             registry=r,
         )
+        self.failed = Gauge(
+            "poller_worker_tenants_failed",
+            "Tenants stopped on an error a restart cannot fix (FAILED): they wait for a new "
+            "configuration or `poller tenants restart`",
+            w,
+            registry=r,
+        )
         self.partitions = Gauge(
             "poller_worker_partitions", "Tenants-topic partitions owned", w, registry=r
         )

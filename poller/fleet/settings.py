@@ -57,6 +57,10 @@ class WorkerConfig(_Model):
     session_timeout_s: float = Field(10, ge=1, description="classic protocol only")
     heartbeat_interval_s: float = Field(1, gt=0, description="classic protocol only")
     tenants_topic: str = "{prefix}.tenants"
+    status_topic: str = Field(
+        "{prefix}.tenant_status",
+        description="compacted topic where workers write each tenant's state (tenants list)",
+    )
     tenants_partitions: int = Field(24, ge=1, description="when the worker creates the topic")
     stop_timeout_s: float = Field(30, gt=0, description="SIGTERM to SIGKILL for a child")
     restart: RestartConfig = Field(default_factory=RestartConfig)
@@ -64,7 +68,7 @@ class WorkerConfig(_Model):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
-    @field_validator("tenants_topic")
+    @field_validator("tenants_topic", "status_topic")
     @classmethod
     def _topic(cls, v: str) -> str:
         try:
@@ -75,6 +79,9 @@ class WorkerConfig(_Model):
 
     def tenants_topic_name(self) -> str:
         return self.tenants_topic.format(prefix=self.kafka.topic_prefix)
+
+    def status_topic_name(self) -> str:
+        return self.status_topic.format(prefix=self.kafka.topic_prefix)
 
     def member_instance_id(self) -> str | None:
         """Static membership: the configured id, else the pod name under Kubernetes (stable in

@@ -1,6 +1,11 @@
 """The tenants one worker owns and their child processes: start, restart with backoff, restart
 on a configuration change, stop on removal, revocation or loss, and at most `max_tenants`.
 
+A child that exits with an error a new process cannot get past (errors.restart_helps: a bad
+configuration, a bad row, a missing permission, a watermark regression) is not restarted: its
+tenant is FAILED, with the exit and the error it printed, until its configuration changes or an
+operator re-puts it (`poller tenants restart`). Each change of state goes to the status topic.
+
 Everything here runs on the worker's main thread, except the readiness probe of starting
 children, a daemon thread that only sets `Child.connected_at`.
 """
@@ -16,9 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from poller.fleet.child import Child, describe_exit, free_port, stop_all
+from poller.errors import describe_exit, restart_helps
+from poller.fleet.child import Child, free_port, stop_all
 from poller.fleet.metrics import WorkerMetrics, fetch_text
 from poller.fleet.settings import WorkerConfig, child_config_text
+from poller.fleet.status import StatusSink
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +44,29 @@ class Tenant:
     next_start: float = 0.0
     removed: bool = False
     observed: bool = False  # takeover time recorded for the current child
+    failed: str | None = None  # FAILED: why (no restart until a new config or a re-put)
+
+
+class _NoStatus:
+    def write(
+        self, tenant: str, state: str, exit: str | None = None, error: str | None = None
+    ) -> None:
+        pass
+
+    def forget(self, tenant: str) -> None:
+        pass
 
 
 class Supervisor:
-    def __init__(self, cfg: WorkerConfig, metrics: WorkerMetrics, state_dir: Path) -> None:
+    def __init__(
+        self,
+        cfg: WorkerConfig,
+        metrics: WorkerMetrics,
+        state_dir: Path,
+        status: StatusSink | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.status: StatusSink = status or _NoStatus()
         self.m = metrics
         self.w = metrics.worker
         self.tenants: dict[str, Tenant] = {}
@@ -69,6 +94,10 @@ class Supervisor:
         if t.text != text:
             log.info("tenant %s: configuration changed; restarting", name, extra={"tenant": name})
             t.raw, t.text, t.failures, t.next_start = raw, text, 0, 0.0
+            t.failed = None
+        elif t.failed is not None:  # the same configuration put again: an operator's restart
+            log.info("tenant %s: put again; restarting after FAILED", name, extra={"tenant": name})
+            t.failures, t.next_start, t.failed = 0, 0.0, None
 
     def drop_tenant(self, name: str) -> None:
         t = self.tenants.get(name)
@@ -76,6 +105,7 @@ class Supervisor:
             return
         log.info("tenant %s: removed; stopping", name, extra={"tenant": name})
         t.removed = True
+        self.status.forget(name)
         if t.child is not None:
             t.child.terminate()
         else:
@@ -129,6 +159,7 @@ class Supervisor:
             if child.connected_at is not None and not t.observed:
                 t.observed = True
                 self.m.tenant_up.labels(self.w, t.name).set(1)
+                self.status.write(t.name, "RUNNING")
                 if t.from_assignment:
                     took = child.connected_at - t.assigned_at
                     self.m.takeover.labels(self.w).observe(took)
@@ -139,7 +170,11 @@ class Supervisor:
         waiting = 0
         if now >= self._hold_until:
             queue = sorted(
-                (t for t in self.tenants.values() if t.child is None and not t.removed),
+                (
+                    t
+                    for t in self.tenants.values()
+                    if t.child is None and not t.removed and t.failed is None
+                ),
                 key=lambda t: (t.assigned_at, t.name),
             )
             for t in queue:
@@ -157,6 +192,7 @@ class Supervisor:
         self.m.tenants.labels(w).set(sum(1 for t in self.tenants.values() if not t.removed))
         self.m.running.labels(w).set(alive)
         self.m.waiting.labels(w).set(waiting)
+        self.m.failed.labels(w).set(sum(1 for t in self.tenants.values() if t.failed is not None))
         self.waiting = waiting
 
     def _start(self, t: Tenant) -> None:
@@ -168,6 +204,7 @@ class Supervisor:
         t.child = Child(t.name, path, port, self.limits_dir)
         t.running_text = t.text
         t.observed = False
+        self.status.write(t.name, "STARTING")
 
     def _reaped(self, t: Tenant, child: Child) -> None:
         code = child.poll()
@@ -180,19 +217,37 @@ class Supervisor:
             t.from_assignment = False
             return
         ran = time.monotonic() - child.started
+        reason = child.reason()
+        if code is not None and not restart_helps(code):
+            t.failed = reason or how
+            self.status.write(t.name, "FAILED", how, reason)
+            log.error(
+                "tenant %s: pid %d %s after %.1fs: FAILED, not restarted until its "
+                "configuration changes or it is put again (poller tenants restart %s): %s",
+                t.name,
+                child.pid,
+                how,
+                ran,
+                t.name,
+                reason or "(no error message)",
+                extra={"tenant": t.name},
+            )
+            return
         r = self.cfg.restart
         t.failures = 1 if ran >= r.healthy_after_s else t.failures + 1
         delay = min(r.max_backoff_s, r.initial_backoff_s * 2 ** (t.failures - 1))
         t.next_start = time.monotonic() + delay
         self.m.restarts.labels(self.w, t.name).inc()
+        self.status.write(t.name, "RESTARTING", how, reason)
         log.warning(
-            "tenant %s: pid %d %s after %.1fs; restart %d in %.1fs",
+            "tenant %s: pid %d %s after %.1fs; restart %d in %.1fs%s",
             t.name,
             child.pid,
             how,
             ran,
             t.failures,
             delay,
+            f": {reason}" if reason else "",
             extra={"tenant": t.name},
         )
 
@@ -229,7 +284,10 @@ class Supervisor:
             "assigned": len(ts),
             "running": sum(1 for t in ts if t.child is not None and t.child.connected_at),
             "starting": sum(1 for t in ts if t.child is not None and not t.child.connected_at),
-            "restarting": sum(1 for t in ts if t.child is None and t.failures > 0),
+            "restarting": sum(
+                1 for t in ts if t.child is None and t.failures > 0 and t.failed is None
+            ),
+            "failed": sum(1 for t in ts if t.failed is not None),
             "waiting": self.waiting,
         }
 

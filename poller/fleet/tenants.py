@@ -71,9 +71,17 @@ def _admin(cfg: WorkerConfig) -> AdminClient:
     return AdminClient(dict(cfg.kafka.client_options()), logger=KAFKA_LOGGER)
 
 
-def tenants_partitions(cfg: WorkerConfig, create: bool, timeout_s: float = 30.0) -> int:
-    """The tenants topic's partition count; with `create`, the topic is made if missing."""
-    topic = cfg.tenants_topic_name()
+def tenants_partitions(
+    cfg: WorkerConfig,
+    create: bool,
+    timeout_s: float = 30.0,
+    topic: str | None = None,
+    partitions: int | None = None,
+) -> int:
+    """The tenants topic's (or another compacted fleet topic's) partition count; with `create`,
+    the topic is made if missing."""
+    topic = topic or cfg.tenants_topic_name()
+    n_partitions = partitions or cfg.tenants_partitions
     admin = _admin(cfg)
     for _attempt in range(3):
         try:
@@ -88,19 +96,19 @@ def tenants_partitions(cfg: WorkerConfig, create: bool, timeout_s: float = 30.0)
             raise ConfigError([f"tenants topic {topic} does not exist (no tenant was put yet)"])
         spec = NewTopic(
             topic,
-            num_partitions=cfg.tenants_partitions,
+            num_partitions=n_partitions,
             replication_factor=cfg.kafka.topic_replication,
             config={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
         )
         try:
             admin.create_topics([spec], request_timeout=timeout_s)[topic].result()
-            log.info("created tenants topic %s (%d partitions)", topic, cfg.tenants_partitions)
+            log.info("created topic %s (%d partitions, compacted)", topic, n_partitions)
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
             if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise BrokerUnavailableError(f"creating {topic} failed: {err.str()}") from exc
         time.sleep(0.5)  # metadata of a new topic takes a moment to reach every broker
-    raise BrokerUnavailableError(f"tenants topic {topic} has no partitions after creating it")
+    raise BrokerUnavailableError(f"topic {topic} has no partitions after creating it")
 
 
 def read_tenants(cfg: WorkerConfig, timeout_s: float = 10.0) -> dict[str, TenantRecord]:

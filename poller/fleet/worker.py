@@ -29,6 +29,7 @@ from confluent_kafka.admin import AdminClient
 from poller.errors import ConfigError, KafkaFatalError, StartupError
 from poller.fleet.metrics import Exposition, WorkerMetrics
 from poller.fleet.settings import WorkerConfig, parse_tenant_text
+from poller.fleet.status import StatusWriter
 from poller.fleet.supervisor import Supervisor
 from poller.fleet.tenants import partition_for, tenants_partitions
 from poller.kafka.topics import KAFKA_LOGGER
@@ -188,6 +189,9 @@ class Worker:
 
     def run(self) -> int:
         self._n_partitions = tenants_partitions(self.cfg, create=True)
+        tenants_partitions(self.cfg, create=True, topic=self.cfg.status_topic_name(), partitions=1)
+        status = StatusWriter(self.cfg, self.name)
+        self.sup.status = status
         consumer = Consumer(self.consumer_config())
         consumer.subscribe(
             [self.topic],
@@ -224,6 +228,7 @@ class Worker:
         finally:
             log.info("stopping: tenants first, then leaving the group")
             self.sup.stop_everything()
+            status.close()
             consumer.close()
             if self._tmp is not None:
                 self._tmp.cleanup()

@@ -310,3 +310,47 @@ def test_tenants_cli_put_list_rm_on_the_kip848_protocol(fleet: Fleet) -> None:
     assert fleet.owners().get(gone) is None
     out = fleet.cli("tenants", "rm", gone)
     assert out.returncode == 1 and "no tenant" in out.stdout, out
+
+
+def test_a_terminal_exit_fails_the_tenant_with_its_cause(fleet: Fleet) -> None:
+    """Issue 16 item 15: a tenant whose process exits on a configuration or mapping error is
+    FAILED with that error (`tenants list`), not restarted with backoff forever; a corrected
+    configuration runs it again."""
+    bad, good = fleet.tenant_name(0), fleet.tenant_name(1)
+    worker = fleet.start_worker()
+    broken = fleet.tenant_config(bad)
+    broken["entities"]["customers"]["fields"]["full_name"] = "no_such_column"
+    fleet.put(broken)
+    fleet.put(fleet.tenant_config(good))
+    fleet.wait_all_running([good], timeout=120)
+
+    def listed() -> dict[str, dict[str, object]] | None:
+        out = fleet.cli("tenants", "list", "--json")
+        assert out.returncode == 0, out.stderr
+        rows = {r["tenant"]: r for r in json.loads(out.stdout)}
+        return rows if rows.get(bad, {}).get("state") == "FAILED" else None
+
+    rows = wait_for(listed, 90, f"{bad} to be FAILED", [worker])
+    assert rows[good]["state"] == "RUNNING", rows[good]
+    assert str(rows[bad]["exit"]).startswith("exited 2 ("), rows[bad]
+    assert "no_such_column" in str(rows[bad]["error"]), rows[bad]
+    failed_at = time.monotonic()
+    # restart.initial_backoff_s is 1 s: a restarted tenant would have started again by now
+    wait_for(lambda: time.monotonic() - failed_at > 4, 10, "the backoff to pass")
+    assert len(worker.events(rf"tenant {bad}: started")) == 1, worker.describe()
+    assert worker.events(rf"tenant {bad}: .*FAILED, not restarted")
+    text = fleet.cli("tenants", "list")
+    assert re.search(rf"{bad} .* FAILED: exited 2 .*no_such_column", text.stdout), text.stdout
+
+    fleet.put(fleet.tenant_config(bad))  # corrected: runs again
+    fleet.wait_all_running([bad, good], timeout=120)
+    wait_for(
+        lambda: (
+            (listed_now := fleet.cli("tenants", "list", "--json")).returncode == 0
+            and {r["tenant"]: r["state"] for r in json.loads(listed_now.stdout)}.get(bad)
+            == "RUNNING"
+        ),
+        60,
+        f"{bad} to be RUNNING in tenants list",
+        [worker],
+    )

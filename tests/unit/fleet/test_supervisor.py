@@ -27,11 +27,15 @@ class FakeChild:
         self.connected_at: float | None = None
         self.stopping_since: float | None = None
         self.code: int | None = None
+        self.said: str | None = None  # the error the process printed when it stopped
         self.pid = 1000 + len(FakeChild.started)
         FakeChild.started.append(self)
 
     def poll(self) -> int | None:
         return self.code
+
+    def reason(self) -> str | None:
+        return self.said
 
     def terminate(self) -> None:
         if self.stopping_since is None:
@@ -81,7 +85,7 @@ def test_max_tenants_backoff_config_change_and_removal(sup: Supervisor) -> None:
     sup.tick()
     assert "a" not in running(sup) and sup.tenants["a"].failures == 1
     assert running(sup) == {"b", "c"}  # its capacity went to the waiting tenant
-    sup.tenants["c"].child.code = 2  # type: ignore[union-attr]
+    sup.tenants["c"].child.code = 7  # type: ignore[union-attr]  # unreachable at start
     sup.tick()
     time.sleep(0.25)
     sup.tick()
@@ -128,6 +132,74 @@ def test_release_stops_before_returning_and_hold_blocks_starts(sup: Supervisor) 
     assert "z" in running(sup)
     sup.stop_everything()
     assert not sup.tenants
+
+
+class RecordedStatus:
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str, str | None, str | None]] = []
+
+    def write(
+        self, tenant: str, state: str, exit: str | None = None, error: str | None = None
+    ) -> None:
+        self.log.append((tenant, state, exit, error))
+
+    def forget(self, tenant: str) -> None:
+        self.log.append((tenant, "(removed)", None, None))
+
+
+@pytest.mark.parametrize("code", [2, 4, 5, 6])
+def test_a_terminal_exit_fails_the_tenant_until_it_is_put_again(sup: Supervisor, code: int) -> None:
+    """Issue 16 item 15: exits a new process cannot get past (configuration, bad row, missing
+    permission, watermark regression) are not restarted with backoff forever: the tenant is
+    FAILED with its cause, until its configuration changes or an operator puts it again."""
+    status = RecordedStatus()
+    sup.status = status
+    sup.set_tenant(0, "a", raw("a"), "text-a", from_assignment=True)
+    sup.tick()
+    child = sup.tenants["a"].child
+    assert child is not None
+    child.code = code
+    child.said = "tenant 'a', entity 'customers', key 7: field 'email' ..."  # type: ignore[attr-defined]
+    sup.tick()
+    time.sleep(0.5)  # longer than the largest backoff: a restart would have happened
+    sup.tick()
+    t = sup.tenants["a"]
+    assert t.child is None and t.failed == child.said  # type: ignore[attr-defined]
+    assert len(FakeChild.started) == 1
+    assert sup.summary()["failed"] == 1 and sup.summary()["restarting"] == 0
+    assert sup.m.failed.labels("w")._value.get() == 1
+    tenant, state, exit, error = status.log[-1]
+    assert (tenant, state, error) == ("a", "FAILED", child.said)  # type: ignore[attr-defined]
+    assert exit is not None and exit.startswith(f"exited {code} (")
+
+    sup.set_tenant(0, "a", raw("a"), "text-a", from_assignment=False)  # put again, same text
+    sup.tick()
+    assert len(FakeChild.started) == 2 and sup.tenants["a"].failed is None
+    assert status.log[-1][:2] == ("a", "STARTING")
+    restarted = sup.tenants["a"].child
+    assert restarted is not None
+    restarted.code = code
+    sup.tick()
+    assert sup.tenants["a"].failed is not None
+    sup.set_tenant(0, "a", raw("a", 5), "text-a2", from_assignment=False)  # a new config
+    sup.tick()
+    assert len(FakeChild.started) == 3 and "batch_size: 5" in FakeChild.started[-1].text
+
+
+def test_a_transient_exit_is_restarted_and_says_why(sup: Supervisor) -> None:
+    status = RecordedStatus()
+    sup.status = status
+    sup.set_tenant(0, "a", raw("a"), "text-a", from_assignment=True)
+    sup.tick()
+    child = sup.tenants["a"].child
+    assert child is not None
+    child.code = 7
+    child.said = "database not reachable"  # type: ignore[attr-defined]
+    sup.tick()
+    assert status.log[-1] == ("a", "RESTARTING", "exited 7 (startup)", "database not reachable")
+    time.sleep(0.25)
+    sup.tick()
+    assert len(FakeChild.started) == 2 and sup.tenants["a"].failed is None
 
 
 class FakeAdmin:
