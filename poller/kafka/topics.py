@@ -41,6 +41,18 @@ def topic_name_problems(cfg: AppConfig) -> list[str]:
     ]
 
 
+# Heartbeats add a record per entity per minute, and compaction cleans only closed segments:
+# the active segment rolls hourly and a tenth of dirty records is enough to start cleaning, so
+# a poller at start reads about one record per key plus at most an hour or two of heartbeats
+# (Kafka's defaults keep a week's segment uncompacted: ~10M records for 1,000 tenants).
+WATERMARK_TOPIC_CONFIG = {
+    "cleanup.policy": "compact",
+    "segment.ms": str(3600 * 1000),
+    "min.cleanable.dirty.ratio": "0.1",
+    "delete.retention.ms": str(24 * 3600 * 1000),  # how long a tombstone (a reset) is kept
+}
+
+
 def wanted_topics(cfg: AppConfig) -> dict[str, tuple[int, dict[str, str]]]:
     if problems := topic_name_problems(cfg):
         raise ConfigError(problems)
@@ -49,7 +61,7 @@ def wanted_topics(cfg: AppConfig) -> dict[str, tuple[int, dict[str, str]]]:
         cfg.kafka.topic_for(name, cfg.tenant): (k.topic_partitions, dict(k.topic_config))
         for name in cfg.enabled_entities()
     }
-    topics[k.watermark_topic_name(cfg.tenant)] = (1, {"cleanup.policy": "compact"})
+    topics[k.watermark_topic_name(cfg.tenant)] = (1, dict(WATERMARK_TOPIC_CONFIG))
     if any(e.on_bad_row == "dead_letter" for e in cfg.enabled_entities().values()):
         topics[k.dead_letter_topic_name(cfg.tenant)] = (k.topic_partitions, {})
     return topics

@@ -29,6 +29,8 @@ from poller.source.query import Position
 
 log = logging.getLogger(__name__)
 
+_READ_BATCH = 5000  # messages per consume() while loading: one call, not one poll per record
+
 _RAW = json.loads((SCHEMAS_DIR / "watermark.avsc").read_text())
 _SCHEMA = fastavro.parse_schema(_RAW)
 # Fields added since the first release, newest last. Every one is nullable with default null,
@@ -252,32 +254,39 @@ def read_records(
         if not ends:
             return found
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        deadline = time.monotonic() + timeout_s
         pending = dict(ends)
-        mine = json.dumps(tenant, ensure_ascii=False)
+        at = {p: -1 for p in ends}
+        mine = f"[{json.dumps(tenant, ensure_ascii=False)},".encode()  # see key_bytes
+        # The deadline is for a read that stopped moving (an open transaction holds the last
+        # stable offset back), not for a long one: every step forward extends it, so a large
+        # fleet's topic is read whole however long that takes.
+        deadline = time.monotonic() + timeout_s
         while pending:
-            if time.monotonic() > deadline:
-                raise BrokerUnavailableError(
-                    f"reading {topic} to its end timed out (partitions {sorted(pending)}); an "
-                    "open transaction may be holding it; retry after transaction.timeout.ms"
-                )
-            msg = consumer.poll(0.5)
-            if msg is None:
-                pass
-            elif (err := msg.error()) is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    raise BrokerUnavailableError(f"reading {topic}: {err.str()}")
-            else:
-                key, value = msg.key() or b"", msg.value()
-                if key.decode().startswith(f"[{mine},"):
+            for msg in consumer.consume(num_messages=_READ_BATCH, timeout=0.5):
+                if (err := msg.error()) is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        raise BrokerUnavailableError(f"reading {topic}: {err.str()}")
+                    continue
+                key = msg.key()
+                if key is not None and key.startswith(mine):
                     parts = tuple(str(p) for p in json.loads(key))
+                    value = msg.value()
                     if value is None:
                         found.pop(parts, None)
                     else:
                         found[parts] = value
             for tp in consumer.position([TopicPartition(topic, p) for p in list(pending)]):
+                if tp.offset > at[tp.partition]:
+                    at[tp.partition] = tp.offset
+                    deadline = time.monotonic() + timeout_s
                 if tp.offset >= 0 and tp.offset >= pending[tp.partition]:
                     del pending[tp.partition]
+            if pending and time.monotonic() > deadline:
+                raise BrokerUnavailableError(
+                    f"reading {topic} to its end made no progress for {timeout_s:.0f}s "
+                    f"(partitions {sorted(pending)}); an open transaction may be holding it; "
+                    "retry after transaction.timeout.ms"
+                )
     finally:
         consumer.close()
     return found
