@@ -302,10 +302,44 @@ class EntityConfig(_Model):
         return self.batching.mode is not Mode.ID
 
 
+class EndpointTLSConfig(_Model):
+    cert_file: str = Field(description="PEM certificate (with its chain) the endpoints present")
+    key_file: str = Field(description="PEM private key of `cert_file`")
+    client_ca_file: str | None = Field(
+        None, description="require client certificates signed by this CA (mutual TLS)"
+    )
+
+
+class EndpointAuthConfig(_Model):
+    user: str = Field(min_length=1, description="basic-auth user Prometheus sends")
+    password: str = Field(
+        min_length=1,
+        description="its password: write a reference (`${ENV}` or `${file:/path}`), never "
+        "the password itself",
+    )
+
+
 class MetricsConfig(_Model):
-    host: str = "127.0.0.1"
-    port: int = Field(9400, ge=0, le=65535)
-    enabled: bool = True
+    host: str = Field(
+        "127.0.0.1",
+        description="address /metrics, /healthz and /readyz listen on: loopback by default; "
+        "0.0.0.0 in a container, with a NetworkPolicy that admits only Prometheus and the kubelet",
+    )
+    port: int = Field(9400, ge=0, le=65535, description="their port (0: any free port)")
+    enabled: bool = Field(True, description="serve the endpoints at all")
+    tls: EndpointTLSConfig | None = Field(
+        None, description="serve HTTPS instead of HTTP (like Prometheus' exporter web config)"
+    )
+    basic_auth: EndpointAuthConfig | None = Field(
+        None, description="require HTTP basic auth on /metrics and /readyz (/healthz stays open)"
+    )
+    probe_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="how often the readiness checks (database, Kafka) run in the background; "
+        "/readyz answers from their last results, so a flood of requests never reaches the "
+        "database",
+    )
 
 
 class LoggingConfig(_Model):

@@ -33,7 +33,7 @@ from poller.fleet.status import StatusWriter
 from poller.fleet.supervisor import Supervisor
 from poller.fleet.tenants import partition_for, tenants_partitions
 from poller.kafka.topics import KAFKA_LOGGER
-from poller.ops.http import serve_endpoints
+from poller.ops.http import CachedProbes, serve_endpoints
 
 log = logging.getLogger(__name__)
 
@@ -236,23 +236,26 @@ class Worker:
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    def readiness(self, kafka_probe: AdminClient) -> tuple[bool, dict[str, Any]]:
-        try:
-            kafka_probe.list_topics(topic=self.topic, timeout=3)
-            kafka = True
-        except Exception:
-            kafka = False
+    def readiness(self, kafka: bool) -> tuple[bool, dict[str, Any]]:
         checks = {"group": self.joined, "kafka": kafka, "capacity": self.sup.waiting == 0}
         ready = all(checks.values())
         return ready, {"ready": ready, "checks": checks, "tenants": self.sup.summary()}
 
     def serve(self) -> ThreadingHTTPServer:
         expo = Exposition(self.metrics)
-        probe = AdminClient(dict(self.cfg.kafka.client_options()), logger=KAFKA_LOGGER)
+        admin = AdminClient(dict(self.cfg.kafka.client_options()), logger=KAFKA_LOGGER)
+
+        def kafka() -> bool:
+            admin.list_topics(topic=self.topic, timeout=3)
+            return True
+
+        probes = CachedProbes({"kafka": kafka}, self.cfg.metrics.probe_interval_s)
         m = self.cfg.metrics
         try:
             return serve_endpoints(
-                m.host, m.port, lambda: expo.render(self.sup.ports()), lambda: self.readiness(probe)
+                m,
+                lambda: expo.render(self.sup.ports()),
+                lambda: self.readiness(probes.results()["kafka"]),
             )
         except OSError as exc:
             raise StartupError(f"cannot serve metrics on {m.host}:{m.port}: {exc}") from exc

@@ -116,7 +116,15 @@ def test_kustomization_lists_every_manifest_without_namespaces() -> None:
         assert doc["kind"] != "Namespace"
     kinds = sorted(d["kind"] for _, d in manifests())
     assert kinds == sorted(
-        ["ConfigMap", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount", "StatefulSet"]
+        [
+            "ConfigMap",
+            "NetworkPolicy",
+            "PodDisruptionBudget",
+            "Secret",
+            "Service",
+            "ServiceAccount",
+            "StatefulSet",
+        ]
     )
     assert [i["name"] for i in k["images"]] == [container()["image"]]
 
@@ -348,3 +356,21 @@ def test_scrape_config_parses_with_promtool(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_network_policy_admits_only_prometheus_and_reaches_only_what_the_worker_needs() -> None:
+    """Issue 17 item 6: the endpoints have no business being reachable from every pod."""
+    policy = one("NetworkPolicy")["spec"]
+    pod_labels = workload()["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    (ingress,) = policy["ingress"]
+    ports = {p["name"] for p in container()["ports"]}
+    assert [p["port"] for p in ingress["ports"]] == ["metrics"] and "metrics" in ports
+    (source,) = ingress["from"]
+    assert source["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    egress_ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
+    worker = yaml.safe_load(one("ConfigMap")["data"]["worker.yaml"])
+    kafka_port = int(worker["kafka"]["bootstrap_servers"].rsplit(":", 1)[1])
+    assert {53, kafka_port, 5432, 3306} <= egress_ports
+    assert all(rule.get("to") for rule in policy["egress"]), "every egress rule names its peers"

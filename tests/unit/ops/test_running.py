@@ -7,7 +7,7 @@ import datetime as dt
 import socket
 from typing import Any
 
-from poller.config import AppConfig, parse_config
+from poller.config import AppConfig, MetricsConfig, parse_config
 from poller.ops.http import serve
 from poller.ops.metrics import Health, Metrics
 from poller.ops.running import fresh_writes, poller_running, probe_endpoint
@@ -46,7 +46,7 @@ def test_the_endpoint_tells_this_poller_from_another_and_from_nothing() -> None:
 
     metrics = Metrics()
     metrics.instance.info({"tenant": "acme", "transactional_id": "other.acme"})
-    server = serve("127.0.0.1", port, metrics, Health())
+    server = serve(MetricsConfig(port=port), metrics, Health())
     try:
         running, why = probe_endpoint(cfg)
         assert running is False and "other.acme, not p.acme" in why
