@@ -70,6 +70,23 @@ class SourceConfig(_Model):
         None, ge=1, description="cap across the tenants of this database on one worker"
     )
     max_rows_per_second: float | None = Field(None, gt=0, description="this tenant's read rate")
+    require_tls: bool = Field(
+        False,
+        description="refuse any connection that is not encrypted with a verified server "
+        "certificate naming the host (PostgreSQL sslmode=verify-full, MySQL/MariaDB verified "
+        "identity, SQL Server Encrypt=yes, Oracle TCPS); without it the driver's default "
+        "applies (libpq's `prefer` falls back to plaintext) and the poller warns when a "
+        "connection to another host is not encrypted",
+    )
+    tls_ca_file: str | None = Field(
+        None,
+        description="PEM file of the CA(s) that signed the database's certificate; default: "
+        "the system's trusted CAs",
+    )
+    tls_cert_file: str | None = Field(
+        None, description="client certificate (PEM) for databases that require one"
+    )
+    tls_key_file: str | None = Field(None, description="private key (PEM) of tls_cert_file")
 
     @field_validator("url")
     @classmethod

@@ -41,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg.metrics.enabled:
         from poller.ops.probes import probes
 
-        serve(cfg.metrics, metrics, health, probes(cfg, poller.engine))
+        serve(cfg.metrics, metrics, health, probes(cfg, poller.engine, poller.limits.query))
     log.info(
         "tenant %s: polling %s from %s",
         cfg.tenant,

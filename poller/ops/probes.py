@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import sqlalchemy as sa
 from confluent_kafka.admin import AdminClient
@@ -22,11 +24,17 @@ class _DebugLog:
         log.debug(msg, *args)
 
 
-def probes(cfg: AppConfig, engine: sa.Engine) -> dict[str, Callable[[], bool]]:
+def probes(
+    cfg: AppConfig,
+    engine: sa.Engine,
+    slot: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
+) -> dict[str, Callable[[], bool]]:
+    """`slot`: the source's query slot (source.max_concurrent_queries); the probe's query counts
+    against the cap like any other."""
     admin = AdminClient(dict(cfg.kafka.client_options()), logger=_DebugLog())
 
     def database() -> bool:
-        with engine.connect() as conn:
+        with slot(), engine.connect() as conn:
             conn.execute(sa.select(sa.literal(1))).scalar()
         return True
 

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 
 from poller.config import SourceConfig
 from poller.errors import ConfigError
+from poller.source import tls
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,18 @@ def make_engine(source: SourceConfig) -> sa.Engine:
         connect_args = {"timeout": max(1, math.ceil(source.connect_timeout_s))}  # login timeout
     elif backend == "oracle":
         connect_args = {"tcp_connect_timeout": source.connect_timeout_s}
+    connect_args |= tls.connect_args(backend, source)
     engine = sa.create_engine(url, pool_pre_ping=True, pool_recycle=1800, connect_args=connect_args)
-    event.listen(engine, "connect", _session_setup(backend, source, timeout_ms))
+    check = tls.EncryptionCheck(backend, source, url)
+    event.listen(engine, "connect", _session_setup(backend, source, timeout_ms, check))
     return engine
 
 
-def _session_setup(backend: str, source: SourceConfig, timeout_ms: int) -> Any:
+def _session_setup(
+    backend: str, source: SourceConfig, timeout_ms: int, check: tls.EncryptionCheck
+) -> Any:
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        check(dbapi_conn)  # before anything else is sent on a connection that may be refused
         if backend == "postgresql" and type(dbapi_conn).__module__.startswith("psycopg2"):
             from poller.source import pg_types  # psycopg2 is only imported for PostgreSQL
 
