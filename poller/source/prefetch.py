@@ -29,7 +29,7 @@ class Prefetcher:
         batch_size: int,
         max_batches: int,
         depth: int = 1,
-        on_fetch: Callable[[float], None] | None = None,
+        on_fetch: Callable[[float, Batch], None] | None = None,
         busy: threading.Lock | None = None,
         what: str = "the entity",
     ) -> None:
@@ -79,8 +79,8 @@ class Prefetcher:
             except BaseException as exc:  # handed to the consumer thread, which raises it
                 self._put(exc)
                 return
-            if self._on_fetch is not None:
-                self._on_fetch(time.perf_counter() - t0)
+            if self._on_fetch is not None:  # as it is read: counters follow the database
+                self._on_fetch(time.perf_counter() - t0, batch)
             if not self._put(batch):
                 return
             if len(batch.rows) < self._batch_size or batch.last is None:
