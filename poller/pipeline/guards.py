@@ -12,12 +12,13 @@ from collections.abc import Mapping
 import sqlalchemy as sa
 
 from poller.config import AppConfig, EntityConfig, Mode, SourceConfig
-from poller.errors import ConfigError, NoProgressError
+from poller.errors import ConfigError
 from poller.kafka.watermark import Watermark
 from poller.ops.metrics import Metrics
 from poller.source.exact import CursorType
 from poller.source.horizon import HorizonAccess
 from poller.source.probe import count_null_cursors, nullable_cursor
+from poller.source.keyset import ensure_progress as keyset_progress
 from poller.source.query import EntityQuery, Position
 from poller.source.reader import Batch, SourceReader, source_connection
 
@@ -64,20 +65,8 @@ def _cursor_kind_mismatch(mode: Mode, cursor: object) -> bool:
 
 
 def ensure_progress(entity: str, start: Position, batch: Batch, batch_size: int) -> None:
-    """A batch must hold rows strictly after where it started. One that ends where it began
-    would be read again and again (a cursor that lost precision on the way back, a NULL
-    position): stop, naming the entity, instead of looping or publishing duplicates."""
-    if not batch.rows or batch.last is None:
-        return
-    if batch.last == start or (start.cursor is not None and batch.last.cursor is None):
-        full = "a full batch" if len(batch.rows) >= batch_size else "a batch"
-        raise NoProgressError(
-            f"entity {entity!r}: {full} of {len(batch.rows)} rows after {start} ends at the "
-            "same position: the stored cursor does not compare equal to the column's own value "
-            "(precision lost between the driver and the database?). Nothing more was "
-            "published; cast the cursor column in a `query:` to a type that round-trips "
-            "exactly, or report the column type."
-        )
+    """The keyset API's progress guard (source/keyset.py), on a live batch."""
+    keyset_progress(f"entity {entity!r}", start, batch.last, len(batch.rows), batch_size)
 
 
 def null_cursor_problems(

@@ -280,7 +280,7 @@ class SourceReader:
 
     def _prepare(self, conn: sa.Connection) -> None:
         if not self._prepared:
-            self._query.set_cursor_type(cursor_type(conn, self._query, self._entity))
+            prepare(conn, self._query, self._entity)
             conn.rollback()
             self._prepared = True
 
