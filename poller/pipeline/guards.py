@@ -17,8 +17,8 @@ from poller.kafka.watermark import Watermark
 from poller.ops.metrics import Metrics
 from poller.source.exact import CursorType
 from poller.source.horizon import HorizonAccess
-from poller.source.probe import count_null_cursors, nullable_cursor
 from poller.source.keyset import ensure_progress as keyset_progress
+from poller.source.probe import count_null_cursors, nullable_cursor
 from poller.source.query import EntityQuery, Position
 from poller.source.reader import Batch, SourceReader, source_connection
 

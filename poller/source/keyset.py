@@ -89,7 +89,7 @@ class Keyset:
 
     dialect: str
     columns: tuple[ColumnElement[Any], ...]
-    cursor_type: CursorType = CursorType()
+    cursor_type: CursorType = field(default_factory=CursorType)
     binds: tuple[ColumnBind, ...] = ()
     not_null: bool = True
     _cache: dict[tuple[object, ...], list[ColumnElement[bool]]] = field(
@@ -114,7 +114,7 @@ class Keyset:
         return ["wm_key" if i == 0 else f"wm_key{i}" for i in range(n)]
 
     def kind(self, position: Position) -> str:
-        """"none" (from the beginning), "cursor" (after a cursor value) or "keyset"."""
+        """ "none" (from the beginning), "cursor" (after a cursor value) or "keyset"."""
         if position.cursor is None:
             return "none"
         if position.key is None or not self.keys:
@@ -213,7 +213,7 @@ class Keyset:
     # ------------------------------------------------------------------ look-ups by key
 
     def in_keys(self, n: int) -> ColumnElement[bool]:
-        """"The row's key is one of n keys": `IN` for one column, `(a, b) IN (...)` where row
+        """ "The row's key is one of n keys": `IN` for one column, `(a, b) IN (...)` where row
         values exist, else `(a = ? AND b = ?) OR ...` (SQL Server, Oracle). Parameters
         `k<i>_<j>` for key i, column j (see `in_params`)."""
         cols = self.columns

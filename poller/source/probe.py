@@ -141,7 +141,7 @@ def tenant_exact(conn: sa.Connection, query: EntityQuery, entity: EntityConfig) 
         spec = t.compile(dialect=conn.dialect).upper()
         return "fixed" if spec.startswith(("CHAR", "NCHAR", "CHARACTER(")) else "char"
     result = conn.execute(query.probe(query.column(column)))
-    desc = result.cursor.description[0] if result.cursor is not None else None
+    desc: Any = result.cursor.description[0] if result.cursor is not None else None
     result.close()
     if desc is None:
         return "char"

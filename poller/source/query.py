@@ -27,8 +27,8 @@ from poller.source.exact import CursorType, cursor_select, tenant_filter
 from poller.source.keyset import (
     BEGINNING,
     ColumnBind,
-    Keyset,
     KeyRange,
+    Keyset,
     Position,
     ensure_progress,
 )

@@ -32,7 +32,7 @@ from poller.errors import (
 from poller.source import engine as _engine
 from poller.source.exact import CursorType
 from poller.source.horizon import HorizonAccess, IdHorizon, oldest_open_start, open_transactions
-from poller.source.probe import cursor_type
+from poller.source.probe import prepare
 from poller.source.query import (
     BEGINNING,
     AnySelect,
