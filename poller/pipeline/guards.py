@@ -110,6 +110,39 @@ def horizon_warnings(cfg: AppConfig) -> list[str]:
         engine.dispose()
 
 
+def empty_tenant_warnings(cfg: AppConfig) -> list[str]:
+    """For `poller check`: an entity in which the tenant has no row at all. Often right (a new
+    customer), sometimes a tenant value spelled unlike the column's (case, padding, type)."""
+    from poller.avro.schemas import load_schema
+    from poller.source.probe import prepare
+    from poller.source.reader import make_engine
+
+    column = cfg.source.tenant_column
+    if column is None:
+        return []
+    engine = make_engine(cfg.source)
+    warnings = []
+    try:
+        for name, ent in cfg.enabled_entities().items():
+            fields = load_schema(name).field_names
+            query = EntityQuery(ent, cfg.source, cfg.tenant, fields, engine.dialect, name=name)
+            what = f"entity {name!r}"
+            with source_connection(engine, what, cfg.source) as conn:
+                prepare(conn, query, ent)
+                stmt = sa.select(sa.literal(1)).select_from(query.src)
+                stmt = stmt.where(*query.tenant_filter()).limit(1)
+                found = conn.execute(stmt, {"tenant": cfg.tenant}).first()
+            if found is None:
+                warnings.append(
+                    f"{what}: tenant {cfg.tenant!r} has 0 rows (source.tenant_column "
+                    f"{column!r}); if rows are expected, check how the tenant value is written "
+                    "in the column (case, trailing spaces, type)"
+                )
+    finally:
+        engine.dispose()
+    return warnings
+
+
 def count_skipped(engine: sa.Engine, query: EntityQuery) -> int:
     with source_connection(engine, f"entity {query.name!r}", query.source) as conn:
         return count_null_cursors(conn, query)

@@ -113,6 +113,13 @@ class Keyset:
     def key_names(n: int) -> list[str]:
         return ["wm_key" if i == 0 else f"wm_key{i}" for i in range(n)]
 
+    def position_of(self, values: Sequence[object]) -> Position:
+        """The position of a row whose keyset columns hold `values` (in order)."""
+        if len(values) == 1:
+            return Position(values[0])
+        rest = tuple(values[1:])
+        return Position(values[0], rest[0] if len(rest) == 1 else rest)
+
     def kind(self, position: Position) -> str:
         """ "none" (from the beginning), "cursor" (after a cursor value) or "keyset"."""
         if position.cursor is None:
