@@ -249,14 +249,17 @@ class Keyset:
         return params
 
     def max_keys_per_statement(self, other_params: int = 10) -> int:
-        """How many keys one look-up may hold: Oracle allows 1,000 items in an IN list (and
-        the expanded OR form is kept as short), SQL Server 2,100 parameters a statement."""
+        """How many keys one look-up may hold: Oracle allows 1,000 items in an IN list, SQL
+        Server 2,100 parameters a statement, and the expanded OR form is kept to 200 keys
+        (parsers nest ORs as a tree: SQLite stops at depth 1,000, SQL Server runs out of
+        stack long before its parameter limit)."""
         per_key = len(self.columns)
-        if self.dialect == "oracle":
-            return 1000
+        n = 1000
+        if per_key > 1 and self.dialect not in ROW_VALUE_DIALECTS:
+            n = 200
         if self.dialect == "mssql":
-            return max(1, (2100 - other_params) // per_key)
-        return 1000
+            n = min(n, (2100 - other_params) // per_key)
+        return max(1, n)
 
 
 def chunks(items: Sequence[object], size: int) -> list[Sequence[object]]:
