@@ -100,7 +100,9 @@ class BackfillQuery:
     def probe(self) -> tuple[AnySelect, dict[str, object]]:
         """The statement run with `AND 1=0`: the database checks the condition, reads nothing."""
         stmt, params = self.statement(BEGINNING)
-        return stmt.where(sa.false()), params
+        # `1 = 0`, not sa.false(): SQLAlchemy folds `AND false` into a bare `WHERE false`,
+        # dropping the condition it is meant to test.
+        return stmt.where(sa.literal_column("1") == sa.literal_column("0")), params
 
 
 @dataclass
