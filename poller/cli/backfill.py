@@ -66,8 +66,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from poller.source.reader import make_engine
 
     cfg = load(args)
-    request = new_request(cfg, args.entity, args.by, args.low, args.high, args.where)
     engine = make_engine(cfg.source)
+    request = new_request(
+        cfg, args.entity, args.by, args.low, args.high, args.where, engine.dialect.name
+    )
     backfiller = Backfiller(cfg, engine)
     try:
         state = backfiller.submit(request, replace=args.replace)

@@ -23,13 +23,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"problem: {p}")
     if not any(p.startswith("database") for p in problems):
         from poller.errors import PollerError
-        from poller.pipeline.guards import horizon_warnings
+        from poller.pipeline.guards import empty_tenant_warnings, horizon_warnings
 
         try:
             for w in horizon_warnings(cfg):
                 print(f"warning: {w}")
         except PollerError as exc:
             print(f"warning: horizon not checked: {exc}")
+        if not problems:
+            for w in empty_tenant_warnings(cfg):
+                print(f"warning: {w}")
     if problems:
         print(f"{len(problems)} problem(s) found", file=sys.stderr)
         return 2

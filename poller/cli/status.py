@@ -215,7 +215,8 @@ def _lag(
 
 def backfill_json(bf: BackfillState) -> dict[str, Any]:
     return {
-        "state": "done" if bf.done else "pending",
+        "state": "failed" if bf.error else "done" if bf.done else "pending",
+        "error": bf.error,
         "by": bf.by,
         "from": bf.low,
         "to": bf.high,
@@ -230,7 +231,8 @@ def backfill_json(bf: BackfillState) -> dict[str, Any]:
 def backfill_text(bf: dict[str, Any] | None) -> str:
     if bf is None:
         return "-"
-    return f"{bf['state']} {bf['from']}..{bf['to']}: {bf['rows']:,} rows"
+    text = f"{bf['state']} {bf['from']}..{bf['to']}: {bf['rows']:,} rows"
+    return text + (f" ({bf['error']})" if bf.get("error") else "")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

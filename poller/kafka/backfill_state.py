@@ -40,6 +40,11 @@ class BackfillState:
     done: bool
     requested_at: dt.datetime
     updated_at: dt.datetime
+    error: str | None = None  # set when the backfill failed (then `done` too): its cause
+
+    def failed(self, cause: str) -> BackfillState:
+        """Stopped for good (a bad row, a condition the database refuses): not replayed."""
+        return replace(self, done=True, error=cause, updated_at=dt.datetime.now(dt.UTC))
 
     def same_request(self, other: BackfillState) -> bool:
         return (self.entity, self.by, self.low, self.high, self.where) == (
@@ -65,7 +70,7 @@ class BackfillState:
 
 
 def encode(state: BackfillState) -> bytes:
-    record = {
+    record: dict[str, Any] = {
         "tenant": state.tenant,
         "entity": state.entity,
         "by": state.by,
@@ -75,10 +80,12 @@ def encode(state: BackfillState) -> bytes:
         "cursor": _typed(state.position.cursor),
         "key": _typed(state.position.key),
         "rows": state.rows,
-        "state": "done" if state.done else "pending",
+        "state": "failed" if state.error else "done" if state.done else "pending",
         "requested_at": state.requested_at.isoformat(),
         "updated_at": state.updated_at.isoformat(),
     }
+    if state.error:
+        record["error"] = state.error
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -96,9 +103,10 @@ def decode(payload: bytes) -> BackfillState:
         where=rec["where"],
         position=Position(_untyped(rec["cursor"]), _untyped(rec["key"])),
         rows=int(rec["rows"]),
-        done=rec["state"] == "done",
+        done=rec["state"] in ("done", "failed"),
         requested_at=dt.datetime.fromisoformat(rec["requested_at"]),
         updated_at=dt.datetime.fromisoformat(rec["updated_at"]),
+        error=rec.get("error") if rec["state"] == "failed" else None,
     )
 
 

@@ -22,17 +22,27 @@ import sqlalchemy as sa
 
 from poller.avro.schemas import EntitySchema, load_schema
 from poller.config import AppConfig, EntityConfig, Mode
-from poller.errors import BadRowError, BadValueError, ConfigError, FencedError, PollerError
+from poller.errors import (
+    BadRowError,
+    BadValueError,
+    ConfigError,
+    FencedError,
+    PollerError,
+    TransientError,
+)
 from poller.kafka import backfill_state
 from poller.kafka.backfill_state import BackfillState, By
 from poller.kafka.publisher import TransactionalPublisher
 from poller.kafka.topics import ensure_topics, wanted_topics
+from poller.pipeline.sizes import NO_LIMIT, MessageLimits, check_size, read_limits
 from poller.pipeline.stream import EntityStream, _dead_letter, epoch_ms
 from poller.pipeline.wire import EntityWire, register_entities
 from poller.source.estimate import estimate_rows
-from poller.source.exact import cursor_bind
+from poller.source.keyset import KeyRange, ensure_progress
+from poller.source.probe import prepare
 from poller.source.query import BEGINNING, AnySelect, EntityQuery, Position
 from poller.source.reader import _connection
+from poller.source.where import normalize_where
 
 log = logging.getLogger(__name__)
 
@@ -55,60 +65,44 @@ def parse_bound(text: str, by: By, mode: Mode) -> object:
         raise ConfigError([f"--from/--to: {text!r} is not {want}"]) from exc
 
 
-def check_where(sql: str | None) -> str | None:
-    """The operator's extra condition: trusted SQL like `query:`, one expression only."""
+def check_where(sql: str | None, dialect: str) -> str | None:
+    """The operator's extra condition, validated (see source/where.py); None: no condition."""
     if sql is None:
         return None
-    body = sql.strip()
-    if not body or ";" in body or "--" in body:
-        raise ConfigError(["--where: give one SQL condition, without ';' or '--'"])
-    return body
+    normalize_where(sql, dialect)
+    return sql.strip()
 
 
 class BackfillQuery:
-    """The SELECT of one backfill: the live batch's columns, this tenant, the range, the rows
-    after the last one published, the operator's `--where`, in range order. Values are bound."""
+    """The SELECT of one backfill, through the keyset range API: the live batch's columns,
+    this tenant, the range, the rows after the last one published, the operator's `--where`
+    (re-validated here: a state read back from the topic is not trusted either), in range
+    order, with the live path's typed binds. Build it after `probe.prepare`."""
 
     def __init__(self, query: EntityQuery, entity: EntityConfig, state: BackfillState) -> None:
         self.q, self.entity, self.state = query, entity, state
         if state.by == "key" and len(entity.key_columns) != 1:
             raise ConfigError([f"--by key: {query.name} has a composite key; use --by cursor"])
+        dialect = query.dialect.name
+        self.condition = None if state.where is None else normalize_where(state.where, dialect)
+        self.keyset = query.key_keyset(entity.key_columns) if state.by == "key" else query.keyset
 
-    def statement(self, position: Position) -> tuple[AnySelect, dict[str, object]]:
-        q, ent, state = self.q, self.entity, self.state
-        dialect = q.dialect.name
-        where = q.tenant_filter()
-        params: dict[str, object] = {}
-        if q.source.tenant_column is not None:
-            params["tenant"] = q.tenant
-        if state.by == "cursor":
-            c = q.cursor_col
-            where += [
-                c >= cursor_bind(dialect, "bf_low", q.cursor_type),
-                c <= cursor_bind(dialect, "bf_high", q.cursor_type),
-            ]
-            params["bf_low"] = q._bind_cursor(state.low)
-            params["bf_high"] = q._bind_cursor(state.high)
-            after, after_params = q.after(position)
-            if after is not None:
-                where.append(after)
-                params.update(after_params)
-            same = ent.tiebreak_columns == [ent.batching.column]
-            order = [c] if same else [c, *q.key_cols]
-        else:
-            k = q.column(ent.key_columns[0])
-            where += [k >= sa.bindparam("bf_low"), k <= sa.bindparam("bf_high")]
-            params["bf_low"], params["bf_high"] = state.low, state.high
-            if position.key is not None:
-                where.append(k > sa.bindparam("bf_after"))
-                params["bf_after"] = position.key
-            order = [k]
-        if state.where is not None:
-            # The operator's SQL from the command line, like `query:`: emitted verbatim on
-            # purpose (validated: one expression); a ':' in it stays text, not a parameter.
-            where.append(sa.text("(" + state.where.replace(":", "\\:") + ")"))  # type: ignore[arg-type]
-        stmt = sa.select(*q.batch_columns()).select_from(q.src).where(*where)
-        return stmt.order_by(*order).limit(ent.batch_size), params
+    def range(self, position: Position) -> KeyRange:
+        if self.state.by == "key":  # the key is the keyset's only column
+            position = BEGINNING if position.key is None else Position(position.key)
+        return KeyRange(position, self.state.low, self.state.high, condition=self.condition)
+
+    def statement(
+        self, position: Position, limit: int | None = None
+    ) -> tuple[AnySelect, dict[str, object]]:
+        return self.q.select_range(self.range(position), self.keyset, limit)
+
+    def probe(self) -> tuple[AnySelect, dict[str, object]]:
+        """The statement run with `AND 1=0`: the database checks the condition, reads nothing."""
+        stmt, params = self.statement(BEGINNING)
+        # `1 = 0`, not sa.false(): SQLAlchemy folds `AND false` into a bare `WHERE false`,
+        # dropping the condition it is meant to test.
+        return stmt.where(sa.literal_column("1") == sa.literal_column("0")), params
 
 
 @dataclass
@@ -134,6 +128,8 @@ class Backfiller:
         schemas: dict[str, EntitySchema] | None = None,
         wires: dict[str, EntityWire] | None = None,
         on_batch: Callable[[str, int], None] | None = None,
+        limits: MessageLimits | None = None,
+        isolate: bool = False,
     ) -> None:
         self.cfg = cfg
         self.engine = engine
@@ -147,6 +143,10 @@ class Backfiller:
         self.jobs: dict[str, Job] = {}
         self.states: dict[str, BackfillState] = {}  # every stored state, done ones too
         self.fenced: FencedError | None = None  # another runner took the backfills over
+        self.limits = limits  # the topics' message sizes (read at connect when None)
+        # A running poller replays pending backfills: one that fails (a bad row, a condition
+        # the database refuses) is marked failed with its cause and the live loop goes on.
+        self.isolate = isolate
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -156,8 +156,16 @@ class Backfiller:
         if self.publisher is not None:
             return
         topic = self.watermark_topic
-        ensure_topics(self.cfg.kafka, wanted_topics(self.cfg))  # the entity topics too
-        pub = TransactionalPublisher(self.cfg.kafka, transactional_id(self.cfg))
+        topics = wanted_topics(self.cfg)
+        ensure_topics(self.cfg.kafka, topics)  # the entity topics too
+        if self.limits is None:
+            self.limits = read_limits(self.cfg.kafka, list(topics))
+        limits = self.limits
+        pub = TransactionalPublisher(
+            self.cfg.kafka,
+            transactional_id(self.cfg),
+            max_batch_bytes=limits.batch_bytes if limits.per_topic else None,
+        )
         try:
             pub.start()
             stored = backfill_state.load_all(self.cfg.kafka, topic, self.cfg.tenant)
@@ -168,11 +176,16 @@ class Backfiller:
         self.states = dict(stored.backfills)
         if self.wires is None:  # the same framing as the live messages (Confluent format)
             self.wires = register_entities(self.cfg, self.schemas, self.engine, self._queries())
-        self.jobs = {
-            name: self._job(state)
-            for name, state in stored.backfills.items()
-            if not state.done and name in self.cfg.enabled_entities()
-        }
+        self.jobs = {}
+        for name, state in stored.backfills.items():
+            if state.done or name not in self.cfg.enabled_entities():
+                continue
+            try:
+                self.jobs[name] = self._job(state)
+            except (TransientError, FencedError):
+                raise
+            except Exception as exc:  # a stored request that cannot run: fails alone
+                self._fail(state, exc)
 
     def _query(self, name: str) -> EntityQuery:
         return EntityQuery(
@@ -188,6 +201,8 @@ class Backfiller:
         ent = self.cfg.entities[name]
         schema = self.schemas[name]
         query = self._query(name)
+        with _connection(self.engine, f"backfill of {name!r}", self.cfg.source) as conn:
+            prepare(conn, query, ent)  # the live reader's cursor type and typed binds
         stream = EntityStream(
             name=name,
             cfg=ent,
@@ -198,7 +213,18 @@ class Backfiller:
             position=BEGINNING,
             wire=(self.wires or {}).get(name),
         )
+        limits = self.limits or MessageLimits()
+        stream.max_value_bytes = limits.per_topic.get(stream.topic, NO_LIMIT)
+        stream.compression = limits.compression
+        stream.dead_letter_max_bytes = limits.per_topic.get(self.dead_letter_topic, NO_LIMIT)
         return Job(state, stream, BackfillQuery(query, ent, state))
+
+    def _test(self, job: Job) -> None:
+        """Run the request's statement with `AND 1=0` before storing it: a condition the
+        database refuses fails here, on the command line, not in a running poller."""
+        stmt, params = job.query.probe()
+        with _connection(self.engine, f"backfill of {job.state.entity!r}", self.cfg.source) as c:
+            c.execute(stmt, params).close()
 
     def submit(self, request: BackfillState, replace: bool = False) -> BackfillState:
         """Store a new request, or return the pending one when it is the same request (a
@@ -216,8 +242,10 @@ class Backfiller:
                     "--replace to abandon it"
                 ]
             )
+        job = self._job(request)
+        self._test(job)
         self._commit_state(request)
-        self.jobs[request.entity] = self._job(request)
+        self.jobs[request.entity] = job
         return request
 
     # -- running ----------------------------------------------------------------------------
@@ -228,24 +256,48 @@ class Backfiller:
 
     def step(self, max_batches: int = BATCHES_PER_STEP) -> bool:
         """Publish up to `max_batches` batches of each pending backfill; True while any is
-        left. A fenced producer (another runner took over) drops the jobs here."""
+        left. A fenced producer (another runner took over) drops the jobs here. A backfill
+        that fails is marked failed in the topic with its cause; with `isolate` (a running
+        poller) the error stops there, else it is raised."""
         try:
             self.connect()
             for name in list(self.jobs):
-                for _ in range(max_batches):
-                    if self._batch(self.jobs[name]):
-                        del self.jobs[name]
-                        break
+                job = self.jobs[name]
+                try:
+                    for _ in range(max_batches):
+                        if self._batch(job):
+                            del self.jobs[name]
+                            break
+                except (TransientError, FencedError):
+                    raise
+                except Exception as exc:
+                    self.jobs.pop(name, None)
+                    self._fail(job.state, exc)
+                    if not self.isolate:
+                        raise
         except FencedError as exc:
             log.warning("backfills of tenant %s: %s; leaving them to it", self.cfg.tenant, exc)
             self.fenced = exc
             self.jobs.clear()
             self.close()
-        except PollerError:
+        except TransientError as exc:
             # The commit's outcome may be unknown: reconnect and re-read the states first.
             self.close()
-            raise
+            if not self.isolate:
+                raise
+            log.warning("backfills of tenant %s: %s; trying again next turn", self.cfg.tenant, exc)
+            return True
         return self.pending
+
+    def _fail(self, state: BackfillState, exc: BaseException) -> None:
+        """Store the backfill as failed with its cause (`poller status` shows it)."""
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        failed = state.failed(f"{type(exc).__name__}: {cause}")
+        log.error(
+            "backfill of %s failed after %d rows: %s", state.describe(), state.rows, failed.error,
+            extra={"tenant": self.cfg.tenant, "entity": state.entity},
+        )  # fmt: skip
+        self._commit_state(failed)
 
     def estimate(self, entity: str) -> int | None:
         """Rows of the pending backfill still to publish, estimated (for a progress bar)."""
@@ -271,6 +323,8 @@ class Backfiller:
         rows = self._fetch(job)
         size = job.stream.cfg.batch_size
         position = job.position_after(rows[-1]) if rows else job.state.position
+        what = f"backfill of {job.state.entity!r}"
+        ensure_progress(what, job.state.position, position if rows else None, len(rows), size)
         new = job.state.advanced(position, len(rows), done=len(rows) < size)
         pub = self.publisher
         assert pub is not None
@@ -305,6 +359,8 @@ class Backfiller:
             else:
                 try:
                     value = s.encoder(row[:n])
+                    if len(value) > s.max_value_bytes:  # the broker would refuse the commit
+                        check_size(value, s.topic, s.max_value_bytes, s.compression)
                 except BadValueError as exc:
                     if s.cfg.on_bad_row == "fail":
                         raise BadRowError(s.tenant, s.name, key, exc) from exc
@@ -341,8 +397,16 @@ class Backfiller:
 
 
 def new_request(
-    cfg: AppConfig, entity: str, by: By, low: str, high: str, where: str | None
+    cfg: AppConfig,
+    entity: str,
+    by: By,
+    low: str,
+    high: str,
+    where: str | None,
+    dialect: str = "",
 ) -> BackfillState:
+    """A request checked up front (the condition is also test-run by `Backfiller.submit`);
+    `dialect` (SQLAlchemy's name) is the one the condition is parsed in."""
     ent = cfg.entities.get(entity)
     if ent is None or not ent.enabled:
         raise ConfigError([f"--entity: {entity!r} is not an enabled entity of the configuration"])
@@ -363,7 +427,7 @@ def new_request(
         by=by,
         low=lo,
         high=hi,
-        where=check_where(where),
+        where=check_where(where, dialect),
         position=BEGINNING,
         rows=0,
         done=False,

@@ -12,11 +12,12 @@ from collections.abc import Mapping
 import sqlalchemy as sa
 
 from poller.config import AppConfig, EntityConfig, Mode, SourceConfig
-from poller.errors import ConfigError, NoProgressError
+from poller.errors import ConfigError
 from poller.kafka.watermark import Watermark
 from poller.ops.metrics import Metrics
 from poller.source.exact import CursorType
 from poller.source.horizon import HorizonAccess
+from poller.source.keyset import ensure_progress as keyset_progress
 from poller.source.probe import count_null_cursors, nullable_cursor
 from poller.source.query import EntityQuery, Position
 from poller.source.reader import Batch, SourceReader, source_connection
@@ -64,20 +65,8 @@ def _cursor_kind_mismatch(mode: Mode, cursor: object) -> bool:
 
 
 def ensure_progress(entity: str, start: Position, batch: Batch, batch_size: int) -> None:
-    """A batch must hold rows strictly after where it started. One that ends where it began
-    would be read again and again (a cursor that lost precision on the way back, a NULL
-    position): stop, naming the entity, instead of looping or publishing duplicates."""
-    if not batch.rows or batch.last is None:
-        return
-    if batch.last == start or (start.cursor is not None and batch.last.cursor is None):
-        full = "a full batch" if len(batch.rows) >= batch_size else "a batch"
-        raise NoProgressError(
-            f"entity {entity!r}: {full} of {len(batch.rows)} rows after {start} ends at the "
-            "same position: the stored cursor does not compare equal to the column's own value "
-            "(precision lost between the driver and the database?). Nothing more was "
-            "published; cast the cursor column in a `query:` to a type that round-trips "
-            "exactly, or report the column type."
-        )
+    """The keyset API's progress guard (source/keyset.py), on a live batch."""
+    keyset_progress(f"entity {entity!r}", start, batch.last, len(batch.rows), batch_size)
 
 
 def null_cursor_problems(
@@ -119,6 +108,39 @@ def horizon_warnings(cfg: AppConfig) -> list[str]:
         )
     finally:
         engine.dispose()
+
+
+def empty_tenant_warnings(cfg: AppConfig) -> list[str]:
+    """For `poller check`: an entity in which the tenant has no row at all. Often right (a new
+    customer), sometimes a tenant value spelled unlike the column's (case, padding, type)."""
+    from poller.avro.schemas import load_schema
+    from poller.source.probe import prepare
+    from poller.source.reader import make_engine
+
+    column = cfg.source.tenant_column
+    if column is None:
+        return []
+    engine = make_engine(cfg.source)
+    warnings = []
+    try:
+        for name, ent in cfg.enabled_entities().items():
+            fields = load_schema(name).field_names
+            query = EntityQuery(ent, cfg.source, cfg.tenant, fields, engine.dialect, name=name)
+            what = f"entity {name!r}"
+            with source_connection(engine, what, cfg.source) as conn:
+                prepare(conn, query, ent)
+                stmt = sa.select(sa.literal(1)).select_from(query.src)
+                stmt = stmt.where(*query.tenant_filter()).limit(1)
+                found = conn.execute(stmt, {"tenant": cfg.tenant}).first()
+            if found is None:
+                warnings.append(
+                    f"{what}: tenant {cfg.tenant!r} has 0 rows (source.tenant_column "
+                    f"{column!r}); if rows are expected, check how the tenant value is written "
+                    "in the column (case, trailing spaces, type)"
+                )
+    finally:
+        engine.dispose()
+    return warnings
 
 
 def count_skipped(engine: sa.Engine, query: EntityQuery) -> int:

@@ -317,7 +317,9 @@ class Poller:
         if self.backfill is None and any(
             not b.done and name in enabled for name, b in everything.backfills.items()
         ):
-            self.backfill = Backfiller(self.cfg, self.engine, self.schemas, self.wires)
+            self.backfill = Backfiller(
+                self.cfg, self.engine, self.schemas, self.wires, limits=self._sizes, isolate=True
+            )
         for name, ent in self.cfg.enabled_entities().items():
             if name not in stored and name not in self._start_positions:
                 self._start_positions[name] = self._start_position(name, ent)

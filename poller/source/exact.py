@@ -63,7 +63,7 @@ def cursor_bind(dialect: str, name: str, ctype: CursorType) -> ColumnElement[Any
         return sa.bindparam(name)
     assert ctype.sql_type is not None
     if dialect == "mssql":
-        return sa.cast(sa.bindparam(name, type_=sa.String()), _RawType(ctype.sql_type))
+        return sa.cast(sa.bindparam(name, type_=sa.String()), RawType(ctype.sql_type))
     bind = sa.bindparam(name, type_=sa.String())
     if ctype.aware:
         return _Template(f"FROM_TZ(TO_TIMESTAMP({{}}, '{_ORACLE_FMT}'), 'UTC')", bind)
@@ -85,7 +85,7 @@ def cursor_bind_value(dialect: str, value: object, ctype: CursorType) -> object:
     return value.strftime("%Y-%m-%d %H:%M:%S.%f") + "000"
 
 
-class _RawType(sa.types.UserDefinedType[Any]):
+class RawType(sa.types.UserDefinedType[Any]):
     """A column type rendered verbatim: the column's own type name, read from the database."""
 
     cache_ok = True
@@ -140,12 +140,15 @@ class ExactForm(ColumnElement[Any]):
     """A value in a form that compares exactly: case, trailing spaces and accents count,
     whatever the column's collation says (MariaDB's default collations ignore case and
     trailing spaces). `ExactForm(col) == ExactForm(value)` is rendered next to the plain `=`,
-    which stays for the index."""
+    which stays for the index. `fixed`: the column is CHAR(n), padded with spaces by the
+    database, so trailing spaces are cut on both sides first (SQL Server and Oracle keep them
+    in the value; PostgreSQL's and MySQL's casts already drop them)."""
 
     inherit_cache = True
 
-    def __init__(self, inner: ColumnElement[Any]) -> None:
+    def __init__(self, inner: ColumnElement[Any], fixed: bool = False) -> None:
         self.inner = inner
+        self.fixed = fixed
         self.type = sa.String()
 
 
@@ -161,15 +164,29 @@ _EXACT_FORMS = {
     "mssql": "CAST(CAST({} AS NVARCHAR(4000)) AS VARBINARY(8000))",
     "oracle": "NLSSORT({}, 'NLS_SORT=BINARY')",
 }
+_PAD_CUT = {"mssql": "RTRIM({})", "oracle": "RTRIM({})"}
 
 
 @compiles(ExactForm)
 def _exact_form(element: ExactForm, compiler: SQLCompiler, **kw: Any) -> str:
-    template = _EXACT_FORMS.get(compiler.dialect.name, "{}")
-    return template.format(compiler.process(element.inner, **kw))
+    name = compiler.dialect.name
+    inner = compiler.process(element.inner, **kw)
+    if element.fixed and name in _PAD_CUT:
+        inner = _PAD_CUT[name].format(inner)
+    return _EXACT_FORMS.get(name, "{}").format(inner)
 
 
-def tenant_filter(column: ColumnElement[Any], tenant: str) -> list[ColumnElement[bool]]:
-    """The indexable `=` and the exact comparison, both on the one bound tenant value."""
+def tenant_filter(
+    column: ColumnElement[Any], tenant: str, exact: str | None = "char"
+) -> list[ColumnElement[bool]]:
+    """The indexable `=` and the exact comparison, both on the one bound tenant value.
+
+    `exact`: "char" (a character column, or not known), "fixed" (CHAR(n)), None (not a
+    character column: uuid, integer... whose values have one spelling the database parses, so
+    the byte-exact form would compare the text of 'ABC-..' with the column's 'abc-..' and
+    match nothing)."""
     bind: sa.BindParameter[str] = sa.bindparam("tenant", tenant)
-    return [column == bind, ExactForm(column) == ExactForm(bind)]
+    if exact is None:
+        return [column == bind]
+    fixed = exact == "fixed"
+    return [column == bind, ExactForm(column, fixed) == ExactForm(bind, fixed)]

@@ -12,6 +12,7 @@ from sqlalchemy import exc as sa_exc
 
 from poller.config import EntityConfig
 from poller.source.exact import TEXT_CURSOR_DIALECTS, CursorType
+from poller.source.keyset import ColumnBind
 from poller.source.query import EntityQuery, column_kind, description_kind, split_table
 
 _PG_TIMESTAMPTZ = 1184
@@ -94,3 +95,66 @@ def count_null_cursors(conn: sa.Connection, query: EntityQuery) -> int:
         .where(*query.tenant_filter(), query.cursor_col.is_(None))
     )
     return int(conn.execute(stmt).scalar_one())
+
+
+_PG_UUID = 2950
+# Drivers that send typed parameters (pyodbc, python-oracledb). psycopg2, PyMySQL and sqlite3
+# interpolate literals on the client, which the server types from the column it meets.
+TYPED_BIND_DIALECTS = frozenset({"mssql", "oracle"})
+
+
+def _mssql_char(t: sa.types.TypeEngine[Any], dialect: sa.engine.Dialect) -> str | None:
+    """A non-Unicode character type on SQL Server (VARCHAR(n), CHAR(n)), spelled as the
+    database does; None for NVARCHAR/NCHAR and everything else."""
+    if not isinstance(t, sa.String) or isinstance(t, sa.Unicode | sa.UnicodeText):
+        return None
+    spec = t.compile(dialect=dialect).upper()
+    if spec.startswith(("NVARCHAR", "NCHAR", "NTEXT")) or not spec.startswith(("VARCHAR", "CHAR")):
+        return None
+    return spec.replace("VARCHAR(MAX)", "VARCHAR(8000)") if "MAX" in spec else spec
+
+
+def column_bind(conn: sa.Connection, entity: EntityConfig, column: str) -> ColumnBind:
+    """How values compared with `column` are bound: with the column's reflected type (a
+    `query:` column is not reflected: untyped, as before)."""
+    if conn.dialect.name not in TYPED_BIND_DIALECTS:
+        return ColumnBind()
+    reflected = _reflected(conn, entity, column)
+    if reflected is None:
+        return ColumnBind()
+    t: sa.types.TypeEngine[Any] = reflected["type"]
+    char = _mssql_char(t, conn.dialect) if conn.dialect.name == "mssql" else None
+    return ColumnBind(type_=t, mssql_char=char)
+
+
+def tenant_exact(conn: sa.Connection, query: EntityQuery, entity: EntityConfig) -> str | None:
+    """The tenant column's exact-comparison form (see exact.tenant_filter): "char", "fixed"
+    (CHAR(n), padded) or None (not a character column)."""
+    column = query.source.tenant_column
+    if column is None:
+        return None
+    reflected = _reflected(conn, entity, column)
+    if reflected is not None:
+        t: sa.types.TypeEngine[Any] = reflected["type"]
+        if not isinstance(t, sa.String):
+            return None if column_kind(t) != "unknown" or isinstance(t, sa.Uuid) else "char"
+        spec = t.compile(dialect=conn.dialect).upper()
+        return "fixed" if spec.startswith(("CHAR", "NCHAR", "CHARACTER(")) else "char"
+    result = conn.execute(query.probe(query.column(column)))
+    desc: Any = result.cursor.description[0] if result.cursor is not None else None
+    result.close()
+    if desc is None:
+        return "char"
+    if conn.dialect.name == "postgresql" and desc[1] == _PG_UUID:
+        return None
+    kind = description_kind(conn.dialect.name, desc)
+    return "char" if kind in ("string", "unknown") else None
+
+
+def prepare(conn: sa.Connection, query: EntityQuery, entity: EntityConfig) -> None:
+    """Everything the statements need to know about the columns, read once before the first
+    batch: the cursor's type, the key columns' bind types, the tenant column's kind."""
+    query.set_cursor_type(cursor_type(conn, query, entity))
+    names = dict.fromkeys([entity.batching.column, *entity.tiebreak_columns, *entity.key_columns])
+    binds = {name: column_bind(conn, entity, name) for name in names}
+    query.set_column_binds(binds, tenant_exact(conn, query, entity))

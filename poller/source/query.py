@@ -23,14 +23,17 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ColumnElement, FromClause, Select
 
 from poller.config import IDENTIFIER, EntityConfig, Mode, SourceConfig
-from poller.source.exact import (
-    CursorType,
-    cursor_bind,
-    cursor_bind_value,
-    cursor_select,
-    keyset_after,
-    tenant_filter,
+from poller.source.exact import CursorType, cursor_select, tenant_filter
+from poller.source.keyset import (
+    BEGINNING,
+    ColumnBind,
+    KeyRange,
+    Keyset,
+    Position,
+    ensure_progress,
 )
+
+__all__ = ["BEGINNING", "ColumnBind", "KeyRange", "Keyset", "Position", "ensure_progress"]
 
 # Statements of any number of columns (SQLAlchemy 2.1 types Select by its column types).
 AnySelect: TypeAlias = Select[*tuple[Any, ...]]
@@ -51,21 +54,6 @@ _NOW_SQL = {
     "mssql": "SYSUTCDATETIME()",
     "oracle": "SYS_EXTRACT_UTC(SYSTIMESTAMP)",
 }
-
-
-@dataclass(frozen=True)
-class Position:
-    """Where an entity's stream stands: the next batch holds rows strictly after (cursor, key).
-
-    `cursor` None means from the beginning; `key` None with a cursor means "after this cursor
-    value" (a `start:` value, where no row has been read yet).
-    """
-
-    cursor: object | None = None
-    key: object | None = None  # a tuple when the tie-breaker is a composite key
-
-
-BEGINNING = Position()
 
 
 @dataclass(frozen=True)
@@ -150,19 +138,56 @@ class EntityQuery:
             self.column(source.tenant_column) if source.tenant_column is not None else None
         )
         self.cursor_type = CursorType()
+        self.column_binds: dict[str, ColumnBind] = {}
+        self.tenant_exact: str | None = "char"  # until probed: the exact form, to be safe
         self.layout = RowLayout(
             self.n_fields,
             len(self.key_cols),
             0 if entity.key_is_tiebreak else len(entity.key_columns),
             entity.deletes is not None,
         )
-        self._cache: dict[tuple[str, bool], AnySelect] = {}
+        self._cache: dict[tuple[object, ...], AnySelect] = {}
+        self.keyset = self._make_keyset()
 
     def set_cursor_type(self, ctype: CursorType) -> None:
         """What the reader found out about the cursor column; the statements follow it."""
         if ctype != self.cursor_type:
             self.cursor_type = ctype
-            self._cache.clear()
+            self._reset()
+
+    def set_column_binds(self, binds: dict[str, ColumnBind], tenant_exact: str | None) -> None:
+        """How values are bound to the key columns (their own types), and the tenant column's
+        exact-comparison form ("char", "fixed" for CHAR(n), None: not a character column)."""
+        if binds != self.column_binds or tenant_exact != self.tenant_exact:
+            self.column_binds = dict(binds)
+            self.tenant_exact = tenant_exact
+            self._reset()
+
+    def _reset(self) -> None:
+        self._cache.clear()
+        self.keyset = self._make_keyset()
+
+    def _make_keyset(self) -> Keyset:
+        """The batches' order: the cursor, then the tie-breaker unless it is the cursor."""
+        names = [] if self._same_column else self.entity.tiebreak_columns
+        cursor_bind = self.column_binds.get(self.entity.batching.column, ColumnBind())
+        return Keyset(
+            self.dialect.name,
+            (self.cursor_col, *(self.column(n) for n in names)),
+            self.cursor_type,
+            (cursor_bind, *(self.column_binds.get(n, ColumnBind()) for n in names)),
+        )
+
+    def key_keyset(self, names: Sequence[str]) -> Keyset:
+        """An order by the given key columns (verify pages, backfill by key): typed binds,
+        no cursor conversion, NULLs not skipped."""
+        return Keyset(
+            self.dialect.name,
+            tuple(self.column(n) for n in names),
+            CursorType(),
+            tuple(self.column_binds.get(n, ColumnBind()) for n in names),
+            not_null=False,
+        )
 
     # ------------------------------------------------------------------ building blocks
 
@@ -208,37 +233,7 @@ class EntityQuery:
     def _tenant_filter(self) -> list[ColumnElement[bool]]:
         if self._tenant_col is None:
             return []
-        return tenant_filter(self._tenant_col, self.tenant)
-
-    def _key_params(self) -> list[str]:
-        return ["wm_key" if i == 0 else f"wm_key{i}" for i in range(len(self.key_cols))]
-
-    def _keyset(self, kind: str) -> list[ColumnElement[bool]]:
-        c = self.cursor_col
-        wm_c = cursor_bind(self.dialect.name, "wm_cursor", self.cursor_type)
-        if kind == "none":
-            return [c.is_not(None)]  # a NULL cursor never becomes a position
-        if kind == "cursor" or self._same_column:
-            return [c > wm_c]
-        wm_k: list[ColumnElement[Any]] = [sa.bindparam(p) for p in self._key_params()]
-        return keyset_after(self.dialect.name, c, wm_c, self.key_cols, wm_k)
-
-    def _position_params(self, position: Position) -> tuple[str, dict[str, object]]:
-        """The keyset kind ("none", "cursor", "keyset") of a position and its parameters."""
-        if position.cursor is None:
-            return "none", {}
-        params: dict[str, object] = {"wm_cursor": self._bind_cursor(position.cursor)}
-        if position.key is None or self._same_column:
-            return "cursor", params
-        keys = position.key if len(self.key_cols) > 1 else (position.key,)
-        if not isinstance(keys, tuple) or len(keys) != len(self.key_cols):
-            raise ValueError(
-                f"stored key {position.key!r} does not fit the key column(s) "
-                f"{self.entity.tiebreak_columns}"
-            )
-        for name, value in zip(self._key_params(), keys, strict=True):
-            params[name] = self._bind_value(value)
-        return "keyset", params
+        return tenant_filter(self._tenant_col, self.tenant, self.tenant_exact)
 
     def batch_columns(self) -> list[ColumnElement[Any]]:
         """The fields in schema order, the cursor, the tie-breaker, the message key when it is
@@ -262,57 +257,49 @@ class EntityQuery:
         (None: every row, for a position at the beginning)."""
         if position.cursor is None:
             return None, {}
-        kind, params = self._position_params(position)
-        return sa.and_(*self._keyset(kind)), params
+        ks = self.keyset
+        return sa.and_(*ks.after_clauses(ks.kind(position))), ks.position_params(position)
 
-    def _build(self, kind: str, bounded: bool) -> AnySelect:
-        columns = self.batch_columns()
-        where = self._tenant_filter() + self._keyset(kind)
-        if bounded:
-            # Time modes: strictly before the horizon (a transaction still open may write rows
-            # stamped exactly at its start). id mode: every id up to a settled maximum.
-            upper = cursor_bind(self.dialect.name, "upper", self.cursor_type)
-            time_mode = self.entity.batching.mode is not Mode.ID
-            where.append(self.cursor_col < upper if time_mode else self.cursor_col <= upper)
-        order = [self.cursor_col] if self._same_column else [self.cursor_col, *self.key_cols]
-        stmt = sa.select(*columns).select_from(self.src)
-        if where:
-            stmt = stmt.where(*where)
-        return stmt.order_by(*order).limit(self.entity.batch_size)
-
-    # ------------------------------------------------------------------ public statements
+    def select_range(
+        self,
+        rng: KeyRange,
+        keyset: Keyset | None = None,
+        limit: int | None = None,
+    ) -> tuple[AnySelect, dict[str, object]]:
+        """The batch columns of this tenant's rows in `rng`, in the keyset's order, at most
+        `limit` rows (default: the entity's batch_size), and the typed parameters. One
+        statement per shape: the same SQL text every batch (compiled and plan caches)."""
+        ks = keyset or self.keyset
+        n = self.entity.batch_size if limit is None else limit
+        shape = (ks, ks.kind(rng.after), rng.low is not None, rng.high is not None,
+                 rng.high_exclusive, rng.condition, n)  # fmt: skip
+        stmt = self._cache.get(shape)
+        if stmt is None:
+            where = self._tenant_filter() + ks.where(rng)
+            stmt = sa.select(*self.batch_columns()).select_from(self.src)
+            if where:
+                stmt = stmt.where(*where)
+            stmt = self._cache[shape] = stmt.order_by(*ks.order_by()).limit(n)
+        params = ks.params(rng)
+        if self._tenant_col is not None:
+            params["tenant"] = self.tenant
+        return stmt, params
 
     def batch(
         self, position: Position, upper_bound: object | None
     ) -> tuple[AnySelect, dict[str, object]]:
         """The next batch after `position`, and its parameters.
 
-        `upper_bound` (time modes only) excludes rows whose cursor is newer: the run loop passes
-        the database's now minus the settle delay, so rows of transactions still in flight are
-        read in a later batch instead of being skipped.
+        `upper_bound` excludes rows whose cursor is newer: time modes read strictly before the
+        horizon (a transaction still open may write rows stamped exactly at its start); id
+        mode every id up to a settled maximum.
         """
-        kind, params = self._position_params(position)
-        if self._tenant_col is not None:
-            params["tenant"] = self.tenant
-        bounded = upper_bound is not None
-        if bounded:
-            params["upper"] = self._bind_cursor(upper_bound)
-        stmt = self._cache.get((kind, bounded))
-        if stmt is None:
-            stmt = self._cache[(kind, bounded)] = self._build(kind, bounded)
-        return stmt, params
+        time_mode = self.entity.batching.mode is not Mode.ID
+        return self.select_range(KeyRange(position, high=upper_bound, high_exclusive=time_mode))
 
-    def _bind_value(self, value: object) -> object:
-        """SQLite keeps timestamps as text and compares them as text. Python's default adapter
-        drops a zero microsecond part ("10:00:00" sorts before "10:00:00.000000"), so bind the
-        fixed-width form SQLAlchemy and SQLite's own functions write. A value read back from a
-        row (text) is bound unchanged and therefore compares exactly."""
-        if self.dialect.name == "sqlite" and isinstance(value, dt.datetime):
-            return value.isoformat(sep=" ", timespec="microseconds")
-        return value
-
-    def _bind_cursor(self, value: object) -> object:
-        return cursor_bind_value(self.dialect.name, self._bind_value(value), self.cursor_type)
+    def bind_cursor(self, value: object) -> object:
+        """A cursor value as it is bound (exact text on SQL Server/Oracle, see exact.py)."""
+        return self.keyset.cursor_value(value)
 
     def now(self) -> AnySelect:
         """SELECT of the database's current instant: UTC (naive) or time-zone aware.

@@ -32,7 +32,7 @@ from poller.errors import (
 from poller.source import engine as _engine
 from poller.source.exact import CursorType
 from poller.source.horizon import HorizonAccess, IdHorizon, oldest_open_start, open_transactions
-from poller.source.probe import cursor_type
+from poller.source.probe import prepare
 from poller.source.query import (
     BEGINNING,
     AnySelect,
@@ -280,7 +280,7 @@ class SourceReader:
 
     def _prepare(self, conn: sa.Connection) -> None:
         if not self._prepared:
-            self._query.set_cursor_type(cursor_type(conn, self._query, self._entity))
+            prepare(conn, self._query, self._entity)
             conn.rollback()
             self._prepared = True
 

@@ -2,7 +2,8 @@
 saying whether it is past the stored watermark (not published yet, so not compared), and the
 same rows looked up by key for a repair.
 
-Pages are keyset queries (`key > :last ORDER BY key LIMIT n`), each a short read-only
+Pages are keyset queries (`key > :last ORDER BY key LIMIT n`, see source/keyset.py), each a
+short read-only
 transaction on a pooled connection, so a verify of a 10M-row table neither holds memory nor
 pins old row versions on the retailer's database for its whole length.
 """
@@ -15,7 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from poller.config import EntityConfig, SourceConfig
-from poller.source.probe import cursor_type
+from poller.source.keyset import KeyRange, chunks
+from poller.source.probe import prepare
 from poller.source.query import AnySelect, EntityQuery, Position
 from poller.source.reader import source_connection
 
@@ -44,9 +46,11 @@ class VerifySource:
         self.n_fields = query.n_fields
         self._compiled: dict[AnySelect, Any] = {}
         with source_connection(engine, self.what, source) as conn:  # as the reader binds it
-            query.set_cursor_type(cursor_type(conn, query, entity))
-        cols = [query.column(c) for c in entity.key_columns]
-        self.composite = len(cols) > 1
+            prepare(conn, query, entity)
+        # Pages and look-ups go through the keyset range API: the same typed binds as the
+        # live batches, and no row values where the dialect has none (SQL Server, Oracle).
+        self.keyset = query.key_keyset(entity.key_columns)
+        self.composite = len(entity.key_columns) > 1
         columns: list[Any] = list(query.batch_columns())
         after, self._after_params = query.after(watermark) if watermark else (None, {})
         if watermark is None:
@@ -60,15 +64,13 @@ class VerifySource:
         tenant = query.tenant_filter()
         if tenant:
             base = base.where(*tenant)
-        key: Any = sa.tuple_(*cols) if self.composite else cols[0]
-        after_key: Any = (
-            sa.tuple_(*(sa.bindparam(f"after_key{i}") for i in range(len(cols))))
-            if self.composite
-            else sa.bindparam("after_key0")
-        )
-        self._first: AnySelect = base.order_by(*cols).limit(PAGE_ROWS)
-        self._next: AnySelect = base.where(key > after_key).order_by(*cols).limit(PAGE_ROWS)
-        self._by_keys: AnySelect = base.where(key.in_(sa.bindparam("keys", expanding=True)))
+        self._base = base
+        order = self.keyset.order_by()
+        self._first: AnySelect = base.order_by(*order).limit(PAGE_ROWS)
+        next_where = self.keyset.where(KeyRange(self.keyset.position_of([0] * len(order))))
+        self._next: AnySelect = base.where(*next_where).order_by(*order).limit(PAGE_ROWS)
+        self._by_keys: dict[int, AnySelect] = {}
+        self.max_keys = self.keyset.max_keys_per_statement(len(self._params()) + 2)
 
     def key(self, row: Sequence[object]) -> object:
         """The row's key: a value, or a tuple for a composite key."""
@@ -87,7 +89,7 @@ class VerifySource:
             params = self._params()
             if last is not None:
                 values = last if isinstance(last, tuple) else (last,)
-                params.update({f"after_key{i}": v for i, v in enumerate(values)})
+                params.update(self.keyset.position_params(self.keyset.position_of(values)))
             stmt = self._first if last is None else self._next
             rows = self._fetch(stmt, params)
             if not rows:
@@ -116,10 +118,17 @@ class VerifySource:
                 cur.close()
 
     def rows_by_keys(self, keys: Sequence[object]) -> list[Sequence[object]]:
-        """The current rows of these keys (absent keys have no row)."""
-        if not keys:
-            return []
-        params = self._params()
-        params["keys"] = [tuple(k) if isinstance(k, list) else k for k in keys]
+        """The current rows of these keys (absent keys have no row), in statements small
+        enough for the dialect's IN-list and parameter limits."""
+        rows: list[Sequence[object]] = []
+        wanted = [tuple(k) if isinstance(k, list) else k for k in keys]
         with source_connection(self.engine, self.what, self.source) as conn:
-            return [tuple(r) for r in conn.execute(self._by_keys, params).all()]
+            for part in chunks(wanted, self.max_keys):
+                stmt = self._by_keys.get(len(part))
+                if stmt is None:
+                    in_keys = self.keyset.in_keys(len(part))
+                    stmt = self._by_keys[len(part)] = self._base.where(in_keys)
+                params = self._params()
+                params.update(self.keyset.in_params(part))
+                rows += [tuple(r) for r in conn.execute(stmt, params).all()]
+        return rows
