@@ -215,6 +215,7 @@ class SourceReader:
         self._chunk = min(_CHUNK, entity.batch_size)
         self._driver = engine.dialect.driver
         self._compiled: dict[AnySelect, SQLCompiler] = {}
+        self.exact_rereads = 0  # PostgreSQL batches read again with the exact casters
 
     def fetch(self, position: Position) -> Batch:
         """The next batch (at most batch_size rows) after `position`, in keyset order."""
@@ -329,6 +330,24 @@ class SourceReader:
         return state.statement, state.parameters
 
     def _read(self, dbapi_conn: Any, sql: str, values: Any) -> list[Sequence[object]]:
+        if self._driver != "psycopg2":
+            return self._read_with(self._cursor(dbapi_conn), sql, values)[0]
+        from poller.source import pg_types  # psycopg2 is only imported for PostgreSQL
+
+        # psycopg2's C casters first; the exact (slow) ones only for a batch where the C ones
+        # may have changed a value ('infinity') or could not read one (year 10000, BC).
+        cur = self._cursor(dbapi_conn)
+        pg_types.use_c_casters(cur)
+        try:
+            rows, description = self._read_with(cur, sql, values)
+            if not pg_types.may_hold_sentinels(rows, description):
+                return rows
+        except ValueError:
+            pass
+        self.exact_rereads += 1
+        return self._read_with(self._cursor(dbapi_conn), sql, values)[0]
+
+    def _cursor(self, dbapi_conn: Any) -> Any:
         # A server-side cursor where the driver buffers the whole result otherwise, so memory
         # stays at one chunk in the driver plus the batch itself.
         if self._driver == "psycopg2":
@@ -339,11 +358,15 @@ class SourceReader:
         else:  # sqlite3, pyodbc and oracledb stream by default
             cur = dbapi_conn.cursor()
             cur.arraysize = self._chunk
+        return cur
+
+    def _read_with(self, cur: Any, sql: str, values: Any) -> tuple[list[Sequence[object]], Any]:
         rows: list[Sequence[object]] = []
         try:
             cur.execute(sql, values)
             while chunk := cur.fetchmany(self._chunk):
                 rows.extend(chunk)
+            description = cur.description
         except BaseException:
             # Closing may fail too (aborted transaction, dead socket, an unbuffered result that
             # cannot be drained); the first error is the one that tells what happened.
@@ -351,7 +374,7 @@ class SourceReader:
                 cur.close()
             raise
         cur.close()
-        return rows
+        return rows, description
 
     def db_now(self) -> object:
         """The database's current time as a naive datetime in `source.timezone`."""
