@@ -126,3 +126,10 @@ class IncompatibleSchemaError(TerminalError):
 
 class RegistryUnavailableError(TransientError):
     """The schema registry did not answer: network error, timeout or HTTP 5xx."""
+
+
+class HorizonNotReachedError(TerminalError):
+    """`run --once` could not read up to its start time within --max-wait: open source
+    transactions held the read bound back. What was committed before them was published."""
+
+    exit_code = 8

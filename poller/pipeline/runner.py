@@ -33,6 +33,7 @@ from poller.pipeline.drift import DriftWatch
 from poller.pipeline.guards import ensure_progress, fit_position, start_checks, stored_mismatches
 from poller.pipeline.heartbeat import Heartbeats
 from poller.pipeline.isolation import EntityBackoff
+from poller.pipeline.once import DEFAULT_MAX_WAIT_S, OnceGoal
 from poller.pipeline.preflight import preflight
 from poller.pipeline.sizes import NO_LIMIT, MessageLimits, read_limits
 from poller.pipeline.stream import EntityStream, cursor_number, make_streams, publish_batch
@@ -111,11 +112,15 @@ class Poller:
         )
         self.backfill: Backfiller | None = None  # pending backfills, interleaved with batches
         self.observer: RunObserver | None = None
+        self.once_goal: OnceGoal | None = None  # run --once: the start time to read up to
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def run(self, once: bool = False) -> None:
-        """Poll until stopped; with `once`, until every entity is caught up."""
+    def run(self, once: bool = False, max_wait_s: float = DEFAULT_MAX_WAIT_S) -> None:
+        """Poll until stopped; with `once`, until every entity has read everything committed
+        before the run started (waiting up to `max_wait_s` for open transactions, see once.py)."""
+        if once:
+            self.once_goal = OnceGoal(self.tenant, max_wait_s)
         try:
             while not self.stop.is_set():
                 try:
@@ -130,6 +135,7 @@ class Poller:
                     once
                     and self.backfill is None
                     and all(s.caught_up for s in self.streams.values())
+                    and (self.once_goal is None or self.once_goal.done(self.streams))
                 ):
                     return
                 self._sleep_until_due()
@@ -243,6 +249,9 @@ class Poller:
         self.health.last_batch_ok = True
         m.last_success.labels(*labels).set(time.time())
         m.horizon_holdback.labels(*labels).set(batch.holdback_s)
+        m.horizon_active.labels(*labels).set(1 if self.readers[s.name].horizon_active else 0)
+        if self.once_goal is not None:
+            self.once_goal.saw(s.name, batch)
         value = cursor_number(s.position.cursor, s.tz)
         if value is not None:
             m.watermark_value.labels(*labels).set(value)

@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -31,16 +30,9 @@ from poller.errors import (
     SourceError,
 )
 from poller.source import engine as _engine
+from poller.source.bounds import ReadBounds
 from poller.source.exact import CursorType
-from poller.source.horizon import (
-    HorizonAccess,
-    Id,
-    IdHorizon,
-    blind_reason,
-    has_lists,
-    oldest_open_start,
-    open_transactions,
-)
+from poller.source.horizon import HorizonAccess
 from poller.source.probe import cursor_type
 from poller.source.query import (
     BEGINNING,
@@ -218,8 +210,7 @@ class SourceReader:
         self._source = source
         self._zone = ZoneInfo(source.timezone)
         self._access = access
-        self._family = "time" if entity.is_time_mode else "id"
-        self._ids = IdHorizon(engine.dialect.name)
+        self._bounds = ReadBounds(engine.dialect.name, query, entity, self._zone, access)
         self._bound: tuple[float, dt.datetime | None, object, float, str] = (
             -1e9, None, None, 0.0, "")  # fmt: skip
         self._full = False  # the last batch was full: more rows wait below the bound
@@ -247,12 +238,12 @@ class SourceReader:
             elif self._entity.is_time_mode:
                 now_utc = self._now_utc(conn)
                 db_now = now_utc.astimezone(self._zone).replace(tzinfo=None)
-                upper, holdback, held = self._time_bound(conn, now_utc)
+                upper, holdback, held = self._bounds.time_bound(conn, now_utc)
                 self._bound = (time.monotonic(), db_now, upper, holdback, held)
                 safe_at = self._bound[0] - holdback
-            elif self._id_bounded():
-                upper, holdback, held = self._id_bound(conn, position)
-                safe_at = self._ids.safe_at
+            elif self._bounds.id_bounded():
+                upper, holdback, held = self._bounds.id_bound(conn, position)
+                safe_at = self._bounds.ids.safe_at
                 if upper is None:  # no id is known to be safe yet
                     return Batch([], None, None, holdback, safe_at, held)
             stmt, params = self._query.batch(position, upper)
@@ -278,60 +269,10 @@ class SourceReader:
         two statements per batch during a bulk copy."""
         return self._full and time.monotonic() - self._bound[0] < _BOUND_REUSE_S
 
-    def _id_bounded(self) -> bool:
-        """id mode reads below a bound with the horizon, and without it where the horizon was
-        wanted but is missing (no privilege, a standby: the settle delay, as in timestamp
-        modes) or a settle delay is configured; else (SQLite, `horizon: settle` without a
-        delay) up to the newest id."""
-        if self.horizon_active or self._entity.settle_delay_s is not None:
-            return True
-        access = self._access
-        return (
-            access is not None
-            and access.setting == "transactions"
-            and has_lists(self._engine.dialect.name)
-        )
-
-    def _id_bound(self, conn: sa.Connection, position: Position) -> tuple[Id | None, float, str]:
-        """id mode: the largest id no open transaction can still commit below (see horizon)."""
-        ids = self._ids
-        at = position.cursor
-        if ids.bound is not None and isinstance(at, int | Decimal) and at < ids.bound:
-            now = time.monotonic()  # rows below it remain
-            return ids.bound, ids.waiting_s(now), self._id_held(now)
-        read_at = time.monotonic()
-        max_id = conn.execute(self._query.max_cursor()).scalar()
-        conn.commit()  # the list and the batch get fresh snapshots (MySQL: REPEATABLE READ)
-        dialect = self._engine.dialect.name
-        if self.horizon_active:
-            if ids.list_delay_s:
-                time.sleep(ids.list_delay_s)  # MySQL's innodb_trx is a cache, up to 0.1 s old
-            opened = open_transactions(conn, dialect)
-            why = blind_reason(conn, dialect)  # asked after the list: it was complete then
-            conn.commit()
-            if why is None:
-                now = time.monotonic()
-                bound = ids.update(max_id, opened, now, read_at)
-                return bound, ids.waiting_s(now), self._id_held(now)
-            assert self._access is not None
-            self._access.went_blind(why)
-        now = time.monotonic()
-        bound = ids.update_settled(max_id, now, self._entity.settle_s(False))
-        return bound, ids.waiting_s(now), self._id_held(now)
-
-    def _id_held(self, now: float) -> str:
-        waiting = self._ids.waiting_s(now)
-        if waiting <= 0:
-            return ""
-        held = sorted(self._ids.held_by())
-        who = f"open transaction(s) {', '.join(held[:5])}" if held else "the settle delay"
-        more = f" and {len(held) - 5} more" if len(held) > 5 else ""
-        return f"newer ids wait for {who}{more} ({waiting:.1f} s)"
-
     @property
     def horizon_active(self) -> bool:
         """Whether open transactions bound the batches (probed once at start)."""
-        return self._access is not None and self._access.active(self._family)
+        return self._bounds.horizon_active
 
     def _prepare(self, conn: sa.Connection) -> None:
         if not self._prepared:
@@ -344,32 +285,6 @@ class SourceReader:
         with _connection(self._engine, self._what, self._source) as conn:
             self._prepare(conn)
         return self._query.cursor_type
-
-    def _time_bound(self, conn: sa.Connection, now_utc: dt.datetime) -> tuple[object, float, str]:
-        """The exclusive upper bound of a time-mode batch, in the column's own terms (a date,
-        an instant, or wall-clock time in source.timezone), the horizon's hold-back and what
-        held it back."""
-        bound = now_utc - dt.timedelta(seconds=self._entity.settle_s(self.horizon_active))
-        holdback, held = 0.0, ""
-        if self.horizon_active:
-            dialect = self._engine.dialect.name
-            oldest = oldest_open_start(conn, dialect)
-            why = blind_reason(conn, dialect)  # asked after the list: it was complete then
-            if why is not None:
-                assert self._access is not None
-                self._access.went_blind(why)
-                bound = now_utc - dt.timedelta(seconds=self._entity.settle_s(False))
-            elif oldest is not None and oldest < bound:
-                holdback = (bound - oldest).total_seconds()
-                bound = oldest
-                age = (now_utc - oldest).total_seconds()
-                held = f"a transaction open since {oldest:%Y-%m-%d %H:%M:%S.%f} UTC ({age:.1f} s)"
-        ctype = self._query.cursor_type
-        if ctype.kind == "date":  # a day is complete once all of it is behind the bound
-            return bound.astimezone(self._zone).date(), holdback, held
-        if ctype.aware:
-            return bound, holdback, held
-        return bound.astimezone(self._zone).replace(tzinfo=None), holdback, held
 
     def _now_utc(self, conn: sa.Connection) -> dt.datetime:
         value = conn.execute(self._query.now()).scalar_one()
