@@ -252,15 +252,20 @@ class Poller:
         m.horizon_active.labels(*labels).set(1 if self.readers[s.name].horizon_active else 0)
         if self.once_goal is not None:
             self.once_goal.saw(s.name, batch)
+        caught_up = len(batch.rows) < s.cfg.batch_size
+        if caught_up:
+            self.heartbeats.read_to(s.name, batch.safe_at)
         value = cursor_number(s.position.cursor, s.tz)
         if value is not None:
             m.watermark_value.labels(*labels).set(value)
-        if s.cfg.is_time_mode and batch.db_now is not None and value is not None:
-            # Caught up means nothing older than now - settle is waiting: no lag to report.
+        if caught_up:
+            # Everything below the read bound is read: the lag is how far open transactions
+            # hold the bound behind now - settle (0 without any).
+            m.lag_seconds.labels(*labels).set(batch.holdback_s)
+        elif s.cfg.is_time_mode and batch.db_now is not None and value is not None:
             now = cursor_number(batch.db_now, s.tz)
-            caught_up = len(batch.rows) < s.cfg.batch_size
             if now is not None:
-                m.lag_seconds.labels(*labels).set(0.0 if caught_up else max(0.0, now - value))
+                m.lag_seconds.labels(*labels).set(max(0.0, now - value))
 
     def _sleep_until_due(self) -> None:
         if self.backfill is not None:
