@@ -128,6 +128,13 @@ class RegistryUnavailableError(TransientError):
     """The schema registry did not answer: network error, timeout or HTTP 5xx."""
 
 
+class HorizonNotReachedError(TerminalError):
+    """`run --once` could not read up to its start time within --max-wait: open source
+    transactions held the read bound back. What was committed before them was published."""
+
+    exit_code = 9
+
+
 # -- exit codes, for whoever runs the process (a worker, systemd, Kubernetes) -------------------
 
 # A file where the `poller` command writes the error it stops on (a worker sets it per child).

@@ -17,7 +17,20 @@ log = logging.getLogger("poller")
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r = sub.add_parser("run", help="poll continuously (or --once until caught up)")
     r.add_argument("--config", required=True, help="the poller's YAML configuration file")
-    r.add_argument("--once", action="store_true", help="exit 0 once every entity is caught up")
+    r.add_argument(
+        "--once",
+        action="store_true",
+        help="exit 0 once every entity has read everything committed before the start; exit 9 "
+        "if open source transactions still hold that back after --max-wait",
+    )
+    r.add_argument(
+        "--max-wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="--once: how long to wait for open source transactions that hold the read bound "
+        "below the start time, once everything else is copied (default 60; docs/horizon.md)",
+    )
     r.set_defaults(func=cmd_run)
 
 
@@ -52,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         bar = progress.make_progress()
         poller.observer = progress.RunProgress(bar)
         with progress.log_above(bar):
-            poller.run(once=True)
+            poller.run(once=True, max_wait_s=args.max_wait)
     else:
         # Scheduled delete reconciliation (repair_interval_s) runs beside the live loop.
         from poller.verify.schedule import Reconciler
@@ -61,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if reconciler is not None:
             reconciler.start()
         try:
-            poller.run(once=args.once)
+            poller.run(once=args.once, max_wait_s=args.max_wait)
         finally:
             if reconciler is not None:
                 reconciler.close()

@@ -60,7 +60,9 @@ class Metrics:
         )
         self.lag_seconds = Gauge(
             "poller_watermark_lag_seconds",
-            "Database now minus the watermark's cursor time (timestamp modes)",
+            "How far the read is behind: while catching up, database now minus the watermark's "
+            "cursor time (timestamp modes); once caught up, how far open transactions hold the "
+            "read bound back (poller_horizon_holdback_seconds; 0 without any)",
             te,
             registry=r,
         )
@@ -86,8 +88,9 @@ class Metrics:
         )
         self.caught_up = Gauge(
             "poller_caught_up_timestamp_seconds",
-            "Database time (Unix seconds) of the entity's last heartbeat: every row up to then "
-            "(less the settle delay) was published",
+            "Database time (Unix seconds) up to which the entity's last heartbeat says every "
+            "committed row (less the settle delay) was published: the read bound, held back by "
+            "open transactions",
             te,
             registry=r,
         )

@@ -103,9 +103,8 @@ def horizon_warnings(cfg: AppConfig) -> list[str]:
 
     engine = make_engine(cfg.source)
     try:
-        return probe_horizon(
-            engine, HorizonAccess(cfg.source.horizon, engine.dialect.name), cfg.source
-        )
+        access = HorizonAccess(cfg.source.horizon, engine.dialect.name)
+        return probe_horizon(engine, access, cfg.source, families_in_use(cfg))
     finally:
         engine.dispose()
 
@@ -148,11 +147,22 @@ def count_skipped(engine: sa.Engine, query: EntityQuery) -> int:
         return count_null_cursors(conn, query)
 
 
-def probe_horizon(engine: sa.Engine, access: HorizonAccess, source: SourceConfig) -> list[str]:
-    """Find out once whether open transactions are visible; the warnings say what is missing."""
+def families_in_use(cfg: AppConfig) -> set[str]:
+    """The cursor families ("time", "id") of the enabled entities."""
+    return {"time" if e.is_time_mode else "id" for e in cfg.enabled_entities().values()}
+
+
+def probe_horizon(
+    engine: sa.Engine,
+    access: HorizonAccess,
+    source: SourceConfig,
+    families: set[str] | None = None,
+) -> list[str]:
+    """Find out once whether open transactions are visible; the warnings say what is missing
+    for the cursor families in use (default: both)."""
     with source_connection(engine, "the transaction horizon", source) as conn:
         access.probe(conn)
-    return access.warnings()
+    return access.warnings(families)
 
 
 def start_checks(
@@ -164,7 +174,7 @@ def start_checks(
 ) -> None:
     """At start: whether the horizon works (a warning per missing privilege), and how many
     rows `null_cursor: skip` leaves out."""
-    for warning in probe_horizon(engine, access, cfg.source):
+    for warning in probe_horizon(engine, access, cfg.source, families_in_use(cfg)):
         log.warning("%s", warning, extra={"tenant": cfg.tenant})
     for name, ent in cfg.enabled_entities().items():
         family = "time" if ent.is_time_mode else "id"

@@ -1,6 +1,9 @@
 """Heartbeats: every `heartbeat_interval_s` an idle (caught-up) entity writes its watermark
-record again, unchanged but for `heartbeat_at`, the database's current time. Consumers and
-dashboards can then tell "caught up at T" from "stalled": a stalled poller writes nothing.
+record again, unchanged but for `heartbeat_at`: the database time up to which every committed
+row was read (less the settle delay), i.e. the read bound of its last caught-up batch, not the
+database's now: while an open transaction holds the horizon back, "caught up at T" stays at
+that transaction's start. Consumers and dashboards can then tell "caught up at T" from
+"stalled": a stalled poller writes nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ class Heartbeats:
         self.topic = watermark_topic
         self.zone = zoneinfo.ZoneInfo(zone)
         self._last: dict[str, float] = {}  # monotonic time of the last heartbeat
+        self._safe: dict[str, float] = {}  # monotonic: the last caught-up batch's Batch.safe_at
+
+    def read_to(self, name: str, safe_at: float | None) -> None:
+        """An entity caught up: every row committed before `safe_at` (monotonic) is read."""
+        if safe_at is not None:
+            self._safe[name] = safe_at
 
     def start(self, names: Iterable[str]) -> None:
         """The first heartbeat of an entity is due one interval after the poller starts, so
@@ -53,6 +62,9 @@ class Heartbeats:
         local = reader.db_now()  # naive, in source.timezone
         assert isinstance(local, dt.datetime)
         db_now = local.replace(tzinfo=self.zone).astimezone(dt.UTC)
+        safe = self._safe.get(s.name)
+        if safe is not None:  # the read bound, on the database's clock
+            db_now -= dt.timedelta(seconds=max(0.0, time.monotonic() - safe))
         wm = dataclasses.replace(s.watermark(s.position, s.rows_total), heartbeat_at=db_now)
         publisher.begin()
         try:

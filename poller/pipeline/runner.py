@@ -33,6 +33,7 @@ from poller.pipeline.drift import DriftWatch
 from poller.pipeline.guards import ensure_progress, fit_position, start_checks, stored_mismatches
 from poller.pipeline.heartbeat import Heartbeats
 from poller.pipeline.isolation import EntityBackoff
+from poller.pipeline.once import DEFAULT_MAX_WAIT_S, OnceGoal
 from poller.pipeline.preflight import preflight
 from poller.pipeline.sizes import NO_LIMIT, MessageLimits, read_limits
 from poller.pipeline.stream import EntityStream, cursor_number, make_streams, publish_batch
@@ -112,11 +113,15 @@ class Poller:
         )
         self.backfill: Backfiller | None = None  # pending backfills, interleaved with batches
         self.observer: RunObserver | None = None
+        self.once_goal: OnceGoal | None = None  # run --once: the start time to read up to
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def run(self, once: bool = False) -> None:
-        """Poll until stopped; with `once`, until every entity is caught up."""
+    def run(self, once: bool = False, max_wait_s: float = DEFAULT_MAX_WAIT_S) -> None:
+        """Poll until stopped; with `once`, until every entity has read everything committed
+        before the run started (waiting up to `max_wait_s` for open transactions, see once.py)."""
+        if once:
+            self.once_goal = OnceGoal(self.tenant, max_wait_s)
         try:
             while not self.stop.is_set():
                 try:
@@ -131,6 +136,7 @@ class Poller:
                     once
                     and self.backfill is None
                     and all(s.caught_up for s in self.streams.values())
+                    and (self.once_goal is None or self.once_goal.done(self.streams))
                 ):
                     return
                 self._sleep_until_due()
@@ -258,15 +264,23 @@ class Poller:
         self.health.last_batch_ok = True
         m.last_success.labels(*labels).set(time.time())
         m.horizon_holdback.labels(*labels).set(batch.holdback_s)
+        m.horizon_active.labels(*labels).set(1 if self.readers[s.name].horizon_active else 0)
+        if self.once_goal is not None:
+            self.once_goal.saw(s.name, batch)
+        caught_up = len(batch.rows) < s.cfg.batch_size
+        if caught_up:
+            self.heartbeats.read_to(s.name, batch.safe_at)
         value = cursor_number(s.position.cursor, s.tz)
         if value is not None:
             m.watermark_value.labels(*labels).set(value)
-        if s.cfg.is_time_mode and batch.db_now is not None and value is not None:
-            # Caught up means nothing older than now - settle is waiting: no lag to report.
+        if caught_up:
+            # Everything below the read bound is read: the lag is how far open transactions
+            # hold the bound behind now - settle (0 without any).
+            m.lag_seconds.labels(*labels).set(batch.holdback_s)
+        elif s.cfg.is_time_mode and batch.db_now is not None and value is not None:
             now = cursor_number(batch.db_now, s.tz)
-            caught_up = len(batch.rows) < s.cfg.batch_size
             if now is not None:
-                m.lag_seconds.labels(*labels).set(0.0 if caught_up else max(0.0, now - value))
+                m.lag_seconds.labels(*labels).set(max(0.0, now - value))
 
     def _sleep_until_due(self) -> None:
         if self.backfill is not None:

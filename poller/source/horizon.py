@@ -25,6 +25,7 @@ import datetime as dt
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -68,13 +69,17 @@ _OLDEST = {
     ),
 }
 _OPEN = {
-    # backend_xid (the top-level xid of a transaction that has written) is shown to every user.
+    # Every open transaction of this database, written or not: `nextval()` assigns no xid, so
+    # a transaction that took an id and inserts it later has no backend_xid until then. The
+    # identity is the session and its transaction's start (xact_start needs pg_read_all_stats
+    # for other users' sessions); prepared transactions outlive their session.
     "postgresql": (
-        "SELECT backend_xid::text AS ident FROM pg_stat_activity "
-        "WHERE datname = current_database() AND backend_xid IS NOT NULL "
+        "SELECT pid::text || '/' || xact_start::text AS ident FROM pg_stat_activity "
+        "WHERE datname = current_database() AND xact_start IS NOT NULL "
         "AND pid <> pg_backend_pid() "
-        "UNION ALL SELECT transaction::text FROM pg_prepared_xacts "
-        "WHERE database = current_database()"
+        "AND backend_type NOT IN ('autovacuum worker', 'walsender') "
+        "UNION ALL SELECT 'prepared/' || transaction::text || '/' || prepared::text "
+        "FROM pg_prepared_xacts WHERE database = current_database()"
     ),
     # trx_id alone may be reused by a read-only transaction; with the thread and start time a
     # reused identity can only make the poller wait one poll longer, never less.
@@ -91,10 +96,19 @@ _OPEN = {
         "SELECT t.xidusn || '.' || t.xidslot || '.' || t.xidsqn AS ident FROM v$transaction t"
     ),
 }
-# What is needed to see other sessions' transactions, per dialect and cursor mode.
-_PRIVILEGE_SQL = {
-    "postgresql": "SELECT pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')",
+# Whether the lists above are complete, asked at start and after every list read (a list read
+# before a positive answer was read with the privilege): a revoked role hides other users'
+# sessions silently, and a hot standby lists only its own sessions, not the primary's writers.
+_BLIND_SQL = {
+    "postgresql": (
+        "SELECT pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS stats, "
+        "pg_is_in_recovery() AS standby"
+    ),
 }
+STANDBY = (
+    "this server is a hot standby (pg_is_in_recovery()): its transaction list shows only its "
+    "own sessions, not the primary's writers; poll the primary to use the horizon"
+)
 ACCESS = {
     "postgresql": "GRANT pg_read_all_stats TO <user> (or pg_monitor)",
     "mysql": "GRANT PROCESS ON *.* TO <user>",
@@ -118,6 +132,11 @@ def dialect_key(dialect: str) -> str:
     return "mysql" if dialect == "mariadb" else dialect
 
 
+def has_lists(dialect: str) -> bool:
+    """Whether the horizon knows this dialect's transaction lists."""
+    return dialect_key(dialect) in _OLDEST
+
+
 def oldest_sql(dialect: str) -> sa.TextClause:
     return sa.text(_OLDEST[dialect_key(dialect)])
 
@@ -135,8 +154,33 @@ class HorizonAccess:
     missing: dict[str, str] = field(default_factory=dict)  # family -> what is missing
     probed: bool = False
 
+    # Why the lists went blind while running (privilege revoked, server became a standby);
+    # cleared when a later check finds them complete again.
+    lost: str | None = None
+
     def active(self, family: str) -> bool:
-        return self.setting == "transactions" and self.probed and family not in self.missing
+        return (
+            self.setting == "transactions"
+            and self.probed
+            and family not in self.missing
+            and self.lost is None
+        )
+
+    def went_blind(self, why: str) -> None:
+        """A list just read is incomplete: fall back to the settle delay until it is not."""
+        if self.lost is None:
+            log.warning(
+                "horizon: the transaction list went blind: %s; falling back to settle_delay_s "
+                "(poller_horizon_active = 0) until it is complete again",
+                why,
+            )
+        self.lost = why
+
+    def recheck(self, conn: sa.Connection) -> None:
+        """While blind: back to the horizon once the lists are complete again."""
+        if self.lost is not None and blind_reason(conn, self.dialect) is None:
+            log.warning("horizon: the transaction list is complete again (was: %s)", self.lost)
+            self.lost = None
 
     def probe(self, conn: sa.Connection) -> None:
         """Find out, once, whether this database user can see other sessions' transactions."""
@@ -150,9 +194,10 @@ class HorizonAccess:
             self.missing = {"time": why, "id": why}
             self.probed = True
             return
-        # PostgreSQL: start times need the role; xids do not.
-        if d in _PRIVILEGE_SQL and not conn.execute(sa.text(_PRIVILEGE_SQL[d])).scalar():
-            self.missing["time"] = f"the start times of transactions need: {ACCESS[d]}"
+        # PostgreSQL: both lists need the role (start times, and transactions without an xid).
+        blind = blind_reason(conn, d)
+        if blind is not None:
+            self.missing = {"time": blind, "id": blind}
         for family, stmt in (("time", oldest_sql(d)), ("id", open_sql(d))):
             if family in self.missing:
                 continue
@@ -167,15 +212,33 @@ class HorizonAccess:
         conn.rollback()
         self.probed = True
 
-    def warnings(self) -> list[str]:
+    def warnings(self, families: Iterable[str] | None = None) -> list[str]:
+        """What is missing, for the cursor families in use (default: both)."""
         if self.setting != "transactions":
             return []
+        used = {"time", "id"} if families is None else set(families)
         what = {"time": "timestamp modes", "id": "id mode"}
         return [
             f"horizon: transactions unavailable for {what[f]}: {why}; falling back to "
             "settle_delay_s"
             for f, why in sorted(self.missing.items())
+            if f in used
         ]
+
+
+def blind_reason(conn: sa.Connection, dialect: str) -> str | None:
+    """Why this connection's transaction lists are incomplete now, or None when they are not
+    (or the dialect has no such check)."""
+    d = dialect_key(dialect)
+    sql = _BLIND_SQL.get(d)
+    if sql is None:
+        return None
+    stats, standby = conn.execute(sa.text(sql)).one()
+    if standby:
+        return STANDBY
+    if not stats:
+        return f"other sessions' transactions are hidden without: {ACCESS[d]}"
+    return None
 
 
 def oldest_open_start(conn: sa.Connection, dialect: str) -> dt.datetime | None:
@@ -210,9 +273,24 @@ def _aware(value: Any) -> dt.datetime:
     return value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
+Id = int | Decimal
+
+
+def as_id(value: object) -> Id | None:
+    """An id the horizon can order: int, or Decimal (NUMERIC/DECIMAL columns, e.g. SQL Server's
+    NUMERIC(18,0) IDENTITY); None for NULL (an empty table)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | Decimal) and (not isinstance(value, Decimal) or value.is_finite()):
+        return value
+    raise TypeError(
+        f"an id column returned {type(value).__name__} {value!r}; id mode needs integers"
+    )
+
+
 @dataclass
 class _Snapshot:
-    max_id: int
+    max_id: Id
     read_at: float  # monotonic seconds
     open_then: frozenset[str] | None = None  # None until a list late enough was read
 
@@ -223,7 +301,10 @@ class IdHorizon:
     just after) that settle once all their transactions have ended."""
 
     dialect: str
-    bound: int | None = None
+    bound: Id | None = None
+    # Monotonic time up to which every committed id is at or below the bound: the read time of
+    # the snapshot that set it, or of a later read that found no newer id.
+    safe_at: float | None = None
     _pending: list[_Snapshot] = field(default_factory=list)
 
     @property
@@ -231,25 +312,50 @@ class IdHorizon:
         """How long after reading the max id the transaction list must be read."""
         return _LIST_DELAY.get(self.dialect, 0.0)
 
+    def _record(self, max_id: object, read_at: float) -> None:
+        value = as_id(max_id)
+        if value is None:
+            self.safe_at = read_at if self.bound is None and not self._pending else self.safe_at
+            return
+        newest = self._pending[-1].max_id if self._pending else self.bound
+        if newest is None or value > newest:
+            self._pending.append(_Snapshot(value, read_at))
+        elif not self._pending:  # nothing newer than the bound: still safe now
+            self.safe_at = read_at
+
+    def _settle(self, snap: _Snapshot) -> None:
+        if self.bound is None or snap.max_id >= self.bound:
+            self.bound = snap.max_id
+            self.safe_at = max(self.safe_at or snap.read_at, snap.read_at)
+
     def update(
         self, max_id: object, open_now: Iterable[str], now: float, read_at: float | None = None
-    ) -> int | None:
+    ) -> Id | None:
         """Record the max id (read at `read_at`, default now) and the transactions open at
         `now`; return the largest id known to be safe."""
         open_set = frozenset(open_now)
         delay = self.list_delay_s
-        if isinstance(max_id, int) and not isinstance(max_id, bool):
-            newest = self._pending[-1].max_id if self._pending else self.bound
-            if newest is None or max_id > newest:
-                self._pending.append(_Snapshot(max_id, now if read_at is None else read_at))
+        self._record(max_id, now if read_at is None else read_at)
         for snap in self._pending:
             if snap.open_then is None and now - snap.read_at >= delay:
                 snap.open_then = open_set
         still: list[_Snapshot] = []
         for snap in self._pending:
             if snap.open_then is not None and not (snap.open_then & open_set):
-                if self.bound is None or snap.max_id > self.bound:
-                    self.bound = snap.max_id
+                self._settle(snap)
+            else:
+                still.append(snap)
+        self._pending = [s for s in still if self.bound is None or s.max_id > self.bound]
+        return self.bound
+
+    def update_settled(self, max_id: object, now: float, settle_s: float) -> Id | None:
+        """Without the transaction lists: an id is safe once it has been the maximum for
+        `settle_s` seconds (the settle delay, as in timestamp modes)."""
+        self._record(max_id, now)
+        still: list[_Snapshot] = []
+        for snap in self._pending:
+            if now - snap.read_at >= settle_s:
+                self._settle(snap)
             else:
                 still.append(snap)
         self._pending = [s for s in still if self.bound is None or s.max_id > self.bound]
@@ -258,3 +364,7 @@ class IdHorizon:
     def waiting_s(self, now: float) -> float:
         """How long the oldest id not yet safe has been waiting."""
         return max(0.0, now - self._pending[0].read_at) if self._pending else 0.0
+
+    def held_by(self) -> frozenset[str]:
+        """The open transactions the oldest pending id waits for (empty: none known)."""
+        return (self._pending[0].open_then or frozenset()) if self._pending else frozenset()

@@ -30,8 +30,9 @@ from poller.errors import (
     SourceError,
 )
 from poller.source import engine as _engine
+from poller.source.bounds import ReadBounds
 from poller.source.exact import CursorType
-from poller.source.horizon import HorizonAccess, IdHorizon, oldest_open_start, open_transactions
+from poller.source.horizon import HorizonAccess
 from poller.source.probe import prepare
 from poller.source.query import (
     BEGINNING,
@@ -185,6 +186,10 @@ class Batch:
     last: Position | None  # position of the last row; None when empty
     db_now: object | None  # the database's now (naive, source.timezone) of the upper bound
     holdback_s: float = 0.0  # how far open transactions held the upper bound back
+    # Monotonic time up to which every committed row is at or below the read bound (less the
+    # settle delay in timestamp modes): what "caught up" means. None: not known yet.
+    safe_at: float | None = None
+    held_by: str = ""  # what held the bound back (an open transaction's start, its age)
 
 
 class SourceReader:
@@ -205,9 +210,9 @@ class SourceReader:
         self._source = source
         self._zone = ZoneInfo(source.timezone)
         self._access = access
-        self._family = "time" if entity.is_time_mode else "id"
-        self._ids = IdHorizon(engine.dialect.name)
-        self._bound: tuple[float, dt.datetime | None, object, float] = (-1e9, None, None, 0.0)
+        self._bounds = ReadBounds(engine.dialect.name, query, entity, self._zone, access)
+        self._bound: tuple[float, dt.datetime | None, object, float, str] = (
+            -1e9, None, None, 0.0, "")  # fmt: skip
         self._full = False  # the last batch was full: more rows wait below the bound
         self._prepared = False
         self._what = f"entity {query.name!r}"
@@ -220,21 +225,28 @@ class SourceReader:
     def fetch(self, position: Position) -> Batch:
         """The next batch (at most batch_size rows) after `position`, in keyset order."""
         db_now: dt.datetime | None = None
-        holdback = 0.0
+        holdback, held = 0.0, ""
+        safe_at: float | None = time.monotonic()
         with _connection(self._engine, self._what, self._source) as conn:
             self._prepare(conn)
+            if self._access is not None and self._access.lost is not None:
+                self._access.recheck(conn)
+                conn.rollback()
             upper: object | None = None
             if self._entity.is_time_mode and self._bound_reusable():
-                db_now, upper, holdback = self._bound[1:]
+                db_now, upper, holdback, held = self._bound[1:]
+                safe_at = self._bound[0] - holdback
             elif self._entity.is_time_mode:
                 now_utc = self._now_utc(conn)
                 db_now = now_utc.astimezone(self._zone).replace(tzinfo=None)
-                upper, holdback = self._time_bound(conn, now_utc)
-                self._bound = (time.monotonic(), db_now, upper, holdback)
-            elif self.horizon_active:
-                upper, holdback = self._id_bound(conn, position)
+                upper, holdback, held = self._bounds.time_bound(conn, now_utc)
+                self._bound = (time.monotonic(), db_now, upper, holdback, held)
+                safe_at = self._bound[0] - holdback
+            elif self._bounds.id_bounded():
+                upper, holdback, held = self._bounds.id_bound(conn, position)
+                safe_at = self._bounds.ids.safe_at
                 if upper is None:  # no id is known to be safe yet
-                    return Batch(rows=[], last=None, db_now=None, holdback_s=holdback)
+                    return Batch([], None, None, holdback, safe_at, held)
             stmt, params = self._query.batch(position, upper)
             sql, values = self._driver_statement(stmt, params)
             dbapi_conn = conn.connection.dbapi_connection
@@ -250,7 +262,7 @@ class SourceReader:
                 ) from exc
         last = self._query.layout.position(rows[-1]) if rows else None
         self._full = len(rows) >= self._entity.batch_size
-        return Batch(rows=rows, last=last, db_now=db_now, holdback_s=holdback)
+        return Batch(rows, last, db_now, holdback, safe_at, held)
 
     def _bound_reusable(self) -> bool:
         """While full batches stream in, the bound of the last second is reused: it is never
@@ -258,26 +270,10 @@ class SourceReader:
         two statements per batch during a bulk copy."""
         return self._full and time.monotonic() - self._bound[0] < _BOUND_REUSE_S
 
-    def _id_bound(self, conn: sa.Connection, position: Position) -> tuple[int | None, float]:
-        """id mode: the largest id no open transaction can still commit below (see horizon)."""
-        ids = self._ids
-        at = position.cursor
-        if ids.bound is not None and isinstance(at, int) and at < ids.bound:
-            return ids.bound, ids.waiting_s(time.monotonic())  # rows below it remain
-        read_at = time.monotonic()
-        max_id = conn.execute(self._query.max_cursor()).scalar()
-        conn.commit()  # the list and the batch get fresh snapshots (MySQL: REPEATABLE READ)
-        if ids.list_delay_s:
-            time.sleep(ids.list_delay_s)  # MySQL's innodb_trx is a cache, up to 0.1 s old
-        opened = open_transactions(conn, self._engine.dialect.name)
-        conn.commit()
-        now = time.monotonic()
-        return ids.update(max_id, opened, now, read_at), ids.waiting_s(now)
-
     @property
     def horizon_active(self) -> bool:
         """Whether open transactions bound the batches (probed once at start)."""
-        return self._access is not None and self._access.active(self._family)
+        return self._bounds.horizon_active
 
     def _prepare(self, conn: sa.Connection) -> None:
         if not self._prepared:
@@ -290,23 +286,6 @@ class SourceReader:
         with _connection(self._engine, self._what, self._source) as conn:
             self._prepare(conn)
         return self._query.cursor_type
-
-    def _time_bound(self, conn: sa.Connection, now_utc: dt.datetime) -> tuple[object, float]:
-        """The exclusive upper bound of a time-mode batch, in the column's own terms (a date,
-        an instant, or wall-clock time in source.timezone), and the horizon's hold-back."""
-        bound = now_utc - dt.timedelta(seconds=self._entity.settle_s(self.horizon_active))
-        holdback = 0.0
-        if self.horizon_active:
-            oldest = oldest_open_start(conn, self._engine.dialect.name)
-            if oldest is not None and oldest < bound:
-                holdback = (bound - oldest).total_seconds()
-                bound = oldest
-        ctype = self._query.cursor_type
-        if ctype.kind == "date":  # a day is complete once all of it is behind the bound
-            return bound.astimezone(self._zone).date(), holdback
-        if ctype.aware:
-            return bound, holdback
-        return bound.astimezone(self._zone).replace(tzinfo=None), holdback
 
     def _now_utc(self, conn: sa.Connection) -> dt.datetime:
         value = conn.execute(self._query.now()).scalar_one()

@@ -83,14 +83,18 @@ def test_missing_privilege_is_named_and_the_settle_delay_takes_over(
     with low_privilege_url(url) as low:
         warnings = horizon_warnings(parse_config(_config(low)))
         if backend == "postgresql":
-            # xids are visible to everyone (id mode works); start times need the role
+            # both lists need the role; only the timestamp entity's family is warned about
             assert warnings == [
-                "horizon: transactions unavailable for timestamp modes: the start times of "
-                "transactions need: GRANT pg_read_all_stats TO <user> (or pg_monitor); falling "
-                "back to settle_delay_s"
+                "horizon: transactions unavailable for timestamp modes: other sessions' "
+                "transactions are hidden without: GRANT pg_read_all_stats TO <user> (or "
+                "pg_monitor); falling back to settle_delay_s"
+            ]
+            id_warnings = horizon_warnings(parse_config(_config(low, mode="id")))
+            assert [w.split(":")[1] for w in id_warnings] == [
+                " transactions unavailable for id mode"
             ]
         else:
-            assert len(warnings) == 2
+            assert len(warnings) == 1  # the timestamp entity's family only
             assert all("GRANT PROCESS ON *.* TO <user>" in w for w in warnings)
             assert all("PROCESS privilege" in w for w in warnings)  # the server's own words
         # the reader of a timestamp entity falls back to the settle delay, 30 s by default

@@ -47,7 +47,9 @@ def test_upper_bound_on_timestamptz_is_an_instant_in_the_repeated_hour(pg_url: s
         reader = SourceReader(engine, query, ent, src)
         assert reader.cursor_type().aware
         with engine.connect() as conn:
-            upper, _ = reader._time_bound(conn, dt.datetime(2024, 10, 27, 0, 30, tzinfo=UTC))
+            upper, _, _ = reader._bounds.time_bound(
+                conn, dt.datetime(2024, 10, 27, 0, 30, tzinfo=UTC)
+            )
             assert isinstance(upper, dt.datetime) and upper.tzinfo is not None
             stmt, params = query.batch(BEGINNING, upper)
             ids = [row[0] for row in conn.execute(stmt, params)]
