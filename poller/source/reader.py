@@ -31,7 +31,7 @@ from poller.errors import (
 )
 from poller.source import engine as _engine
 from poller.source.exact import CursorType
-from poller.source.horizon import HorizonAccess, IdHorizon, oldest_open_start, open_transactions
+from poller.source.horizon import HorizonAccess, IdHorizon, TimeHorizon, open_transactions
 from poller.source.probe import cursor_type
 from poller.source.query import (
     BEGINNING,
@@ -207,6 +207,7 @@ class SourceReader:
         self._access = access
         self._family = "time" if entity.is_time_mode else "id"
         self._ids = IdHorizon(engine.dialect.name)
+        self._times = TimeHorizon(engine.dialect.name)
         self._bound: tuple[float, dt.datetime | None, object, float] = (-1e9, None, None, 0.0)
         self._full = False  # the last batch was full: more rows wait below the bound
         self._prepared = False
@@ -296,7 +297,7 @@ class SourceReader:
         bound = now_utc - dt.timedelta(seconds=self._entity.settle_s(self.horizon_active))
         holdback = 0.0
         if self.horizon_active:
-            oldest = oldest_open_start(conn, self._engine.dialect.name)
+            oldest = self._times.oldest(conn, now_utc)
             if oldest is not None and oldest < bound:
                 holdback = (bound - oldest).total_seconds()
                 bound = oldest
