@@ -134,7 +134,8 @@ class WriterTracker:
         for session, running, wrote, local_now, utc_now in rows:
             times = [_utc(v) for v in (running, wrote) if v is not None]
             if local_now is not None and utc_now is not None:
-                times = [self._local_to_utc(t, _utc(local_now), _utc(utc_now)) for t in times]
+                self._see_offset(_utc(local_now), _utc(utc_now))
+                times = [self._local_to_utc(t) for t in times]
             if not times:
                 continue
             key = str(session)
@@ -156,16 +157,18 @@ class WriterTracker:
         self._last = now_utc
         return min((s.since for s in self._seen.values()), default=None)
 
-    def _local_to_utc(
-        self, local: dt.datetime, local_now: dt.datetime, utc_now: dt.datetime
-    ) -> dt.datetime:
-        """A server-local time as UTC with the offset in force now, unless the offset may have
-        changed since (a DST transition): then the earliest instant it may denote."""
+    def _see_offset(self, local_now: dt.datetime, utc_now: dt.datetime) -> None:
         offset = dt.timedelta(minutes=round((local_now - utc_now).total_seconds() / 60))
         if self._offset is None or self._offset[0] != offset:
             self._offset = (offset, utc_now)
+
+    def _local_to_utc(self, local: dt.datetime) -> dt.datetime:
+        """A server-local time as UTC with the offset in force now, unless the offset may have
+        changed since (a DST transition): then the earliest instant it may denote."""
+        assert self._offset is not None  # seen with the same row
+        offset, since = self._offset
         utc = local - offset
-        if utc - _MAX_SHIFT < self._offset[1]:
+        if utc - _MAX_SHIFT < since:
             utc -= _MAX_SHIFT
         return utc
 
