@@ -147,7 +147,7 @@ def replica_pair(tmp: Path) -> Iterator[tuple[OwnMariaDB, OwnMariaDB]]:
         primary.execute(f"CREATE DATABASE {DATABASE}")
         deadline = time.monotonic() + 60
         while not replica.scalar(
-            f"SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{DATABASE}'"
+            f"SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{DATABASE}'"  # noqa: S608
         ):
             if time.monotonic() > deadline:
                 status = replica.scalar("SELECT @@gtid_slave_pos")

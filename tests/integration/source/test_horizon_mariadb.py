@@ -35,6 +35,7 @@ from tests.integration.own_mariadb import replica_pair
 
 pytestmark = pytest.mark.integration
 
+TABLE_T = "CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(20), updated_at DATETIME(6))"
 STAMP = "UTC_TIMESTAMP(6)"  # the statement's start, as naive UTC like the column
 
 
@@ -85,8 +86,7 @@ class Turns:
 def db(mariadb_url: str) -> Iterator[sa.Engine]:
     engine = sa.create_engine(mariadb_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        conn.execute(sa.text(
-            "CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(20), updated_at DATETIME(6))"))  # fmt: skip
+        conn.execute(sa.text(TABLE_T))
         conn.execute(sa.text("CREATE TABLE lockme (x INT)"))
         conn.execute(sa.text("INSERT INTO lockme VALUES (1)"))
     yield engine
@@ -252,8 +252,8 @@ def test_a_transaction_in_another_database_holds_nothing_back(
             o.execute(sa.text("COMMIT"))
         with nodb.connect() as n:
             n.execute(sa.text("BEGIN"))
-            n.execute(sa.text(f"INSERT INTO `{ours}`.t (id, name, updated_at) "
-                              f"VALUES (2, 'n', {STAMP})"))  # fmt: skip
+            qualified = f"INSERT INTO `{ours}`.t VALUES (2, 'n', {STAMP})"  # noqa: S608
+            n.execute(sa.text(qualified))
             time.sleep(0.3)
             with db.connect() as conn:
                 _insert(conn, 3)
