@@ -61,10 +61,12 @@ class SourceConfig(_Model):
     statement_timeout_s: float = Field(300, gt=0)
     connect_timeout_s: float = Field(10, gt=0)
     drift_check_interval_s: float = Field(300, ge=0, description="re-check the mapping; 0: never")
-    horizon: Literal["transactions", "settle"] = Field(
-        "transactions",
+    horizon: Literal["transactions", "settle"] | None = Field(
+        None,
         description="transactions: read only rows no open transaction can still write behind "
-        "(needs pg_read_all_stats / PROCESS ...; falls back to settle); settle: settle_delay_s",
+        "(needs pg_read_all_stats / PROCESS ...; falls back to settle); settle: settle_delay_s. "
+        "Default: transactions, but settle on SQL Server and Oracle (not tested live; "
+        "docs/horizon-dialects.md)",
     )
     max_concurrent_queries: int | None = Field(
         None, ge=1, description="cap across the tenants of this database on one worker"

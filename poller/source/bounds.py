@@ -16,9 +16,9 @@ from poller.source.horizon import (
     HorizonAccess,
     Id,
     IdHorizon,
+    TimeHorizon,
     blind_reason,
     has_lists,
-    oldest_open_start,
     open_transactions,
 )
 from poller.source.query import EntityQuery, Position
@@ -34,9 +34,11 @@ class ReadBounds:
     zone: ZoneInfo
     access: HorizonAccess | None
     ids: IdHorizon = field(init=False)
+    times: TimeHorizon = field(init=False)
 
     def __post_init__(self) -> None:
         self.ids = IdHorizon(self.dialect)
+        self.times = TimeHorizon(self.dialect)
         self.family = "time" if self.entity.is_time_mode else "id"
 
     @property
@@ -98,7 +100,7 @@ class ReadBounds:
         holdback, held = 0.0, ""
         if self.horizon_active:
             dialect = self.dialect
-            oldest = oldest_open_start(conn, dialect)
+            oldest = self.times.oldest(conn, now_utc)
             why = blind_reason(conn, dialect)  # asked after the list: it was complete then
             if why is not None:
                 assert self.access is not None

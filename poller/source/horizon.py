@@ -30,6 +30,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from poller.source.horizon_writers import WRITERS, WriterTracker, writers_sql
+from poller.source.replica import replica_reason
+
 log = logging.getLogger(__name__)
 
 # Each statement's text is fixed (no value is ever interpolated). "oldest" returns the oldest
@@ -45,28 +48,7 @@ _OLDEST = {
         "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL "
         "AND backend_type NOT IN ('autovacuum worker', 'walsender')"
     ),
-    # trx_started is DATETIME in the server's system time zone, whole seconds. Transactions
-    # that only read are not listed (InnoDB registers a transaction at its first write), and
-    # MySQL stamps rows at statement time, so they cannot stamp anything older than now.
-    "mysql": (
-        "SELECT CONVERT_TZ(MIN(trx_started), 'SYSTEM', '+00:00') AS oldest, "
-        "NULL AS local_now, NULL AS utc_now FROM information_schema.innodb_trx "
-        "WHERE trx_mysql_thread_id <> CONNECTION_ID() AND trx_is_read_only = 0"
-    ),
-    # transaction_begin_time is DATETIME in the server's local time (1/300 s ticks).
-    "mssql": (
-        "SELECT MIN(t.transaction_begin_time) AS oldest, SYSDATETIME() AS local_now, "
-        "SYSUTCDATETIME() AS utc_now FROM sys.dm_tran_active_transactions t "
-        "JOIN sys.dm_tran_session_transactions s ON s.transaction_id = t.transaction_id "
-        "WHERE s.session_id <> @@SPID"
-    ),
-    # START_DATE is a DATE (whole seconds) on the database server's clock (SYSDATE).
-    "oracle": (
-        "SELECT MIN(t.start_date) AS oldest, SYSDATE AS local_now, "
-        "SYS_EXTRACT_UTC(SYSTIMESTAMP) AS utc_now FROM v$transaction t "
-        "JOIN v$session s ON s.taddr = t.addr "
-        "WHERE s.sid <> TO_NUMBER(SYS_CONTEXT('USERENV', 'SID'))"
-    ),
+    # MySQL/MariaDB, SQL Server and Oracle stamp at statement time: see horizon_writers.
 }
 _OPEN = {
     # Every open transaction of this database, written or not: `nextval()` assigns no xid, so
@@ -82,18 +64,27 @@ _OPEN = {
         "FROM pg_prepared_xacts WHERE database = current_database()"
     ),
     # trx_id alone may be reused by a read-only transaction; with the thread and start time a
-    # reused identity can only make the poller wait one poll longer, never less.
+    # reused identity can only make the poller wait one poll longer, never less. Transactions
+    # that have not written still count (a MariaDB sequence's NEXTVAL hands out an id without
+    # writing); only sessions in the polled database (or none) do (horizon_writers).
     "mysql": (
-        "SELECT CONCAT(trx_id, '/', trx_mysql_thread_id, '/', trx_started) AS ident "
-        "FROM information_schema.innodb_trx "
-        "WHERE trx_mysql_thread_id <> CONNECTION_ID() AND trx_is_read_only = 0"
+        "SELECT CONCAT(t.trx_id, '/', t.trx_mysql_thread_id, '/', t.trx_started) AS ident "
+        "FROM information_schema.innodb_trx t "
+        "LEFT JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
+        "WHERE t.trx_mysql_thread_id <> CONNECTION_ID() AND t.trx_is_read_only = 0 "
+        "AND (p.DB = DATABASE() OR p.DB IS NULL)"
     ),
+    # Transactions that have touched this database (not the instance's others).
     "mssql": (
-        "SELECT CAST(transaction_id AS VARCHAR(30)) AS ident "
-        "FROM sys.dm_tran_session_transactions WHERE session_id <> @@SPID"
+        "SELECT CAST(s.transaction_id AS VARCHAR(30)) AS ident "
+        "FROM sys.dm_tran_session_transactions s "
+        "JOIN sys.dm_tran_database_transactions d ON d.transaction_id = s.transaction_id "
+        "WHERE s.session_id <> @@SPID AND d.database_id = DB_ID()"
     ),
+    # gv$: the transactions of every RAC instance.
     "oracle": (
-        "SELECT t.xidusn || '.' || t.xidslot || '.' || t.xidsqn AS ident FROM v$transaction t"
+        "SELECT t.inst_id || '.' || t.xidusn || '.' || t.xidslot || '.' || t.xidsqn AS ident "
+        "FROM gv$transaction t"
     ),
 }
 # Whether the lists above are complete, asked at start and after every list read (a list read
@@ -105,6 +96,8 @@ _BLIND_SQL = {
         "pg_is_in_recovery() AS standby"
     ),
 }
+# Dialects whose horizon is not tested against a live server here: opt-in (source.horizon).
+UNTESTED = frozenset({"mssql", "oracle"})
 STANDBY = (
     "this server is a hot standby (pg_is_in_recovery()): its transaction list shows only its "
     "own sessions, not the primary's writers; poll the primary to use the horizon"
@@ -113,7 +106,7 @@ ACCESS = {
     "postgresql": "GRANT pg_read_all_stats TO <user> (or pg_monitor)",
     "mysql": "GRANT PROCESS ON *.* TO <user>",
     "mssql": "GRANT VIEW SERVER STATE TO <login> (SQL Server 2022: VIEW SERVER PERFORMANCE STATE)",
-    "oracle": "GRANT SELECT ON v_$transaction and v_$session TO <user> (or SELECT_CATALOG_ROLE)",
+    "oracle": "GRANT SELECT ON gv_$transaction and gv_$session TO <user> (or SELECT_CATALOG_ROLE)",
 }
 # How far the start times can lag the truth: whole-second DATETIME columns (MySQL, Oracle), 1/300 s
 # ticks (SQL Server), and MySQL's innodb_trx cache, refreshed at most every 0.1 s.
@@ -134,11 +127,13 @@ def dialect_key(dialect: str) -> str:
 
 def has_lists(dialect: str) -> bool:
     """Whether the horizon knows this dialect's transaction lists."""
-    return dialect_key(dialect) in _OLDEST
+    d = dialect_key(dialect)
+    return d in _OLDEST or d in WRITERS
 
 
 def oldest_sql(dialect: str) -> sa.TextClause:
-    return sa.text(_OLDEST[dialect_key(dialect)])
+    d = dialect_key(dialect)
+    return writers_sql(d) if d in WRITERS else sa.text(_OLDEST[d])
 
 
 def open_sql(dialect: str) -> sa.TextClause:
@@ -149,7 +144,7 @@ def open_sql(dialect: str) -> sa.TextClause:
 class HorizonAccess:
     """Whether the horizon can be used, per cursor family ("time", "id"), and why not."""
 
-    setting: str  # config source.horizon
+    setting: str | None  # config source.horizon; None: the dialect's default
     dialect: str
     missing: dict[str, str] = field(default_factory=dict)  # family -> what is missing
     probed: bool = False
@@ -157,6 +152,9 @@ class HorizonAccess:
     # Why the lists went blind while running (privilege revoked, server became a standby);
     # cleared when a later check finds them complete again.
     lost: str | None = None
+    def __post_init__(self) -> None:
+        if self.setting is None:  # SQL Server/Oracle: not tested live here, so only on request
+            self.setting = "settle" if dialect_key(self.dialect) in UNTESTED else "transactions"
 
     def active(self, family: str) -> bool:
         return (
@@ -189,9 +187,25 @@ class HorizonAccess:
         if self.setting != "transactions":
             self.probed = True
             return
-        if d not in _OLDEST:
+        if d not in _OLDEST and d not in WRITERS:
             why = f"{self.dialect} does not show other sessions' open transactions"
             self.missing = {"time": why, "id": why}
+            self.probed = True
+            return
+        try:
+            replica = replica_reason(conn, d)
+        except sa.exc.DBAPIError as exc:
+            conn.rollback()
+            if exc.connection_invalidated:
+                raise
+            replica = None
+        if replica:
+            why = (
+                f"this server is a replica: {replica}. Its transaction lists show only its own "
+                "sessions, not the primary's; poll the primary for the horizon"
+            )
+            self.missing = {"time": why, "id": why}
+            conn.rollback()
             self.probed = True
             return
         # PostgreSQL: both lists need the role (start times, and transactions without an xid).
@@ -218,7 +232,15 @@ class HorizonAccess:
             return []
         used = {"time", "id"} if families is None else set(families)
         what = {"time": "timestamp modes", "id": "id mode"}
-        return [
+        untested = (
+            [
+                f"horizon: transactions on {self.dialect} is not tested against a live server "
+                "(see docs/horizon-dialects.md); `horizon: settle` is the default there"
+            ]
+            if dialect_key(self.dialect) in UNTESTED
+            else []
+        )
+        return untested + [
             f"horizon: transactions unavailable for {what[f]}: {why}; falling back to "
             "settle_delay_s"
             for f, why in sorted(self.missing.items())
@@ -368,3 +390,24 @@ class IdHorizon:
     def held_by(self) -> frozenset[str]:
         """The open transactions the oldest pending id waits for (empty: none known)."""
         return (self._pending[0].open_then or frozenset()) if self._pending else frozenset()
+
+@dataclass
+class TimeHorizon:
+    """Timestamp modes, one per reader: the start (aware UTC, lowered by the list's precision)
+    of the oldest stamp an open transaction may still commit, or None."""
+
+    dialect: str
+    _writers: WriterTracker | None = None
+
+    def __post_init__(self) -> None:
+        d = dialect_key(self.dialect)
+        if d in WRITERS:
+            self._writers = WriterTracker(d)
+
+    def oldest(self, conn: sa.Connection, now_utc: dt.datetime) -> dt.datetime | None:
+        if self._writers is None:
+            return oldest_open_start(conn, self.dialect)
+        oldest = self._writers.oldest(conn, _naive(now_utc))
+        if oldest is None:
+            return None
+        return _aware(oldest) - _SLACK.get(dialect_key(self.dialect), dt.timedelta(seconds=1))

@@ -1,0 +1,182 @@
+"""The timestamp horizon on MySQL/MariaDB, SQL Server and Oracle: the earliest stamp another
+session can still commit, from the sessions that are running a statement or have written.
+
+These databases stamp rows at statement time (`NOW(6)`, `SYSDATETIME()`, `SYSDATE`), not at the
+transaction's start, and list a transaction only once it has touched the storage engine: a
+writer that queues behind a table or metadata lock (`LOCK TABLES`, a backup's FTWRL, the queue
+behind an `ALTER TABLE`) has already taken its stamp but is not in the transaction list yet. So
+a session counts when
+
+* it is executing a statement: that statement's start is the oldest stamp it can take (the
+  process list shows it while it waits for a lock);
+* its transaction has written: it may commit rows stamped at the start of its first write. The
+  list shows when the transaction was registered, which can be later than that statement's
+  start (the lock wait), so the tracker below remembers, per session, the earliest start it has
+  seen, and for a session that appears between two looks, the time of the previous look (it
+  was not running anything then, so everything it stamped started after).
+
+A transaction that has not written and runs nothing (`BEGIN; SELECT`, `mysqldump
+--single-transaction` between tables, an idle BI session) cannot stamp a row older than its next
+statement, which starts after this look: it is left out. MySQL/MariaDB: only sessions whose
+current database is the polled one (or none) count; see docs/horizon-dialects.md for what that
+leaves out. Each statement's text is fixed; no value is ever interpolated.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+# Commands of sessions that are not running a client statement.
+_IDLE = "('Sleep', 'Daemon', 'Binlog Dump', 'Binlog Dump GTID')"
+# A local DATETIME as the earliest UTC instant it may denote: in the hour repeated at the DST
+# fall-back, CONVERT_TZ may pick either; converting one hour earlier and adding it back gives the
+# first one (outside the transitions both agree).
+_MY_LOCAL_TO_UTC = (
+    "LEAST(CONVERT_TZ({x}, 'SYSTEM', '+00:00'), "
+    "TIMESTAMPADD(HOUR, 1, CONVERT_TZ(TIMESTAMPADD(HOUR, -1, {x}), 'SYSTEM', '+00:00')))"
+)
+
+# Rows: (session, running_since, wrote_since, local_now, utc_now). The two times are UTC when
+# local_now is NULL, else the server's local time (converted by the tracker).
+WRITERS = {
+    # PROCESSLIST.TIME is whole seconds since the statement's start (floor): one more second.
+    # trx_started is DATETIME in the server's system time zone, whole seconds; innodb_trx is a
+    # cache refreshed at most every 0.1 s (the tracker keeps a session 0.2 s after it vanished).
+    # Recovered XA transactions (thread 0) count whatever their database.
+    "mysql": (
+        "SELECT CAST(p.ID AS CHAR) AS session, "  # noqa: S608 - constants only
+        f"CASE WHEN p.COMMAND NOT IN {_IDLE} "
+        "THEN TIMESTAMPADD(SECOND, -(p.TIME + 1), UTC_TIMESTAMP(6)) END AS running_since, "
+        "CASE WHEN t.trx_rows_modified > 0 THEN "
+        + _MY_LOCAL_TO_UTC.format(x="t.trx_started")
+        + " END AS wrote_since, NULL AS local_now, NULL AS utc_now "
+        "FROM information_schema.PROCESSLIST p "
+        "LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID "
+        "WHERE p.ID <> CONNECTION_ID() AND (p.DB = DATABASE() OR p.DB IS NULL) "
+        "AND COALESCE(t.trx_is_read_only, 0) = 0 "
+        f"AND (t.trx_rows_modified > 0 OR p.COMMAND NOT IN {_IDLE}) "
+        "UNION ALL SELECT CONCAT('xa:', t.trx_id), NULL, "
+        + _MY_LOCAL_TO_UTC.format(x="t.trx_started")
+        + ", NULL, NULL FROM information_schema.INNODB_TRX t WHERE t.trx_mysql_thread_id = 0"
+    ),
+    # Times are DATETIME in the server's local time. Transactions count once they have written
+    # to this database (database_transaction_begin_time is the first log record there); running
+    # requests count in any database (a three-part name can write this one).
+    "mssql": (
+        "SELECT CAST(x.session_id AS VARCHAR(12)) AS session, "
+        "MIN(x.running_since) AS running_since, MIN(x.wrote_since) AS wrote_since, "
+        "SYSDATETIME() AS local_now, SYSUTCDATETIME() AS utc_now FROM ("
+        "SELECT r.session_id, r.start_time AS running_since, NULL AS wrote_since "
+        "FROM sys.dm_exec_requests r JOIN sys.dm_exec_sessions e ON e.session_id = r.session_id "
+        "WHERE e.is_user_process = 1 AND r.session_id <> @@SPID "
+        "UNION ALL SELECT s.session_id, NULL, t.transaction_begin_time "
+        "FROM sys.dm_tran_session_transactions s "
+        "JOIN sys.dm_tran_active_transactions t ON t.transaction_id = s.transaction_id "
+        "JOIN sys.dm_tran_database_transactions d ON d.transaction_id = s.transaction_id "
+        "WHERE d.database_id = DB_ID() AND d.database_transaction_begin_time IS NOT NULL "
+        "AND s.session_id <> @@SPID) x GROUP BY x.session_id"
+    ),
+    # gv$: every RAC instance. A transaction is listed from its first change; a statement that
+    # waits before it (a TM lock) shows as an ACTIVE session since SQL_EXEC_START. DATE columns
+    # on the database server's clock (SYSDATE), whole seconds.
+    "oracle": (
+        "SELECT s.inst_id || ':' || s.sid || ':' || s.serial# AS session, "
+        "CASE WHEN s.status = 'ACTIVE' THEN s.sql_exec_start END AS running_since, "
+        "t.start_date AS wrote_since, SYSDATE AS local_now, "
+        "SYS_EXTRACT_UTC(SYSTIMESTAMP) AS utc_now "
+        "FROM gv$session s LEFT JOIN gv$transaction t "
+        "ON t.inst_id = s.inst_id AND t.addr = s.taddr "
+        "WHERE s.type = 'USER' AND (t.addr IS NOT NULL OR s.status = 'ACTIVE') "
+        "AND NOT (s.inst_id = TO_NUMBER(SYS_CONTEXT('USERENV', 'INSTANCE')) "
+        "AND s.sid = TO_NUMBER(SYS_CONTEXT('USERENV', 'SID')))"
+    ),
+}
+# innodb_trx may be this old; a session seen gone is kept this long before it is forgotten.
+_CACHE = dt.timedelta(seconds=0.1)
+_FORGET_AFTER = dt.timedelta(seconds=0.25)
+# The largest DST shift of any zone (Antarctica/Troll: 2 h); a local time read before the
+# tracker has seen the server's offset stay put for that long may be off by as much.
+_MAX_SHIFT = dt.timedelta(hours=2)
+
+
+def writers_sql(dialect: str) -> sa.TextClause:
+    return sa.text(WRITERS[dialect])
+
+
+@dataclass
+class _Seen:
+    since: dt.datetime  # the earliest stamp the session may still commit (naive UTC)
+    gone_at: dt.datetime | None = None  # first look it was missing from
+
+
+@dataclass
+class WriterTracker:
+    """The oldest stamp other sessions may still commit, from successive looks at the lists
+    (one tracker per reader: its looks are the ones it remembers)."""
+
+    dialect: str  # "mysql", "mssql" or "oracle"
+    _seen: dict[str, _Seen] = field(default_factory=dict)
+    _last: dt.datetime | None = None  # naive UTC of the previous look
+    _offset: tuple[dt.timedelta, dt.datetime] | None = None  # server offset, seen since
+
+    def oldest(self, conn: sa.Connection, now_utc: dt.datetime) -> dt.datetime | None:
+        """The oldest stamp (naive UTC, before any slack) that another session may still
+        commit; `now_utc` is the database's time read just before (naive UTC)."""
+        rows = conn.execute(writers_sql(self.dialect)).all()
+        return self.observe([tuple(r) for r in rows], now_utc)
+
+    def observe(self, rows: list[tuple[Any, ...]], now_utc: dt.datetime) -> dt.datetime | None:
+        present: dict[str, dt.datetime] = {}
+        for session, running, wrote, local_now, utc_now in rows:
+            times = [_utc(v) for v in (running, wrote) if v is not None]
+            if local_now is not None and utc_now is not None:
+                self._see_offset(_utc(local_now), _utc(utc_now))
+                times = [self._local_to_utc(t) for t in times]
+            if not times:
+                continue
+            key = str(session)
+            earliest = min(times)
+            known = self._seen.get(key)
+            if known is not None:  # seen before: keep the earliest start it may still commit
+                earliest = min(earliest, known.since)
+            elif self._last is not None:  # new since the last look: it ran nothing then
+                earliest = min(earliest, self._last - _CACHE)
+            present[key] = min(earliest, present.get(key, earliest))
+        for key, since in present.items():
+            self._seen[key] = _Seen(since)
+        for key in [k for k in self._seen if k not in present]:
+            seen = self._seen[key]
+            if seen.gone_at is None:  # innodb_trx is a cache: missing once is not gone yet
+                seen.gone_at = now_utc
+            elif now_utc - seen.gone_at >= _FORGET_AFTER:
+                del self._seen[key]
+        self._last = now_utc
+        return min((s.since for s in self._seen.values()), default=None)
+
+    def _see_offset(self, local_now: dt.datetime, utc_now: dt.datetime) -> None:
+        offset = dt.timedelta(minutes=round((local_now - utc_now).total_seconds() / 60))
+        if self._offset is None or self._offset[0] != offset:
+            self._offset = (offset, utc_now)
+
+    def _local_to_utc(self, local: dt.datetime) -> dt.datetime:
+        """A server-local time as UTC with the offset in force now, unless the offset may have
+        changed since (a DST transition): then the earliest instant it may denote."""
+        assert self._offset is not None  # seen with the same row
+        offset, since = self._offset
+        utc = local - offset
+        if utc - _MAX_SHIFT < since:
+            utc -= _MAX_SHIFT
+        return utc
+
+
+def _utc(value: Any) -> dt.datetime:
+    """A time from a list as naive UTC (MySQL may hand a computed DATETIME back as text)."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if not isinstance(value, dt.datetime):
+        raise TypeError(f"the transaction list returned {type(value).__name__} for a time")
+    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
