@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import random
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -187,6 +188,28 @@ class Registered:
         return wire_prefix(self.schema_id)
 
 
+class _Conflict(Exception):
+    """HTTP 409 for something another client created a moment ago (a rule, an artifact): a
+    race between tenants registering one subject, not a refusal. The step is retried."""
+
+
+_CONFLUENT_INCOMPATIBLE = 409  # Confluent's error_code for an incompatible schema
+_RACE_ATTEMPTS = 20
+
+
+def conflict_kind(exc: SchemaRegistryError) -> str:
+    """What an HTTP 409 means: "exists" (Apicurio: an artifact or rule another client created
+    concurrently; its error_code may be 409 as well), "incompatible" (Confluent's error_code
+    409, or Apicurio's "Incompatible artifact" with error_code 0), else "other". The JSON
+    body's error_code and message tell them apart."""
+    code, message = exc.error_code, (exc.error_message or "").lower()
+    if "already exists" in message:  # Apicurio sends error_code 409 with it too
+        return "exists"
+    if code == _CONFLUENT_INCOMPATIBLE or "incompatible" in message:
+        return "incompatible"
+    return "other"
+
+
 class Registry:
     """The poller's use of a Confluent-compatible Schema Registry REST API."""
 
@@ -224,6 +247,12 @@ class Registry:
                 return None
             if status == 404 and not_found is not None:
                 raise IncompatibleSchemaError(f"{where}: {not_found} ({message})") from None
+            if status == 409 and conflict_kind(exc) == "exists":
+                raise _Conflict(f"{where}: {what}: {message}") from None
+            if status == 409 and conflict_kind(exc) == "other":
+                raise IncompatibleSchemaError(
+                    f"{where} refuses {what} (HTTP 409, error code {exc.error_code}: {message})"
+                ) from None
             if status == 409:
                 raise IncompatibleSchemaError(
                     f"{where} refuses {what}: it is incompatible with the versions already "
@@ -259,15 +288,61 @@ class Registry:
             return Registered(subject, int(found.schema_id))
         level = self.cfg.compatibility
         if level is not None:
-            self._call(
-                f"set compatibility {level} on subject {subject}",
-                lambda: self.client.set_compatibility(subject, level),
+            self._racing(
+                lambda: self._call(
+                    f"set compatibility {level} on subject {subject}",
+                    lambda: self.client.set_compatibility(subject, level),
+                ),
+                # Another tenant created the rule: it is ours if it says the same.
+                lambda: self._compatibility(subject) == level,
+                f"set compatibility {level} on subject {subject!r}",
             )
-        schema_id = self._call(
-            f"schema {name} under subject {subject!r}",
-            lambda: self.client.register_schema(subject, avro),
+        found: list[int] = []
+
+        def lookup() -> bool:
+            hit = self._call(
+                f"look up schema {name} under subject {subject!r}",
+                lambda: self.client.lookup_schema(subject, avro),
+                missing_ok=True,
+            )
+            if hit is not None:
+                found.append(int(hit.schema_id))
+            return hit is not None
+
+        schema_id = self._racing(
+            lambda: self._call(
+                f"schema {name} under subject {subject!r}",
+                lambda: self.client.register_schema(subject, avro),
+            ),
+            lookup,  # another tenant registered it first: its id is ours too
+            f"register schema {name} under subject {subject!r}",
         )
-        return Registered(subject, int(schema_id))
+        return Registered(subject, int(schema_id) if schema_id is not None else found[-1])
+
+    def _compatibility(self, subject: str) -> str | None:
+        level = self._call(
+            f"read the compatibility of subject {subject!r}",
+            lambda: self.client.get_compatibility(subject),
+            missing_ok=True,
+        )
+        return None if level is None else str(level)
+
+    def _racing(self, step: Callable[[], Any], settled: Callable[[], bool], what: str) -> Any:
+        """Run `step`; when it hits a concurrent creation (_Conflict), accept the other
+        client's result if `settled()` (None is returned), else retry after a short jittered
+        pause. Never reported as "incompatible"."""
+        for attempt in range(_RACE_ATTEMPTS):
+            try:
+                return step()
+            except _Conflict as exc:
+                if settled():
+                    return None
+                log.info("%s: %s; retrying (%d)", what, exc, attempt + 1)
+                time.sleep(random.uniform(0.05, 0.2 * (attempt + 1)))
+        raise RegistryUnavailableError(
+            f"schema registry {self.cfg.safe_url}: {what}: still conflicting with concurrent "
+            f"clients after {_RACE_ATTEMPTS} attempts"
+        )
 
     def refusal(self, subject: str, schema: dict[str, Any]) -> str | None:
         """Why the subject would refuse the schema under its compatibility rule, or None
