@@ -126,3 +126,8 @@ class IncompatibleSchemaError(TerminalError):
 
 class RegistryUnavailableError(TransientError):
     """The schema registry did not answer: network error, timeout or HTTP 5xx."""
+
+
+class TooManyDeletesError(TerminalError):
+    """A delete reconciliation pass would tombstone more of an entity's keys than its
+    `repair_max_tombstone_share`: nothing is tombstoned (the live poller goes on)."""
