@@ -222,6 +222,9 @@ class DeletesConfig(_Model):
         return check_identifier(v, "deletes.column")
 
 
+_SHARE = "a reconcile pass finding more than this share of the keys gone stops, tombstoning none"
+
+
 class EntityConfig(_Model):
     table: str | None = None
     query: str | None = None
@@ -248,6 +251,7 @@ class EntityConfig(_Model):
     )
     repair_rows_per_s: float = Field(1000, gt=0, description="keys looked up per second")
     repair_range_keys: int = Field(1000, ge=1, le=100_000, description="keys per transaction")
+    repair_max_tombstone_share: float = Field(0.01, ge=0, le=1, description=_SHARE)
 
     @field_validator("table")
     @classmethod

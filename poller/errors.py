@@ -135,6 +135,11 @@ class HorizonNotReachedError(TerminalError):
     exit_code = 9
 
 
+class TooManyDeletesError(TerminalError):
+    """A delete reconciliation pass would tombstone more of an entity's keys than its
+    `repair_max_tombstone_share`: nothing is tombstoned (the live poller goes on)."""
+
+
 # -- exit codes, for whoever runs the process (a worker, systemd, Kubernetes) -------------------
 
 # A file where the `poller` command writes the error it stops on (a worker sets it per child).

@@ -2,32 +2,30 @@
 
 A message is magic byte 0, the schema id (4 bytes, big-endian), then the Avro binary body: the
 body the generated encoder writes anyway, so the hot loop only swaps a 10-byte header for a
-5-byte one. Keys are Avro records too (the tenant and the row's key columns), registered under
-the key subject, so sinks can upsert on them. Registration happens once; after that the ids are
-constants and a registry outage changes nothing.
+5-byte one. Keys are Avro records too (the tenant and the row's canonical key fields, see
+poller.avro.keys), registered under the key subject, so sinks can upsert on them. Registration
+happens once; after that the ids are constants and a registry outage changes nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
-import re
+import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 import fastavro
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from poller.avro.schemas import EntitySchema, PayloadError
-from poller.avro.values import CONT, FINAL, LONG_RANGE, write_long
+from poller.avro.schemas import PayloadError
 from poller.config import SchemaRegistryConfig
 from poller.errors import (
-    BadValueError,
     ConfigError,
     IncompatibleSchemaError,
     RegistryUnavailableError,
@@ -41,8 +39,6 @@ for _name in ("httpx", "httpx2"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 WIRE_MAGIC = 0
-KeyType = Literal["long", "string", "bytes"]
-_AVRO_NAME = re.compile(r"[^A-Za-z0-9_]")
 
 
 def wire_prefix(schema_id: int) -> bytes:
@@ -65,115 +61,6 @@ def subject_name(strategy: str, topic: str, schema: dict[str, Any], is_key: bool
     return f"{topic}-{full_name(schema)}"
 
 
-# --- keys -------------------------------------------------------------------------------------
-
-
-def key_type_of(kind: str) -> KeyType:
-    """Avro type of a key column from its database kind (see poller.source.query.column_kind):
-    integers stay integers, binary stays bytes, anything else is its text."""
-    if kind in ("int", "decimal0"):
-        return "long"
-    if kind == "binary":
-        return "bytes"
-    return "string"
-
-
-def key_schema(value: EntitySchema, columns: Sequence[tuple[str, KeyType]]) -> dict[str, Any]:
-    """The key record of an entity: the tenant, then the key column(s) under their own names."""
-    names = [_AVRO_NAME.sub("_", c) for c, _t in columns]
-    problems = []
-    if len(set(n.lower() for n in names) | {"tenant"}) != len(names) + 1:
-        problems.append(
-            f"entities.{value.name}.key: the key columns {', '.join(c for c, _ in columns)} "
-            "clash with each other or with the key record's `tenant` field"
-        )
-    if problems:
-        raise ConfigError(problems)
-    raw = value.raw
-    fields: list[dict[str, Any]] = [
-        {"name": "tenant", "type": "string", "doc": "The tenant the row belongs to."}
-    ]
-    for (column, t), name in zip(columns, names, strict=True):
-        fields.append({"name": name, "type": t, "doc": f"Source key column {column}."})
-    record: dict[str, Any] = {
-        "type": "record",
-        "name": f"{raw['name']}Key",
-        "doc": f"Message key of {full_name(raw)}: the tenant and the source row's key.",
-        "fields": fields,
-    }
-    if raw.get("namespace"):
-        record["namespace"] = raw["namespace"]
-    return record
-
-
-def _string(s: str) -> bytes:
-    b = s.encode()
-    return write_long(len(b)) + b
-
-
-def _key_part(t: KeyType, column: str) -> Callable[[object], bytes]:
-    lo, hi = LONG_RANGE
-
-    def as_long(v: object) -> bytes:
-        if isinstance(v, Decimal) and v == v.to_integral_value():
-            v = int(v)
-        if type(v) is bool or not isinstance(v, int) or not lo <= v <= hi:
-            raise BadValueError(column, v, "a key column of integers holds a non-integer")
-        return write_long(v)
-
-    def as_string(v: object) -> bytes:
-        if v is None:
-            raise BadValueError(column, v, "the key is NULL")
-        if isinstance(v, str):
-            return _string(v)
-        iso = getattr(v, "isoformat", None)
-        return _string(iso() if callable(iso) else str(v))
-
-    def as_bytes(v: object) -> bytes:
-        if not isinstance(v, bytes | bytearray | memoryview):
-            raise BadValueError(column, v, "a key column of bytes holds something else")
-        b = bytes(v)
-        return write_long(len(b)) + b
-
-    return {"long": as_long, "string": as_string, "bytes": as_bytes}[t]
-
-
-def build_key_encoder(
-    prefix: bytes, tenant: str, columns: Sequence[tuple[str, KeyType]]
-) -> Callable[[Any], bytes]:
-    """key(k) -> wire prefix + Avro key record; k is the key value, or a sequence of values for
-    a composite key. Deterministic: one row's key always gives the same bytes (compaction)."""
-    head = prefix + _string(tenant)
-    parts = [_key_part(t, c) for c, t in columns]
-    if len(parts) > 1:
-
-        def composite(ks: Sequence[object]) -> bytes:
-            return head + b"".join(p(v) for p, v in zip(parts, ks, strict=True))
-
-        return composite
-    part = parts[0]
-    if columns[0][1] == "long":
-        # The hot loop's common case, with write_long's zig-zag varint inlined (one call less
-        # per row); other values, and |k| >= 2**41, take the checked path.
-        def long_key(k: object) -> bytes:
-            if type(k) is int:
-                n = k << 1 if k >= 0 else (~k << 1) | 1
-                if n < 0x4000:
-                    return head + FINAL[n]
-                if n < 0x10000000:
-                    return head + CONT[n & 0x3FFF] + FINAL[n >> 14]
-                if n < 0x40000000000:
-                    return head + CONT[n & 0x3FFF] + CONT[(n >> 14) & 0x3FFF] + FINAL[n >> 28]
-            return head + part(k)
-
-        return long_key
-
-    def key(k: object) -> bytes:
-        return head + part(k)
-
-    return key
-
-
 # --- the registry -----------------------------------------------------------------------------
 
 
@@ -185,6 +72,28 @@ class Registered:
     @property
     def prefix(self) -> bytes:
         return wire_prefix(self.schema_id)
+
+
+class _Conflict(Exception):
+    """HTTP 409 for something another client created a moment ago (a rule, an artifact): a
+    race between tenants registering one subject, not a refusal. The step is retried."""
+
+
+_CONFLUENT_INCOMPATIBLE = 409  # Confluent's error_code for an incompatible schema
+_RACE_ATTEMPTS = 20
+
+
+def conflict_kind(exc: SchemaRegistryError) -> str:
+    """What an HTTP 409 means: "exists" (Apicurio: an artifact or rule another client created
+    concurrently; its error_code may be 409 as well), "incompatible" (Confluent's error_code
+    409, or Apicurio's "Incompatible artifact" with error_code 0), else "other". The JSON
+    body's error_code and message tell them apart."""
+    code, message = exc.error_code, (exc.error_message or "").lower()
+    if "already exists" in message:  # Apicurio sends error_code 409 with it too
+        return "exists"
+    if code == _CONFLUENT_INCOMPATIBLE or "incompatible" in message:
+        return "incompatible"
+    return "other"
 
 
 class Registry:
@@ -224,6 +133,12 @@ class Registry:
                 return None
             if status == 404 and not_found is not None:
                 raise IncompatibleSchemaError(f"{where}: {not_found} ({message})") from None
+            if status == 409 and conflict_kind(exc) == "exists":
+                raise _Conflict(f"{where}: {what}: {message}") from None
+            if status == 409 and conflict_kind(exc) == "other":
+                raise IncompatibleSchemaError(
+                    f"{where} refuses {what} (HTTP 409, error code {exc.error_code}: {message})"
+                ) from None
             if status == 409:
                 raise IncompatibleSchemaError(
                     f"{where} refuses {what}: it is incompatible with the versions already "
@@ -259,15 +174,61 @@ class Registry:
             return Registered(subject, int(found.schema_id))
         level = self.cfg.compatibility
         if level is not None:
-            self._call(
-                f"set compatibility {level} on subject {subject}",
-                lambda: self.client.set_compatibility(subject, level),
+            self._racing(
+                lambda: self._call(
+                    f"set compatibility {level} on subject {subject}",
+                    lambda: self.client.set_compatibility(subject, level),
+                ),
+                # Another tenant created the rule: it is ours if it says the same.
+                lambda: self._compatibility(subject) == level,
+                f"set compatibility {level} on subject {subject!r}",
             )
-        schema_id = self._call(
-            f"schema {name} under subject {subject!r}",
-            lambda: self.client.register_schema(subject, avro),
+        ids: list[int] = []
+
+        def lookup() -> bool:
+            hit = self._call(
+                f"look up schema {name} under subject {subject!r}",
+                lambda: self.client.lookup_schema(subject, avro),
+                missing_ok=True,
+            )
+            if hit is not None:
+                ids.append(int(hit.schema_id))
+            return hit is not None
+
+        schema_id = self._racing(
+            lambda: self._call(
+                f"schema {name} under subject {subject!r}",
+                lambda: self.client.register_schema(subject, avro),
+            ),
+            lookup,  # another tenant registered it first: its id is ours too
+            f"register schema {name} under subject {subject!r}",
         )
-        return Registered(subject, int(schema_id))
+        return Registered(subject, int(schema_id) if schema_id is not None else ids[-1])
+
+    def _compatibility(self, subject: str) -> str | None:
+        level = self._call(
+            f"read the compatibility of subject {subject!r}",
+            lambda: self.client.get_compatibility(subject),
+            missing_ok=True,
+        )
+        return None if level is None else str(level)
+
+    def _racing(self, step: Callable[[], Any], settled: Callable[[], bool], what: str) -> Any:
+        """Run `step`; when it hits a concurrent creation (_Conflict), accept the other
+        client's result if `settled()` (None is returned), else retry after a short jittered
+        pause. Never reported as "incompatible"."""
+        for attempt in range(_RACE_ATTEMPTS):
+            try:
+                return step()
+            except _Conflict as exc:
+                if settled():
+                    return None
+                log.info("%s: %s; retrying (%d)", what, exc, attempt + 1)
+                time.sleep(random.uniform(0.05, 0.2 * (attempt + 1)))
+        raise RegistryUnavailableError(
+            f"schema registry {self.cfg.safe_url}: {what}: still conflicting with concurrent "
+            f"clients after {_RACE_ATTEMPTS} attempts"
+        )
 
     def refusal(self, subject: str, schema: dict[str, Any]) -> str | None:
         """Why the subject would refuse the schema under its compatibility rule, or None
@@ -300,6 +261,22 @@ class Registry:
                 log.warning("%s; retrying in %.1fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def subject_schemas(self, subject: str) -> dict[int, Any]:
+        """{schema id: schema JSON} of every version registered under the subject."""
+        versions = self._call(
+            f"list the versions of subject {subject!r}",
+            lambda: self.client.get_versions(subject),
+            missing_ok=True,
+        )
+        out: dict[int, Any] = {}
+        for v in versions or []:
+            found = self._call(
+                f"fetch version {v} of subject {subject!r}",
+                functools.partial(self.client.get_version, subject, v),
+            )
+            out[int(found.schema_id)] = json.loads(found.schema.schema_str)
+        return out
 
     def schema_by_id(self, schema_id: int) -> tuple[str, Any]:
         """(full name, fastavro-parsed schema) of a registered id; cached."""

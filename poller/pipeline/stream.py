@@ -80,6 +80,9 @@ class EntityStream:
     max_value_bytes: int = NO_LIMIT  # larger rows are bad rows (the topic's max.message.bytes)
     compression: str = "none"  # the producer's, to size a row the way the broker sees it
     dead_letter_max_bytes: int = NO_LIMIT
+    # The key columns' database kinds, in key order, when known (verify, reconcile): how a key
+    # read back from a topic becomes the source's typed value (poller.avro.keys.source_value).
+    key_kinds: tuple[str, ...] = ()
     encoder: Callable[[Sequence[object]], bytes] = field(init=False)
     n_fields: int = field(init=False)
     is_deleted: Callable[[object], bool] | None = field(init=False)  # soft deletes configured

@@ -10,19 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
-from poller.avro.registry import (
-    Registered,
-    Registry,
-    build_key_encoder,
-    key_schema,
-    key_type_of,
-    subject_name,
-)
+from poller.avro.keys import KeyField, build_key_encoder, key_fields, key_schema
+from poller.avro.registry import Registered, Registry, subject_name
 from poller.avro.schemas import EntitySchema
 from poller.config import AppConfig
 from poller.errors import PollerError
@@ -40,6 +34,10 @@ class EntityWire:
     key: Registered
     key_schema: dict[str, Any]
     encode_key: Callable[[Any], bytes]
+    key_fields: tuple[KeyField, ...] = ()  # canonical order, with the columns' database kinds
+    # Every schema registered under the value subject, by id (verify only: a record under an
+    # older version is still one a consumer reads).
+    value_history: Mapping[int, Any] = field(default_factory=dict)
 
     @property
     def value_header(self) -> bytes:
@@ -47,22 +45,26 @@ class EntityWire:
 
 
 def registry_problems(cfg: AppConfig, schemas: Mapping[str, EntitySchema]) -> list[str]:
-    """For `poller check`: the registry answers, and no value subject would refuse its schema
-    under the subject's current compatibility rule. Nothing is registered or set; key schemas
-    need the key columns' types and are checked by `run`."""
+    """For `poller check`: the registry answers, and no value or key subject would refuse its
+    schema under the subject's current compatibility rule. Nothing is registered or set. The
+    key schema is canonical (poller.avro.keys), so it is known without the database."""
     reg_cfg = cfg.schema_registry
     if cfg.kafka.format != "confluent" or reg_cfg is None:
         return []
     registry = Registry(reg_cfg)
     problems: list[str] = []
     try:
-        for name in cfg.enabled_entities():
+        for name, ent in cfg.enabled_entities().items():
             raw = schemas[name].raw
+            kraw = key_schema(
+                schemas[name], key_fields(name, schemas[name], ent.fields, ent.key_columns)
+            )
             topic = cfg.kafka.topic_for(name, cfg.tenant)
-            subject = subject_name(reg_cfg.subject_strategy, topic, raw, is_key=False)
-            refused = registry.refusal(subject, raw)
-            if refused is not None:
-                problems.append(f"{name}: schema registry {reg_cfg.safe_url}: {refused}")
+            for is_key, schema in ((False, raw), (True, kraw)):
+                subject = subject_name(reg_cfg.subject_strategy, topic, schema, is_key=is_key)
+                refused = registry.refusal(subject, schema)
+                if refused is not None:
+                    problems.append(f"{name}: schema registry {reg_cfg.safe_url}: {refused}")
     except PollerError as exc:
         problems.append(str(exc))  # unreachable, not authorised: once is enough
     finally:
@@ -75,8 +77,10 @@ def register_entities(
     schemas: Mapping[str, EntitySchema],
     engine: sa.Engine,
     queries: Mapping[str, EntityQuery],
+    with_history: bool = False,
 ) -> dict[str, EntityWire]:
-    """Register every enabled entity's value and key schema; {} in single_object format.
+    """Register the value and key schema of every entity in `queries`; {} in single_object
+    format.
 
     Waits up to retry.startup_timeout_s for an unreachable registry (then exit 7); an
     incompatible schema stops at once (exit 2) naming the subject and the change."""
@@ -87,11 +91,14 @@ def register_entities(
     timeout = cfg.retry.startup_timeout_s
     out: dict[str, EntityWire] = {}
     try:
-        for name, ent in cfg.enabled_entities().items():
+        for name in queries:  # only these: verify --entity loads no other entity's schema
+            ent = cfg.entities[name]
             schema = schemas[name]
             topic = cfg.kafka.topic_for(name, cfg.tenant)
-            types = [key_type_of(k) for k in key_kinds(engine, queries[name])]
-            kschema = key_schema(schema, list(zip(ent.key_columns, types, strict=True)))
+            kfields = key_fields(
+                name, schema, ent.fields, ent.key_columns, key_kinds(engine, queries[name])
+            )
+            kschema = key_schema(schema, kfields)
             strategy = reg_cfg.subject_strategy
             value = registry.register_waiting(
                 subject_name(strategy, topic, schema.raw, is_key=False), schema.raw, timeout
@@ -103,9 +110,9 @@ def register_entities(
                 value,
                 key,
                 kschema,
-                build_key_encoder(
-                    key.prefix, cfg.tenant, list(zip(ent.key_columns, types, strict=True))
-                ),
+                build_key_encoder(key.prefix, cfg.tenant, kfields, ent.key_columns),
+                tuple(kfields),
+                registry.subject_schemas(value.subject) if with_history else {},
             )
             log.info(
                 "%s: value schema id %d (subject %s), key schema id %d (subject %s)",

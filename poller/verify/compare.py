@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from poller.errors import BadValueError, TerminalError
 from poller.pipeline.stream import EntityStream
-from poller.verify.keys import digest
+from poller.verify.keys import digest, key_of_text, key_text
 from poller.verify.source_side import VerifySource
-from poller.verify.topic_side import RawRecord, TopicSnapshot, key_of_text, key_text
+from poller.verify.topic_side import RawRecord, TopicSnapshot
 
 # Kinds of difference.
 MISSING = "missing"  # a source row (published as of the watermark) the topic does not have

@@ -10,13 +10,19 @@ body after the header, so a row compares equal whichever header its message carr
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import json
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import fastavro
 
+from poller.avro.keys import source_value
+from poller.errors import BadValueError
 from poller.pipeline.stream import EntityStream
 
 SINGLE_OBJECT = b"\xc3\x01"
@@ -24,22 +30,49 @@ DIGEST_SIZE = 16
 
 
 class KeyReader:
-    """read(raw key) -> (tenant, key) with the key as the source has it (a tuple for a
-    composite key), or None for a key the poller does not write."""
+    """read(raw key) -> (tenant, key, canonical) with the key as the source has it (a tuple in
+    key column order for a composite key, each value of its column's type), or None for a key
+    the poller does not write. `canonical`: the raw key is exactly the bytes the stream writes
+    for that key today (same framing, same key schema); a key of the tenant that is not (an
+    older key format, a wrong schema id) is reported and repaired, never matched."""
 
     def __init__(self, stream: EntityStream) -> None:
-        self.n_key = len(stream.cfg.key_columns)
+        self.stream = stream
+        columns = stream.cfg.key_columns
+        self.n_key = len(columns)
         self.json_prefix = stream.key_prefix.encode()  # `["<tenant>",`
         self._avro: Any = None
         self._names: list[str] = []
+        kinds = list(stream.key_kinds) or ["unknown"] * self.n_key
         if stream.wire is not None:
             schema = stream.wire.key_schema
             self._avro = fastavro.parse_schema(schema)
-            self._names = [f["name"] for f in schema["fields"][1:]]
+            by_column = {f.column: f for f in stream.wire.key_fields}
+            self._names = (
+                [by_column[c].field for c in columns]
+                if by_column
+                else [f["name"] for f in schema["fields"][1:]]
+            )
+            if by_column:
+                kinds = [by_column[c].kind for c in columns]
+        self._kinds = kinds
 
-    def read(self, raw: bytes) -> tuple[str, object] | None:
-        if self._avro is not None:
-            return self._read_avro(raw)
+    def read(self, raw: bytes) -> tuple[str, object, bool] | None:
+        found = self._read_avro(raw) if self._avro is not None else self._read_json(raw)
+        if found is None:
+            return None
+        tenant, values = found
+        typed = tuple(source_value(k, v) for k, v in zip(self._kinds, values, strict=True))
+        key = typed[0] if self.n_key == 1 else typed
+        if tenant != self.stream.tenant:
+            return tenant, key, False
+        try:
+            canonical = self.stream.message_key(key) == raw
+        except BadValueError:
+            canonical = False
+        return tenant, key, canonical
+
+    def _read_json(self, raw: bytes) -> tuple[str, list[object]] | None:
         try:
             decoded = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
@@ -51,9 +84,9 @@ class KeyReader:
             or any(v is None or isinstance(v, bool | float | list | dict) for v in decoded[1:])
         ):
             return None
-        return decoded[0], decoded[1] if self.n_key == 1 else tuple(decoded[1:])
+        return decoded[0], decoded[1:]
 
-    def _read_avro(self, raw: bytes) -> tuple[str, object] | None:
+    def _read_avro(self, raw: bytes) -> tuple[str, list[object]] | None:
         if raw[:1] != b"\x00" or len(raw) < 6:
             return None
         try:
@@ -62,8 +95,7 @@ class KeyReader:
             return None
         if not isinstance(rec, dict) or not isinstance(rec.get("tenant"), str):
             return None
-        values = tuple(rec.get(n) for n in self._names)
-        return rec["tenant"], values[0] if self.n_key == 1 else values
+        return rec["tenant"], [rec.get(n) for n in self._names]
 
     def int_key(self, raw: bytes) -> int | None:
         """The integer key of a JSON key of this tenant, without a JSON parse (the common
@@ -74,7 +106,70 @@ class KeyReader:
         body = raw[len(p) : -1]
         if not body or not (body.isdigit() or (body[:1] == b"-" and body[1:].isdigit())):
             return None
+        if (body[:1] == b"0" and body != b"0") or body[:2] == b"-0":
+            return None  # not the way the poller writes an integer: take the checked path
         return int(body)
+
+
+# --- typed key text: the spill's form of a key, read back with its type -----------------------
+
+_TAGS: tuple[tuple[str, type], ...] = (
+    ("b", bool),  # before int: a bool is an int
+    ("i", int),
+    ("s", str),
+    ("x", bytes),
+    ("d", Decimal),
+    ("t", dt.datetime),  # before date: a datetime is a date
+    ("D", dt.date),
+    ("T", dt.time),
+    ("u", uuid.UUID),
+)
+
+
+def _tagged(v: object) -> list[object]:
+    if isinstance(v, bytearray | memoryview):
+        v = bytes(v)
+    for tag, t in _TAGS:
+        if isinstance(v, t):
+            if tag == "x":
+                return [tag, v.hex()]  # type: ignore[attr-defined]
+            if tag in ("b", "i", "s"):
+                return [tag, v]
+            if tag in ("t", "D", "T"):
+                return [tag, v.isoformat()]  # type: ignore[attr-defined]
+            return [tag, str(v)]
+    raise TypeError(f"a key value of type {type(v).__name__} cannot be spilled")
+
+
+_FROM_TEXT: dict[str, Callable[[str], object]] = {
+    "x": bytes.fromhex,
+    "d": Decimal,
+    "t": dt.datetime.fromisoformat,
+    "D": dt.date.fromisoformat,
+    "T": dt.time.fromisoformat,
+    "u": uuid.UUID,
+}
+
+
+def _untagged(item: list[Any]) -> object:
+    tag, v = item
+    parse = _FROM_TEXT.get(tag)
+    return v if parse is None else parse(v)
+
+
+def key_text(key: object) -> str:
+    """A key as JSON text for the spill, each value tagged with its type (bytes stay bytes,
+    a Decimal a Decimal): `key_of_text` gives back an equal key of the same types."""
+    if isinstance(key, tuple):
+        return json.dumps([_tagged(v) for v in key], ensure_ascii=False)
+    return json.dumps(_tagged(key), ensure_ascii=False)
+
+
+def key_of_text(text: str) -> object:
+    value = json.loads(text)
+    if value and isinstance(value[0], list):
+        return tuple(_untagged(v) for v in value)
+    return _untagged(value)
 
 
 def avro_body(payload: bytes) -> bytes:

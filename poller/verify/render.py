@@ -62,8 +62,19 @@ class RichProgress(NoProgress):
             self._bar.advance(self._task, n)
 
 
+def plain_key(key: object) -> object:
+    """A key as JSON can show it: bytes as hex (never Python's b'...' repr), a composite key
+    as a list; other values as json.dumps(default=str) shows them."""
+    if isinstance(key, tuple):
+        return [plain_key(v) for v in key]
+    if isinstance(key, bytes | bytearray | memoryview):
+        return bytes(key).hex()
+    return key
+
+
 def _key(d: Difference) -> str:
-    return str(d.key)
+    shown = plain_key(d.key)
+    return ", ".join(map(str, shown)) if isinstance(shown, list) else str(shown)
 
 
 def render_text(tenant: str, reports: list[EntityReport]) -> str:
@@ -129,7 +140,7 @@ def render_json(tenant: str, reports: list[EntityReport]) -> dict[str, Any]:
                 **{
                     kind: [
                         {
-                            "key": d.key,
+                            "key": plain_key(d.key),
                             **(
                                 {
                                     "fields": {

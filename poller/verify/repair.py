@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from poller.config import EntityConfig
@@ -107,30 +107,57 @@ class Repairer:
             self.on_chunk(self.counts)
         self._throttle()
 
-    def _publish(self, chunk: Sequence[tuple[object, bytes]]) -> bool:
-        """One transaction for the chunk (none when there is nothing to send); False when it
-        was aborted by the guard."""
+    def absent(self, chunk: Sequence[tuple[object, bytes]]) -> list[tuple[object, bytes]]:
+        """The keys of the chunk a deletes-only repair would tombstone now (no row, or a
+        soft-deleted one); publishes nothing."""
+        _, _, _, tombstones = self._plan(chunk, deletes_only=True)
+        return tombstones
+
+    def _plan(
+        self, chunk: Sequence[tuple[object, bytes]], deletes_only: bool
+    ) -> tuple[list[tuple[bytes, bytes | None, int]], int, int, list[tuple[object, bytes]]]:
+        """(sends: (key, value or None, timestamp), pending, bad, the keys to tombstone)."""
         src = self.source
-        read_at = time.monotonic()
+        stream = self.stream
         rows = src.rows_by_keys([k for k, _ in chunk])
-        by_raw = {self.stream.message_key(src.key(r)): r for r in rows}
-        is_deleted = self.stream.is_deleted
-        time_mode, n, tz = self.entity.is_time_mode, src.n_fields, self.stream.tz
-        sends: list[tuple[bytes, bytes | None, int]] = []  # (key, value or None, timestamp)
+        by_raw = {stream.message_key(src.key(r)): r for r in rows}
+        is_deleted = stream.is_deleted
+        time_mode, n, tz = self.entity.is_time_mode, src.n_fields, stream.tz
+        sends: list[tuple[bytes, bytes | None, int]] = []
+        gone: list[tuple[object, bytes]] = []
         pending = bad = 0
-        for _key, raw in chunk:
+        for key, raw in chunk:
             row = by_raw.get(raw)
+            if row is None and deletes_only and self._written_otherwise(key, raw, by_raw):
+                continue  # the row exists under today's key: not a delete (docs/keys.md)
             if row is not None and row[-1]:
                 pending += 1
             elif row is None or (is_deleted is not None and is_deleted(row[src.layout.deleted_at])):
                 sends.append((raw, None, 0))
-            elif not self.deletes_only:
+                gone.append((key, raw))
+            elif not deletes_only:
                 try:
                     value = self.stream.encoder(row[:n])
                 except BadValueError:
                     bad += 1
                     continue
                 sends.append((raw, value, epoch_ms(row[n], tz) if time_mode else 0))
+        return sends, pending, bad, gone
+
+    def _written_otherwise(self, key: object, raw: bytes, by_raw: Mapping[bytes, object]) -> bool:
+        """A topic key that is not the bytes the poller writes today for its row (an older key
+        format), while the row itself exists."""
+        try:
+            today = self.stream.message_key(key)
+        except BadValueError:
+            return False
+        return today != raw and today in by_raw
+
+    def _publish(self, chunk: Sequence[tuple[object, bytes]]) -> bool:
+        """One transaction for the chunk (none when there is nothing to send); False when it
+        was aborted by the guard."""
+        read_at = time.monotonic()
+        sends, pending, bad, _ = self._plan(chunk, self.deletes_only)
         if sends:
             pub, topic, headers = self.publisher, self.stream.topic, self.stream.headers
             pub.begin()

@@ -20,16 +20,17 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from poller.config import AppConfig
-from poller.errors import PollerError
+from poller.errors import PollerError, TooManyDeletesError
 from poller.kafka import watermark
 from poller.kafka.publisher import TransactionalPublisher
 from poller.pipeline.stream import EntityStream
 from poller.source.query import EntityQuery
 from poller.source.reader import make_engine
+from poller.verify.keys import key_of_text
 from poller.verify.repair import RepairCounts, Repairer
 from poller.verify.session import entity_streams
 from poller.verify.source_side import VerifySource
-from poller.verify.topic_side import TopicSnapshot, key_of_text, open_spill
+from poller.verify.topic_side import TopicSnapshot, open_spill
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +70,67 @@ def reconcile_deletes(
         try:
             snapshot = TopicSnapshot(db, stream)
             snapshot.load(k, stop=stop.is_set)
-            for raw, key, value_digest, _p, _o in snapshot.by_raw_key():
+            gone = _absent_keys(cfg, stream, snapshot, repairer, stop)
+            # Only the keys found absent are tombstoned; the repairer reads each again first.
+            for key, raw in gone:
                 if stop.is_set():
                     break
-                if value_digest is not None:
-                    repairer.offer(key if type(key) is int else key_of_text(str(key)), raw)
+                repairer.offer(key, raw)
             if not stop.is_set():
                 repairer.flush()
         finally:
             db.close()
     return repairer.counts
+
+
+def _absent_keys(
+    cfg: AppConfig,
+    stream: EntityStream,
+    snapshot: TopicSnapshot,
+    repairer: Repairer,
+    stop: threading.Event,
+) -> list[tuple[object, bytes]]:
+    """Every live key of the topic the source no longer has, looked up a range at a time.
+    Stops (TooManyDeletesError, nothing tombstoned) as soon as they are more than the entity's
+    repair_max_tombstone_share of its live keys: a wrong source (an emptied table, another
+    database, a broken filter) must not delete the topic, and an upsert sink's table with it."""
+    entity = cfg.entities[stream.name]
+    live = snapshot.count()
+    share = entity.repair_max_tombstone_share
+    limit = int(live * share)
+    gone: list[tuple[object, bytes]] = []
+    chunk: list[tuple[object, bytes]] = []
+    looked_up = 0
+    started = time.monotonic()
+    records = snapshot.by_raw_key()
+    while not stop.is_set():
+        record = next(records, None)
+        if record is not None:
+            raw, key, value_digest, _p, _o = record
+            if value_digest is None:
+                continue
+            chunk.append((key if type(key) is int else key_of_text(str(key)), raw))
+            if len(chunk) < entity.repair_range_keys:
+                continue
+        if chunk:
+            gone.extend(repairer.absent(chunk))
+            looked_up += len(chunk)
+            chunk = []
+            if len(gone) > limit and share < 1:
+                raise TooManyDeletesError(
+                    f"entity {stream.name!r}: delete reconciliation stopped: {len(gone):,} of "
+                    f"the first {looked_up:,} keys looked up ({live:,} in the topic) are not "
+                    f"in the source, more than repair_max_tombstone_share "
+                    f"({share:.2%} = {limit:,} keys); nothing was tombstoned. Check the "
+                    "source (the table, the database, the tenant filter); if the rows are "
+                    "really gone, raise the share for one pass"
+                )
+            wait = started + looked_up / entity.repair_rows_per_s - time.monotonic()
+            if wait > 0:
+                stop.wait(wait)
+        if record is None:
+            break
+    return gone
 
 
 class Reconciler:

@@ -22,6 +22,7 @@ from poller.kafka.publisher import TransactionalPublisher
 from poller.kafka.watermark import Watermark
 from poller.pipeline.stream import EntityStream
 from poller.pipeline.wire import register_entities
+from poller.source.keys import key_kinds
 from poller.source.query import EntityQuery, Position
 from poller.verify.compare import DIFFERENT, KINDS, Counts, Difference, Merge
 from poller.verify.keys import avro_body
@@ -40,8 +41,16 @@ def entity_streams(cfg: AppConfig, engine: sa.Engine, names: list[str]) -> dict[
                        engine.dialect, name=n)
         for n in names
     }  # fmt: skip
-    wires = register_entities(cfg, schemas, engine, queries)
+    wires = register_entities(cfg, schemas, engine, queries, with_history=True)
     tz = zoneinfo.ZoneInfo(cfg.source.timezone)
+    kinds: dict[str, tuple[str, ...]] = {}  # the key columns' database kinds, in key order
+    for n in names:
+        wire = wires.get(n)
+        if wire is not None:
+            by_column = {f.column: f.kind for f in wire.key_fields}
+            kinds[n] = tuple(by_column[c] for c in cfg.entities[n].key_columns)
+        else:
+            kinds[n] = tuple(key_kinds(engine, queries[n]))
     return {
         n: EntityStream(
             name=n,
@@ -52,6 +61,7 @@ def entity_streams(cfg: AppConfig, engine: sa.Engine, names: list[str]) -> dict[
             tz=tz,
             position=Position(),
             wire=wires.get(n),
+            key_kinds=kinds[n],
         )
         for n in names
     }

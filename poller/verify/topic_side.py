@@ -10,7 +10,6 @@ whatever the topic's size; the file is read back ordered by key for the sort-mer
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 import time
 import uuid
@@ -24,7 +23,8 @@ from poller.config import KafkaConfig
 from poller.errors import BrokerUnavailableError, TerminalError
 from poller.kafka.topics import committed_consumer
 from poller.pipeline.stream import EntityStream
-from poller.verify.keys import KeyReader, digest
+from poller.verify.keys import KeyReader, key_text
+from poller.verify.values import ValueCheck
 
 _CONSUME_BATCH = 10_000
 _CACHE_KIB = 32_768  # SQLite page cache: the spill's whole memory budget
@@ -51,10 +51,15 @@ class TopicSnapshot:
     """Latest record per key of the stream's tenant in its topic: table t(rk raw key, ik the
     integer key, else k the key as JSON, d digest or NULL, p partition, o offset)."""
 
-    def __init__(self, db: sqlite3.Connection, stream: EntityStream) -> None:
+    def __init__(
+        self, db: sqlite3.Connection, stream: EntityStream, values: ValueCheck | None = None
+    ) -> None:
         self.db = db
         self.topic = stream.topic
         self.keys = KeyReader(stream)
+        # What a record's value digests to: its body, or a never-matching digest when its
+        # framing is not one a consumer can read (see ValueCheck).
+        self.values = values or ValueCheck.of(stream)
         self.tenant = stream.tenant
         self.messages = 0  # records read (all tenants), tombstones included
         self.foreign = 0  # records of other tenants or with keys the poller does not write
@@ -120,6 +125,7 @@ class TopicSnapshot:
     ) -> None:
         keys, tenant = self.keys, self.tenant
         int_key, read_key = keys.int_key, keys.read
+        value_digest = self.values.digest
         rows: list[tuple[bytes, int | None, str | None, bytes | None, int, int]] = []
         insert = "INSERT OR REPLACE INTO t VALUES (?, ?, ?, ?, ?, ?)"
         deadline = time.monotonic() + timeout_s
@@ -140,13 +146,13 @@ class TopicSnapshot:
                     if parsed is None or parsed[0] != tenant:
                         self.foreign += 1
                         continue
-                    key = parsed[1]
-                    if type(key) is int:
+                    _, key, canonical = parsed
+                    if type(key) is int and canonical:
                         ik = key
-                    else:
+                    else:  # a key of another format never matches a source row by number
                         text = key_text(key)
                 value = msg.value()
-                d = None if value is None else digest(value)
+                d = None if value is None else value_digest(value)
                 rows.append((raw, ik, text, d, msg.partition() or 0, msg.offset() or 0))
             self.messages += len(msgs) - events
             if rows:
@@ -187,16 +193,6 @@ class TopicSnapshot:
         with contextlib.closing(cur):
             while chunk := cur.fetchmany(5_000):
                 yield from chunk
-
-
-def key_text(key: object) -> str:
-    """A key as JSON text for the spill (a composite key as a list)."""
-    return json.dumps(list(key) if isinstance(key, tuple) else key, ensure_ascii=False)
-
-
-def key_of_text(text: str) -> object:
-    value = json.loads(text)
-    return tuple(value) if isinstance(value, list) else value
 
 
 def fetch_values(

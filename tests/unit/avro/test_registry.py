@@ -1,12 +1,10 @@
-"""The Confluent wire format without a registry: the 5-byte prefix, subject strategies, the Avro
-key record and its encoder (checked against fastavro), the config rules and URL redaction."""
+"""The Confluent wire format without a registry: the 5-byte prefix, subject strategies, the
+config rules and URL redaction (the key record: test_keys.py)."""
 
 from __future__ import annotations
 
 import io
-import uuid
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import Any
 
 import fastavro
@@ -16,16 +14,13 @@ from poller.avro.encoder import build_encoder
 from poller.avro.registry import (
     ConfluentDecoder,
     Registry,
-    build_key_encoder,
     full_name,
-    key_schema,
-    key_type_of,
     subject_name,
     wire_prefix,
 )
 from poller.avro.schemas import PayloadError, load_schema
 from poller.config import SchemaRegistryConfig, parse_config
-from poller.errors import BadValueError, ConfigError
+from poller.errors import ConfigError
 
 
 def test_wire_prefix_is_magic_zero_and_big_endian_id() -> None:
@@ -45,15 +40,6 @@ def test_subject_strategies() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("kind", "avro"),
-    [("int", "long"), ("decimal0", "long"), ("binary", "bytes"), ("string", "string"),
-     ("unknown", "string"), ("datetime", "string"), ("decimal?", "string")],
-)  # fmt: skip
-def test_key_types_from_database_kinds(kind: str, avro: str) -> None:
-    assert key_type_of(kind) == avro
-
-
 def read(schema: dict[str, Any], payload: bytes, prefix: bytes) -> Any:
     assert payload.startswith(prefix)
     buf = io.BytesIO(payload[len(prefix) :])
@@ -61,57 +47,6 @@ def read(schema: dict[str, Any], payload: bytes, prefix: bytes) -> Any:
     assert buf.tell() == len(payload) - len(prefix), "bytes left after the record"
     return record
 
-
-@pytest.mark.parametrize(
-    "key", [0, 1, -1, 63, 64, 8191, 8192, 2**31, 2**42, 2**56 + 3, 2**63 - 1, -(2**63)]
-)
-def test_long_key_matches_fastavro(key: int) -> None:
-    schema = key_schema(load_schema("customers"), [("customer_id", "long")])
-    encode = build_key_encoder(wire_prefix(7), "acme-corp", [("customer_id", "long")])
-    record = read(schema, encode(key), wire_prefix(7))
-    assert record == {"tenant": "acme-corp", "customer_id": key}
-
-
-def test_string_bytes_and_composite_keys_match_fastavro() -> None:
-    es = load_schema("receipt_lines")
-    cols = [("cheque_id", "long"), ("line_no", "string"), ("raw", "bytes")]
-    schema = key_schema(es, cols)
-    assert [f["name"] for f in schema["fields"]] == ["tenant", "cheque_id", "line_no", "raw"]
-    assert full_name(schema) == full_name(es.raw) + "Key"
-    encode = build_key_encoder(wire_prefix(9), "Ünïcode ✓", cols)
-    got = read(schema, encode((Decimal(12), "№ 1", b"\x00\xff")), wire_prefix(9))
-    assert got == {"tenant": "Ünïcode ✓", "cheque_id": 12, "line_no": "№ 1", "raw": b"\x00\xff"}
-    text = build_key_encoder(b"", "t", [("k", "string")])
-    u = uuid.UUID(int=5)
-    assert read(key_schema(es, [("k", "string")]), text(u), b"")["k"] == str(u)
-    assert read(key_schema(es, [("k", "string")]), text(date(2024, 1, 2)), b"")["k"] == (
-        "2024-01-02"
-    )
-
-
-def test_keys_are_deterministic_and_distinct_per_tenant() -> None:
-    a = build_key_encoder(wire_prefix(1), "a", [("id", "long")])
-    b = build_key_encoder(wire_prefix(1), "b", [("id", "long")])
-    assert a(5) == a(5) and a(5) != b(5) and a(5) != a(6)
-
-
-@pytest.mark.parametrize(
-    ("t", "value"), [("long", None), ("long", "12"), ("long", 1.5), ("long", True),
-                     ("long", 2**63), ("string", None), ("bytes", "text")],
-)  # fmt: skip
-def test_a_key_that_does_not_fit_is_a_bad_value_naming_the_column(t: str, value: object) -> None:
-    encode = build_key_encoder(b"", "t", [("the_key", t)])  # type: ignore[list-item]
-    with pytest.raises(BadValueError, match="the_key"):
-        encode(value)
-
-
-def test_key_record_names_are_avro_names_and_may_not_clash() -> None:
-    es = load_schema("customers")
-    assert key_schema(es, [("id$x", "long")])["fields"][1]["name"] == "id_x"
-    with pytest.raises(ConfigError, match="tenant"):
-        key_schema(es, [("Tenant", "string")])
-    with pytest.raises(ConfigError, match="clash"):
-        key_schema(es, [("a$b", "long"), ("a#b", "long")])
 
 
 def test_confluent_header_with_the_generated_encoder_body() -> None:

@@ -29,7 +29,7 @@ from poller.verify.compare import (
     Difference,
     Merge,
 )
-from poller.verify.keys import KeyReader, avro_body, digest
+from poller.verify.keys import KeyReader, avro_body, digest, key_of_text, key_text
 
 
 def config(**entity: Any) -> dict[str, Any]:
@@ -69,13 +69,38 @@ def test_topic_keys_name_tenant_and_key_exactly_as_the_poller_writes_them() -> N
     assert keys.int_key(s.message_key(-7)) == -7
     for raw in (b'["acme", 12]', b'["acme",1_2]', b'["acme",12.0]', b'["acmex",12]', b"[]"):
         assert keys.int_key(raw) is None, raw
-    assert keys.read(s.message_key("Ä-1")) == ("acme", "Ä-1")
-    assert keys.read(b'["other",5]') == ("other", 5)
+    assert keys.read(s.message_key("Ä-1")) == ("acme", "Ä-1", True)
+    assert keys.read(b'["other",5]') == ("other", 5, False)
+    assert keys.read(b'["acme", 5]') == ("acme", 5, False)  # not the bytes the poller writes
     assert keys.read(b'["acme",null]') is None
     assert keys.read(b'["acme",1,2]') is None  # the entity's key has one column
     assert keys.read(b"not json") is None
     pair = KeyReader(stream(key=["id", "name"]))
-    assert pair.read(b'["acme",1,"x"]') == ("acme", (1, "x"))
+    assert pair.read(b'["acme",1,"x"]') == ("acme", (1, "x"), True)
+
+
+def test_binary_and_decimal_keys_come_back_with_their_source_type() -> None:
+    """Item 8: a bytes key is hex in its JSON key; read back with the column's kind it is bytes
+    again (a text round trip made the source lookup find nothing and tombstoned the row)."""
+    s = stream()
+    s.key_kinds = ("binary",)
+    raw = s.message_key(b"\x00\x11")
+    assert raw == b'["acme","0011"]'
+    assert KeyReader(s).read(raw) == ("acme", b"\x00\x11", True)
+    s.key_kinds = ("decimal0",)
+    assert KeyReader(s).read(s.message_key(Decimal(42))) == ("acme", Decimal(42), True)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [7, "x", b"\x00\xff", Decimal("1.50"), dt.datetime(2024, 1, 2, 3, 4, 5), dt.date(2024, 1, 2),
+     (1, b"\x01"), ("a", Decimal(3))],
+)  # fmt: skip
+def test_spilled_keys_keep_their_types(key: object) -> None:
+    back = key_of_text(key_text(key))
+    assert back == key and type(back) is type(key)
+    if isinstance(key, tuple):
+        assert [type(v) for v in back] == [type(v) for v in key]  # type: ignore[attr-defined]
 
 
 def test_values_compare_by_their_avro_body_whatever_the_header() -> None:
