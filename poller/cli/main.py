@@ -1,4 +1,4 @@
-"""The `poller` command: run, check, status, backfill, offsets, tail, demo, worker, tenants."""
+"""The `poller` command: run, check, status, backfill, offsets, tail, demo, worker, tenants, acl."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from poller.cli import (
+    acl,
     backfill,
     check,
     demo,
@@ -24,7 +25,7 @@ from poller.errors import PollerError
 log = logging.getLogger("poller")
 
 # Each command group lives in its own module with add_parser(sub) and its command function.
-COMMANDS = (run, check, status, verify, backfill, offsets, tail, demo, worker, tenants)
+COMMANDS = (run, check, status, verify, backfill, offsets, tail, demo, worker, tenants, acl)
 
 
 def build_parser() -> argparse.ArgumentParser:

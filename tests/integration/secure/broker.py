@@ -100,15 +100,20 @@ class SecureKafka:
         todo = list(acls)
         if not todo:
             return
-        for fut in self.admin.create_acls([a.binding() for a in todo], request_timeout=30):
+        for fut in self.admin.create_acls([a.binding() for a in todo], request_timeout=30).values():
             fut.result(timeout=30)
         self.acls.extend(todo)
 
     def revoke(self, acls: Iterable[Acl]) -> None:
         filters = [
             AclBindingFilter(
-                ResourceType[a.resource_type], a.name, ResourcePatternType[a.pattern],
-                a.principal, "*", AclOperation[a.operation], AclPermissionType.ALLOW,
+                ResourceType[a.resource_type],
+                a.name,
+                ResourcePatternType[a.pattern],
+                a.principal,
+                "*",
+                AclOperation[a.operation],
+                AclPermissionType.ALLOW,
             )  # fmt: skip
             for a in acls
         ]
@@ -124,8 +129,10 @@ class SecureKafka:
             self.revoke(self.acls)
             if self.users:
                 for fut in self.admin.alter_user_scram_credentials(
-                    [UserScramCredentialDeletion(u, ScramMechanism.SCRAM_SHA_512)
-                     for u in self.users]  # fmt: skip
+                    [
+                        UserScramCredentialDeletion(u, ScramMechanism.SCRAM_SHA_512)
+                        for u in self.users
+                    ]  # fmt: skip
                 ).values():
                     fut.result(timeout=30)
         except KafkaException as exc:  # the broker was reset meanwhile: nothing left to remove
