@@ -61,8 +61,9 @@ class Acl:
 
     @classmethod
     def from_json(cls, d: dict[str, Any], principal: str) -> Acl:
-        return cls(d["resource_type"], d["resource_name"], d["pattern_type"], d["operation"],
-                   principal)  # fmt: skip
+        return cls(
+            d["resource_type"], d["resource_name"], d["pattern_type"], d["operation"], principal
+        )
 
     def binding(self) -> AclBinding:
         return AclBinding(
@@ -114,7 +115,7 @@ class SecureKafka:
                 "*",
                 AclOperation[a.operation],
                 AclPermissionType.ALLOW,
-            )  # fmt: skip
+            )
             for a in acls
         ]
         if filters:
@@ -132,7 +133,7 @@ class SecureKafka:
                     [
                         UserScramCredentialDeletion(u, ScramMechanism.SCRAM_SHA_512)
                         for u in self.users
-                    ]  # fmt: skip
+                    ]
                 ).values():
                     fut.result(timeout=30)
         except KafkaException as exc:  # the broker was reset meanwhile: nothing left to remove
@@ -149,8 +150,9 @@ def admin_client() -> AdminClient:
     try:
         admin.list_topics(timeout=20)
     except KafkaException as exc:
-        pytest.fail(f"the secured broker {BOOTSTRAP} did not answer ({exc}); {HOW_TO_START}",
-                    pytrace=False)  # fmt: skip
+        pytest.fail(
+            f"the secured broker {BOOTSTRAP} did not answer ({exc}); {HOW_TO_START}", pytrace=False
+        )
     return admin
 
 
