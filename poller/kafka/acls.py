@@ -64,17 +64,19 @@ def tenant_acls(cfg: AppConfig, features: tuple[str, ...] = FEATURES) -> list[Ac
     wm = k.watermark_topic_name(cfg.tenant)
     dl = k.dead_letter_topic_name(cfg.tenant) if dead_letter_used(cfg) else None
     topics = entity_topics(cfg)
-    produce = ("WRITE", "DESCRIBE", "DESCRIBE_CONFIGS")
+    # Kafka's authorizer implies DESCRIBE from READ or WRITE (topics, transactional ids, groups):
+    # listing it too would make an ACL whose removal changes nothing.
+    produce = ("WRITE", "DESCRIBE_CONFIGS")
     out: list[AclEntry] = []
 
     def watermarks(feature: str) -> None:  # reading the stored positions
-        out.extend(_entries(feature, "TOPIC", wm, ("READ", "DESCRIBE")))
+        out.extend(_entries(feature, "TOPIC", wm, ("READ",)))
         out.extend(_entries(feature, "GROUP", watermark_group(cfg.tenant), ("DESCRIBE",)))
 
     def producing(feature: str, txn: str) -> None:
         for t in [*topics, wm, *([dl] if dl else [])]:
             out.extend(_entries(feature, "TOPIC", t, produce))
-        out.extend(_entries(feature, "TRANSACTIONAL_ID", txn, ("WRITE", "DESCRIBE")))
+        out.extend(_entries(feature, "TRANSACTIONAL_ID", txn, ("WRITE",)))
         watermarks(feature)
 
     if "run" in features:
@@ -89,7 +91,7 @@ def tenant_acls(cfg: AppConfig, features: tuple[str, ...] = FEATURES) -> list[Ac
     for feature, group in (("tail", tail_group), ("verify", verify_group)):
         if feature in features:
             for t in topics:
-                out.extend(_entries(feature, "TOPIC", t, ("READ", "DESCRIBE")))
+                out.extend(_entries(feature, "TOPIC", t, ("READ",)))
             out.extend(_entries(feature, "GROUP", group(cfg.tenant), ("DESCRIBE",)))
             if feature == "verify":
                 watermarks(feature)
@@ -104,14 +106,14 @@ def tenant_acls(cfg: AppConfig, features: tuple[str, ...] = FEATURES) -> list[Ac
 def worker_acls(tenants_topic: str, group: str) -> list[AclEntry]:
     """The fleet worker's own principal: read the tenants topic in its consumer group."""
     return [
-        *_entries("worker", "TOPIC", tenants_topic, ("READ", "DESCRIBE")),
-        *_entries("worker", "GROUP", group, ("READ", "DESCRIBE")),
+        *_entries("worker", "TOPIC", tenants_topic, ("READ",)),
+        *_entries("worker", "GROUP", group, ("READ",)),
     ]
 
 
 def operator_acls(tenants_topic: str) -> list[AclEntry]:
     """The operator's principal for `poller tenants put/remove/list`."""
-    return _entries("operator", "TOPIC", tenants_topic, ("CREATE", "WRITE", "READ", "DESCRIBE"))
+    return _entries("operator", "TOPIC", tenants_topic, ("CREATE", "WRITE", "READ"))
 
 
 def principal_of(cfg_options: dict[str, object]) -> str | None:

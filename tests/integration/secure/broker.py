@@ -98,7 +98,7 @@ class SecureKafka:
         return name, password
 
     def grant(self, acls: Iterable[Acl]) -> None:
-        todo = list(acls)
+        todo = list(dict.fromkeys(acls))  # features share some ACLs
         if not todo:
             return
         for fut in self.admin.create_acls([a.binding() for a in todo], request_timeout=30).values():
@@ -106,6 +106,7 @@ class SecureKafka:
         self.acls.extend(todo)
 
     def revoke(self, acls: Iterable[Acl]) -> None:
+        acls = list(dict.fromkeys(acls))
         filters = [
             AclBindingFilter(
                 ResourceType[a.resource_type],
