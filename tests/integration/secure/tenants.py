@@ -96,7 +96,8 @@ def make_tenant(sk: SecureKafka, tmp: Path, label: str, **kafka: Any) -> Tenant:
         "kafka": {
             "bootstrap_servers": BOOTSTRAP,
             "format": "single_object",
-            "topic_prefix": prefix,
+            "topic_prefix": f"iso_{token}",
+            "layout": "per_tenant",
             "topic_partitions": 1,
             "transaction_timeout_s": 30,
             "options": {

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from tests.integration.secure.broker import BOOTSTRAP, SecureKafka, secure_kafka_session
@@ -135,10 +136,15 @@ def test_tenant_b_cannot_read_write_fence_or_join_tenant_a(
         c.close()
 
     # B's own poller pointed at A's topic prefix: refused by the broker, exit 5, named
-    forged = b.dir / "forged.yaml"
-    forged.write_text(
-        b.config.read_text(encoding="utf-8").replace(b.prefix, a.prefix), encoding="utf-8"
+    raw = yaml.safe_load(b.config.read_text(encoding="utf-8"))
+    raw["kafka"].update(
+        layout="shared",
+        topic_template=a.prefix + ".{entity}",
+        watermark_topic=a.watermark_topic,
+        dead_letter_topic=a.prefix + ".dead_letter",
     )
+    forged = b.dir / "forged.yaml"
+    forged.write_text(yaml.safe_dump(raw), encoding="utf-8")
     out = b.poller("run", "--once", "--config", str(forged), timeout=RUN_TIMEOUT)
     assert out.returncode == 5, out.stderr[-3000:]
     assert a.topic in out.stderr and "WRITE" in out.stderr
@@ -192,8 +198,12 @@ def test_wrong_password_and_untrusted_ca_name_their_cause(tenants: tuple[Tenant,
         ),
         "utf-8",
     )
-    for path, cause in ((bad_pw, "SASL authentication"), (bad_ca, "certificate verify failed")):
-        for cmd in ("check", "run"):
+    cases = (
+        (bad_pw, "SASL authentication", ("check", "run")),
+        (bad_ca, "certificate verify failed", ("check",)),
+    )
+    for path, cause, commands in cases:
+        for cmd in commands:
             extra = ["--once"] if cmd == "run" else []
             out = a.poller(cmd, *extra, "--config", str(path), timeout=RUN_TIMEOUT)
             both = out.stdout + out.stderr
