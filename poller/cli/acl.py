@@ -99,4 +99,35 @@ def cmd_acl(args: argparse.Namespace) -> int:
         print(f"# ---- {name} ({p})")
         for line in acls.as_commands(entries, p, boot):
             print(line)
+    if cfg is not None and cfg.kafka.layout != "per_tenant":
+        for line in migration(cfg, args.config or "tenant.yaml"):
+            print(line)
     return 0
+
+
+def migration(cfg: AppConfig, path: str) -> list[str]:
+    """What moves when this tenant goes from the shared layout to kafka.layout: per_tenant."""
+    from poller.config import KafkaConfig
+
+    new = KafkaConfig.model_validate(
+        {**cfg.kafka.model_dump(exclude_unset=True), "layout": "per_tenant",
+         "topic_template": "{prefix}.{tenant}.{entity}",
+         "watermark_topic": "{prefix}.{tenant}.watermarks",
+         "dead_letter_topic": "{prefix}.{tenant}.dead_letter"}
+    )  # fmt: skip
+    old, t = cfg.kafka, cfg.tenant
+    moves = [(old.topic_for(e, t), new.topic_for(e, t)) for e in cfg.enabled_entities()]
+    moves.append((old.watermark_topic_name(t), new.watermark_topic_name(t)))
+    moves.append((old.dead_letter_topic_name(t), new.dead_letter_topic_name(t)))
+    lines = [
+        "# ---- layout: shared (one trusted operator only). To isolate this tenant, set",
+        "# kafka.layout: per_tenant; its topics move (docs/security.md, Migration):",
+        *(f"#   {a}  ->  {b}" for a, b in moves if a != b),
+        "# then carry each entity's position over (stop the tenant first):",
+        f"#   poller offsets show --config {path} --json",
+    ]
+    lines += [
+        f"#   poller offsets reset --config <per-tenant.yaml> --entity {e} --to <cursor>"
+        for e in cfg.enabled_entities()
+    ]
+    return lines
