@@ -86,8 +86,9 @@ def tenant_acls(cfg: AppConfig, features: tuple[str, ...] = FEATURES) -> list[Ac
     if "repair" in features:
         producing("repair", f"{tid}.repair")
         producing("repair", f"{tid}.reconcile")
-        for t in topics:
+        for t in topics:  # the topic side is read like verify's
             out.extend(_entries("repair", "TOPIC", t, ("READ",)))
+        out.extend(_entries("repair", "GROUP", verify_group(cfg.tenant), ("DESCRIBE",)))
     for feature, group in (("tail", tail_group), ("verify", verify_group)):
         if feature in features:
             for t in topics:
