@@ -128,6 +128,16 @@ class RegistryUnavailableError(TransientError):
     """The schema registry did not answer: network error, timeout or HTTP 5xx."""
 
 
+class KafkaAuthorizationError(KafkaFatalError):
+    """The broker refused an operation for want of an ACL: retrying cannot help (exit 5). The
+    message names the principal (when known), the resource, its pattern and the operation."""
+
+
+class KafkaAuthenticationError(KafkaFatalError):
+    """SASL authentication failed or the broker's TLS certificate could not be verified: the
+    real cause, not "not reachable" (exit 5)."""
+
+
 class HorizonNotReachedError(TerminalError):
     """`run --once` could not read up to its start time within --max-wait: open source
     transactions held the read bound back. What was committed before them was published."""

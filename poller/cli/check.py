@@ -35,6 +35,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 print(f"warning: {w}")
     if problems:
         print(f"{len(problems)} problem(s) found", file=sys.stderr)
-        return 2
+        # a missing Kafka ACL is the broker's "no" (exit 5, as `run` would stop)
+        return 5 if any(p.startswith("missing ACL:") for p in problems) else 2
     print(f"ok: {len(cfg.enabled_entities())} entities checked against {cfg.source.safe_url}")
     return 0

@@ -1,4 +1,4 @@
-"""The `poller` command: run, check, status, backfill, offsets, tail, demo, worker, tenants."""
+"""The `poller` command: run, check, status, backfill, offsets, tail, demo, worker, tenants, acl."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from poller.cli import (
+    acl,
     backfill,
     check,
     demo,
@@ -27,7 +28,7 @@ from poller.errors import EXIT_REASON_ENV, PollerError
 log = logging.getLogger("poller")
 
 # Each command group lives in its own module with add_parser(sub) and its command function.
-COMMANDS = (run, check, status, verify, backfill, offsets, tail, demo, worker, tenants)
+COMMANDS = (run, check, status, verify, backfill, offsets, tail, demo, worker, tenants, acl)
 
 
 def build_parser() -> argparse.ArgumentParser:

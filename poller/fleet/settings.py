@@ -167,6 +167,52 @@ def literal_secrets(raw: dict[str, Any]) -> list[str]:
                 isinstance(value, str) and _REFERENCE.fullmatch(value.strip())
             ):
                 problems.append(f"kafka.options.{key}: write it as ${{ENV}} or ${{file:...}}")
+    return problems + _more_literal_secrets(raw)
+
+
+_SECRET_KEY = re.compile(r"(password|passwd|pwd|secret|token|basic\.auth\.user\.info)", re.I)
+_URL_SECRET = re.compile(
+    r"(?i)[?&;]([\w.-]*(?:password|passwd|pwd|secret|token)[\w.-]*)=([^&;]*)"
+)
+
+
+def _more_literal_secrets(raw: dict[str, Any]) -> list[str]:
+    """Issue 17: every other literal secret `tenants put` would store in Kafka: a secret-like
+    key anywhere (schema_registry.basic_auth.password, *.options bearer tokens, ...), a
+    secret query parameter in any URL (?password=, sslpassword=, wallet_password=, ...) and a
+    password in the registry URL's user info."""
+    problems: list[str] = []
+
+    def literal(value: object) -> bool:
+        return not (isinstance(value, str) and _REFERENCE.fullmatch(value.strip()))
+
+    def walk(node: object, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                where = f"{path}.{key}" if path else str(key)
+                if where.startswith("kafka.options."):
+                    continue  # checked above
+                if _SECRET_KEY.search(str(key)) and not isinstance(value, dict | list):
+                    if value is not None and literal(value):
+                        problems.append(f"{where}: write it as ${{ENV}} or ${{file:...}}")
+                    continue
+                walk(value, where)
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}[{i}]")
+        elif isinstance(node, str):
+            for m in _URL_SECRET.finditer(_REFERENCE.sub("ref", node)):
+                if m.group(2) not in ("", "ref"):
+                    problems.append(
+                        f"{path}: the URL's {m.group(1)} is written out; use ${{ENV}} or "
+                        "${file:...} (it is stored in Kafka as written)"
+                    )
+            if path == "schema_registry.url" and re.search(
+                r"//[^/@:]*:(?!ref@)[^/@]+@", _REFERENCE.sub("ref", node)
+            ):
+                problems.append(f"{path}: the password is written out; use ${{ENV}} or basic_auth")
+
+    walk(raw, "")
     return problems
 
 

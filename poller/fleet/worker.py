@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from poller.errors import ConfigError, KafkaFatalError, StartupError
+from poller.errors import ConfigError, KafkaAuthorizationError, KafkaFatalError, StartupError
 from poller.fleet.metrics import Exposition, WorkerMetrics
 from poller.fleet.settings import WorkerConfig, parse_tenant_text
 from poller.fleet.status import StatusWriter
@@ -150,6 +150,20 @@ class Worker:
                 return
             if err.fatal():
                 raise KafkaFatalError(f"tenants topic consumer: {err.str()}")
+            if err.code() in (
+                KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                KafkaError.GROUP_AUTHORIZATION_FAILED,
+            ):  # a missing ACL of the worker's own principal: retrying cannot help
+                resource = (
+                    f"TOPIC {msg.topic()!r} (READ, DESCRIBE)"
+                    if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+                    else f"GROUP {self.cfg.group!r} (READ, DESCRIBE)"
+                )
+                raise KafkaAuthorizationError(
+                    f"tenants topic consumer denied on {resource}, LITERAL, for "
+                    f"{self.cfg.kafka.options.get('sasl.username') or 'the worker'}: "
+                    f"{err.str()}. Grant the worker's ACLs (`poller acl --worker`)."
+                )
             log.warning("tenants topic consumer: %s", err.str())
             return
         if state is None or p is None:

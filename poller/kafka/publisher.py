@@ -25,6 +25,7 @@ from poller.errors import (
     ProducerFailedError,
     PublishError,
 )
+from poller.kafka.acls import AclEntry, principal_of
 from poller.kafka.topics import KAFKA_LOGGER
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ _PERMISSION_CODES = {
     KafkaError.TOPIC_AUTHORIZATION_FAILED,
     KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
     KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
 }
 
 # Throughput defaults; anything in kafka.options wins.
@@ -50,11 +52,15 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def classify(exc: KafkaException, what: str) -> Exception:
+def classify(
+    exc: KafkaException, what: str, kafka: KafkaConfig | None = None, txn_id: str | None = None
+) -> Exception:
     """Turn a librdkafka error into the poller's error for `what` was being done."""
     err: KafkaError = exc.args[0]
     code = err.code()
     text = f"Kafka {what} failed: {err.str()} ({err.name()})"
+    if kafka is not None and (named := _named_denial(err, what, kafka, txn_id)) is not None:
+        return named
     if code in _FENCED_CODES:
         return FencedError(
             f"{text}. Another poller with the same transactional.id (same tenant) has taken "
@@ -73,6 +79,31 @@ def classify(exc: KafkaException, what: str) -> Exception:
     if code in (KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
         return BrokerUnavailableError(text)
     return PublishError(text)
+
+
+def _named_denial(
+    err: KafkaError, what: str, kafka: KafkaConfig, txn_id: str | None
+) -> Exception | None:
+    """A missing ACL named with its resource and operation, when the failing call tells which."""
+    from poller.kafka.access import authentication_error, denied
+
+    code = err.code()
+    if code in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+        return authentication_error(kafka, err)
+    if code == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED and txn_id is not None:
+        acl = AclEntry("run", "TRANSACTIONAL_ID", txn_id, "LITERAL", "WRITE")
+        return denied(kafka, acl, f"{what}: {err.str()}")
+    if code == KafkaError.TOPIC_AUTHORIZATION_FAILED and what.startswith("produce to "):
+        acl = AclEntry("run", "TOPIC", what.removeprefix("produce to "), "LITERAL", "WRITE")
+        return denied(kafka, acl, err.str())
+    if code in _PERMISSION_CODES:
+        from poller.errors import KafkaAuthorizationError
+
+        return KafkaAuthorizationError(
+            f"Kafka {what} was denied for {principal_of(dict(kafka.options)) or 'this principal'}"
+            f": {err.str()} ({err.name()}). Grant the ACLs `poller acl` lists."
+        )
+    return None
 
 
 class TransactionalPublisher:
@@ -100,6 +131,7 @@ class TransactionalPublisher:
             conf["stats_cb"] = stats_cb
             conf.setdefault("statistics.interval.ms", 5000)
         self.transactional_id = transactional_id
+        self._kafka = kafka
         self._timeout = op_timeout_s
         try:
             self._producer = Producer(conf)
@@ -112,8 +144,10 @@ class TransactionalPublisher:
 
     def _on_error(self, err: KafkaError) -> None:
         # Called from poll(); broker-down noise is retried by librdkafka itself.
-        if err.fatal():
-            self.fatal = classify(KafkaException(err), "producer")
+        if err.fatal() or err.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+            self.fatal = classify(
+                KafkaException(err), "producer", self._kafka, self.transactional_id
+            )
         log.debug("librdkafka: %s", err.str())
 
     def _call(self, what: str, fn: Callable[[], None], deadline_s: float | None = None) -> None:
@@ -134,7 +168,7 @@ class TransactionalPublisher:
                     raise PublishError(
                         f"Kafka {what} failed, transaction must be aborted: {err.str()}"
                     ) from exc
-                error = classify(exc, what)
+                error = classify(exc, what, self._kafka, self.transactional_id)
                 if isinstance(error, FencedError | KafkaFatalError | ProducerFailedError):
                     # The producer is unusable and the coordinator has aborted its transaction:
                     # nothing is left to abort or flush.
@@ -180,7 +214,7 @@ class TransactionalPublisher:
                     except BufferError:
                         continue
         except KafkaException as exc:
-            raise classify(exc, f"produce to {topic}") from exc
+            raise classify(exc, f"produce to {topic}", self._kafka) from exc
 
     def poll(self) -> None:
         self._producer.poll(0)

@@ -16,17 +16,24 @@ from poller.avro.registry import WIRE_MAGIC, ConfluentDecoder, Registry
 from poller.avro.schemas import PayloadError
 from poller.config import AppConfig, KafkaConfig, SchemaRegistryConfig
 from poller.errors import BrokerUnavailableError, ConfigError, TerminalError
+from poller.kafka.acls import tail_group
 from poller.kafka.topics import committed_consumer
 
 
 def read_topic(
-    kafka: KafkaConfig | str, topic: str, timeout_s: float = 10.0, follow: bool = False
+    kafka: KafkaConfig | str,
+    topic: str,
+    timeout_s: float = 10.0,
+    follow: bool = False,
+    group_id: str | None = None,
 ) -> Iterator[Any]:
     """Every committed message of `topic` from the beginning, stopping at its end; with
     `follow`, waiting for new ones until the caller stops."""
     if isinstance(kafka, str):  # a bare bootstrap address (tests, demo)
         kafka = KafkaConfig(bootstrap_servers=kafka)
-    consumer = committed_consumer(kafka, f"poller-tail-{uuid.uuid4().hex}")
+    # A tenant's reader names its own group (one literal ACL, see poller.kafka.acls); it
+    # assigns partitions and never commits, so several readers may share it.
+    consumer = committed_consumer(kafka, group_id or f"poller-tail-{uuid.uuid4().hex}")
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or (
@@ -106,7 +113,8 @@ def tail(
     decoder = MessageDecoder(cfg.schema_registry)
     topic = cfg.kafka.topic_for(entity, cfg.tenant)
     try:
-        for n, msg in enumerate(read_topic(cfg.kafka, topic, timeout_s, follow)):
+        reader = read_topic(cfg.kafka, topic, timeout_s, follow, tail_group(cfg.tenant))
+        for n, msg in enumerate(reader):
             if limit is not None and n >= limit:
                 return
             value = msg.value()

@@ -14,7 +14,7 @@ from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
 from poller.config import AppConfig, KafkaConfig
-from poller.errors import BrokerUnavailableError, ConfigError, KafkaFatalError
+from poller.errors import BrokerUnavailableError, ConfigError, KafkaAuthorizationError
 
 # librdkafka logs through this logger (its own thread), so they get the JSON format and redaction.
 KAFKA_LOGGER = logging.getLogger("poller.kafka")
@@ -120,9 +120,11 @@ def ensure_topics(
                 KafkaError.TOPIC_AUTHORIZATION_FAILED,
                 KafkaError.CLUSTER_AUTHORIZATION_FAILED,
             ):
-                raise KafkaFatalError(
-                    f"not allowed to create topic {name}: create it beforehand or grant "
-                    "CREATE on it"
+                user = kafka.options.get("sasl.username")
+                raise KafkaAuthorizationError(
+                    f"Kafka denied CREATE on TOPIC {name!r} (LITERAL) for "
+                    f"{f'User:{user}' if user else 'this principal'}: the topic does not exist;"
+                    " create it beforehand or grant CREATE on it"
                 ) from exc
             raise BrokerUnavailableError(f"creating topic {name} failed: {err.str()}") from exc
 
@@ -141,6 +143,16 @@ def max_message_bytes(
             entry = future.result(timeout=timeout_s).get("max.message.bytes")
             if entry is not None and entry.value is not None:
                 found[resource.name] = int(entry.value)
-    except (KafkaException, TimeoutError) as exc:
+    except KafkaException as exc:
+        err: KafkaError = exc.args[0]
+        if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            user = kafka.options.get("sasl.username")
+            raise KafkaAuthorizationError(
+                f"Kafka denied DESCRIBE_CONFIGS on TOPIC (one of {', '.join(topics)}; LITERAL) "
+                f"for {f'User:{user}' if user else 'this principal'}: {err.str()}. Grant it "
+                "(see `poller acl --config ...`)."
+            ) from exc
+        raise BrokerUnavailableError(f"describing topics {', '.join(topics)}: {exc!r}") from exc
+    except TimeoutError as exc:
         raise BrokerUnavailableError(f"describing topics {', '.join(topics)}: {exc!r}") from exc
     return found

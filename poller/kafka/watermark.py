@@ -24,6 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 from poller.avro.schemas import SCHEMAS_DIR
 from poller.config import KafkaConfig
 from poller.errors import BrokerUnavailableError, SchemaMismatchError, WatermarkRegressionError
+from poller.kafka.acls import AclEntry, watermark_group
 from poller.kafka.topics import committed_consumer
 from poller.source.query import Position
 
@@ -227,7 +228,7 @@ def read_records(
     tenant's open transaction holds the last stable offset back, and stopping there could miss
     our own newer, committed watermark.
     """
-    consumer = committed_consumer(kafka, f"poller-watermarks-{tenant}")
+    consumer = committed_consumer(kafka, watermark_group(tenant))
     found: dict[tuple[str, ...], bytes] = {}
     try:
         try:
@@ -242,6 +243,8 @@ def read_records(
         # first, and reading a missing one as empty would restart every entity from the start.
         if missing and missing_ok:
             return found
+        if tmeta is not None and tmeta.error is not None:
+            _raise_denied(kafka, tmeta.error, topic, tenant)
         if tmeta is None or tmeta.error is not None:
             raise BrokerUnavailableError(
                 f"watermark topic {topic} not available: {tmeta and tmeta.error}"
@@ -265,6 +268,7 @@ def read_records(
             for msg in consumer.consume(num_messages=_READ_BATCH, timeout=0.5):
                 if (err := msg.error()) is not None:
                     if err.code() != KafkaError._PARTITION_EOF:
+                        _raise_denied(kafka, err, topic, tenant)
                         raise BrokerUnavailableError(f"reading {topic}: {err.str()}")
                     continue
                 key = msg.key()
@@ -292,6 +296,17 @@ def read_records(
     return found
 
 
+def _raise_denied(kafka: KafkaConfig, err: KafkaError, topic: str, tenant: str) -> None:
+    """A missing ACL of the watermark reader is terminal and named (exit 5), not retried."""
+    from poller.kafka.access import denied
+
+    if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        raise denied(kafka, AclEntry("run", "TOPIC", topic, "LITERAL", "READ"), err.str())
+    if err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+        group = AclEntry("run", "GROUP", watermark_group(tenant), "LITERAL", "DESCRIBE")
+        raise denied(kafka, group, err.str())
+
+
 # librdkafka does not always flag these retriable, yet they pass once the leader is known.
 _LEADER_MOVING = frozenset(
     {
@@ -315,6 +330,13 @@ def _high_watermark(consumer: Any, topic: str, partition: int, timeout_s: float)
             return int(high)
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                from poller.errors import KafkaAuthorizationError
+
+                raise KafkaAuthorizationError(
+                    f"Kafka denied READ on TOPIC {topic!r} (LITERAL): {err.str()}. Grant it "
+                    "(see `poller acl --config ...`)."
+                ) from exc
             retriable = isinstance(err, KafkaError) and (
                 err.retriable() or err.code() in _LEADER_MOVING
             )

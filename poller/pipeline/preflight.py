@@ -10,18 +10,19 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
-from confluent_kafka import KafkaException
 
 from poller.avro.schemas import EntitySchema, load_schema
 from poller.config import AppConfig
 from poller.errors import (
     ConfigError,
+    KafkaAuthorizationError,
     PrivilegeError,
     SchemaMismatchError,
     StartupError,
     TerminalError,
 )
-from poller.kafka.topics import admin_client, topic_name_problems
+from poller.kafka.access import access_problems, reach
+from poller.kafka.topics import topic_name_problems
 from poller.pipeline.guards import entity_null_problems
 from poller.pipeline.wire import registry_problems
 from poller.source.query import EntityQuery
@@ -52,11 +53,8 @@ def field_types(schema: EntitySchema) -> dict[str, str]:
 
 
 def _kafka_problem(cfg: AppConfig, timeout_s: float) -> str | None:
-    try:
-        admin_client(cfg.kafka).list_topics(timeout=max(timeout_s, 1))
-    except KafkaException as exc:
-        return f"kafka {cfg.kafka.bootstrap_servers}: not reachable ({exc.args[0].str()})"
-    return None
+    # A refused login or an unverifiable certificate raises KafkaAuthenticationError (exit 5).
+    return reach(cfg.kafka, timeout_s)
 
 
 def _database_problem(cfg: AppConfig, engine: sa.Engine) -> str | None:
@@ -106,9 +104,10 @@ def check_all(cfg: AppConfig, timeout_s: float = 10.0) -> list[str]:
     engine = make_engine(cfg.source)
     try:
         problems = topic_name_problems(cfg)
-        problems += [
-            p for p in (_kafka_problem(cfg, timeout_s), _database_problem(cfg, engine)) if p
-        ]
+        kafka_problem = _kafka_problem(cfg, timeout_s)
+        problems += [p for p in (kafka_problem, _database_problem(cfg, engine)) if p]
+        if kafka_problem is None:
+            problems.extend(access_problems(cfg, timeout_s))
         if not any(p.startswith("database") for p in problems):
             problems.extend(mapping_problems(cfg, engine))
         schemas = {name: load_schema(name) for name in cfg.enabled_entities()}
@@ -135,6 +134,12 @@ def preflight(cfg: AppConfig, engine: sa.Engine) -> None:
     if unreachable:
         raise StartupError(
             "cannot start: " + "; ".join(unreachable) + f" (waited {timeout:g}s; nothing written)"
+        )
+    denied = access_problems(cfg)
+    if denied:
+        raise KafkaAuthorizationError(
+            f"Kafka refuses what tenant {cfg.tenant!r} needs ({len(denied)} ACL(s); nothing "
+            "written, no schema registered):\n" + "\n".join(f"  - {p}" for p in denied)
         )
     problems = mapping_problems(cfg, engine)
     if problems:

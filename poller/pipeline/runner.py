@@ -302,15 +302,13 @@ class Poller:
         if self.publisher is not None:
             return
         k = self.cfg.kafka
-        if not self._topics_ready:
+        first = not self._topics_ready
+        if first:
             with self.limits.query():
-                preflight(self.cfg, self.engine)
+                preflight(self.cfg, self.engine)  # with the Kafka ACL check (exit 5)
                 start_checks(self.cfg, self.engine, self.access, self.queries, self.metrics)
-                # Confluent format: schema ids fixed once, before anything is written.
-                self.wires = register_entities(self.cfg, self.schemas, self.engine, self.queries)
             ensure_topics(k, wanted_topics(self.cfg))
             self._sizes = read_limits(k, list(wanted_topics(self.cfg)))
-            self._topics_ready = True
         pub = TransactionalPublisher(
             k,
             self.cfg.transactional_id(),
@@ -319,6 +317,13 @@ class Poller:
         )
         try:
             pub.start()  # fences an older poller of this tenant, aborts its open transaction
+            if first:  # schemas only once Kafka accepted the transactional id (issue 17)
+                with self.limits.query():
+                    # Confluent format: schema ids fixed once, before anything is written.
+                    self.wires = register_entities(
+                        self.cfg, self.schemas, self.engine, self.queries
+                    )
+                self._topics_ready = True
             everything = load_all(k, self.watermark_topic, self.tenant)
         except BaseException:
             pub.close()

@@ -191,7 +191,7 @@ def _field_diffs(
     rows = source.rows_by_keys([d.key for d in diffs])
     by_raw = {stream.message_key(source.key(r)): r for r in rows}
     wanted = [(d.partition, d.offset or 0) for d in diffs if d.partition is not None]
-    values = fetch_values(cfg.kafka, stream.topic, wanted)
+    values = fetch_values(cfg.kafka, stream.topic, wanted, tenant=cfg.tenant)
     out: dict[bytes, list[FieldDiff]] = {}
     for d in diffs:
         row = by_raw.get(d.raw_key)

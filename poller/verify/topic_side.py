@@ -21,6 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 
 from poller.config import KafkaConfig
 from poller.errors import BrokerUnavailableError, TerminalError
+from poller.kafka.acls import verify_group
 from poller.kafka.topics import committed_consumer
 from poller.pipeline.stream import EntityStream
 from poller.verify.keys import KeyReader, key_text
@@ -77,9 +78,7 @@ class TopicSnapshot:
     ) -> None:
         """Read the topic to the end offsets it has now; `on_progress(done, total)`; `stop()`
         true ends the reading early (a stopping poller)."""
-        consumer = committed_consumer(
-            kafka, f"poller-verify-{uuid.uuid4().hex}", extra=_CONSUMER_LIMITS
-        )
+        consumer = committed_consumer(kafka, verify_group(self.tenant), extra=_CONSUMER_LIMITS)
         try:
             ends = self._end_offsets(consumer, timeout_s)
             total = sum(high - low for low, high in ends.values())
@@ -196,13 +195,18 @@ class TopicSnapshot:
 
 
 def fetch_values(
-    kafka: KafkaConfig, topic: str, where: list[tuple[int, int]], timeout_s: float = 10.0
+    kafka: KafkaConfig,
+    topic: str,
+    where: list[tuple[int, int]],
+    timeout_s: float = 10.0,
+    tenant: str | None = None,
 ) -> dict[tuple[int, int], bytes]:
     """The values of the committed records at these (partition, offset) positions."""
     out: dict[tuple[int, int], bytes] = {}
     if not where:
         return out
-    consumer: Any = committed_consumer(kafka, f"poller-verify-{uuid.uuid4().hex}")
+    group = verify_group(tenant) if tenant is not None else f"poller-verify-{uuid.uuid4().hex}"
+    consumer: Any = committed_consumer(kafka, group)
     try:
         for partition, offset in where:
             consumer.assign([TopicPartition(topic, partition, offset)])

@@ -31,6 +31,7 @@ DEMO_FORMS = ("query", "wrong_password")
 ONLY = {
     "odbc_connect": {"check", "run", "status", "verify", "backfill"},
     "wrong_password": {"check", "run", "demo"},
+    "sslpassword": {"check", "run"},  # issue 17: libpq's key password, shown by run's first line
 }
 
 
@@ -96,6 +97,8 @@ def url_forms(bare: str, role: str, secret: Secret) -> dict[str, str]:
         "userinfo": f"postgresql+psycopg2://{role}:{quote(secret.value, safe='')}@{hostport}/{db}",
         "query": f"postgresql+psycopg2://{role}@{hostport}/{db}?password={quote_plus(secret.value)}",
         "odbc_connect": f"mssql+pyodbc:///?odbc_connect={quote_plus(odbc)}",
+        "sslpassword": f"postgresql+psycopg2://{role}@{hostport}/{db}"
+        f"?password={quote_plus(secret.value)}&sslpassword={quote_plus(secret.value)}",
         # The secret of this form is the wrong one: a failed login must not show it either.
         "wrong_password": f"postgresql+psycopg2://{role}:"
         f"{quote(secret.value + 'x', safe='')}@{hostport}/{db}",
@@ -174,7 +177,7 @@ def test_no_command_shows_the_password_in_any_url_form(
             output = proc.stdout + proc.stderr
             if leaked := secret.leaks(output):
                 found.append(f"{form} / {name} (exit {proc.returncode}) shows {leaked}:\n{output}")
-            if form in ("userinfo", "query") and name in ("check", "run"):
+            if form in ("userinfo", "query", "sslpassword") and name in ("check", "run"):
                 # The happy path prints the URL too ("ok: ... checked against <url>").
                 assert proc.returncode == 0, f"{form} / {name}:\n{output}"
         return found

@@ -142,3 +142,36 @@ def test_children_metrics_merge_into_one_valid_exposition() -> None:
         s for s in families["poller_batch_phase_seconds"].samples if s.name.endswith("_bucket")
     ]
     assert {s.labels["tenant"] for s in buckets} == {"a", "b"}
+
+
+def test_every_literal_secret_is_refused_by_tenants_put() -> None:
+    """Issue 17: a ?password= in the URL, sslpassword=, a registry basic_auth password, a
+    registry bearer token and user:password in the registry URL were stored in Kafka."""
+    leaky = yaml.safe_load(yaml.safe_dump(TENANT))
+    leaky["source"]["url"] = (
+        "postgresql+psycopg2://crm@db:5432/crm?password=hunter2&sslpassword=hunter3"
+    )
+    leaky["kafka"]["format"] = "confluent"
+    leaky["schema_registry"] = {
+        "url": "https://reg:hunter4@registry:8081",
+        "basic_auth": {"user": "reg", "password": "hunter5"},
+        "options": {"bearer.auth.token": "hunter6"},
+    }
+    problems = literal_secrets(leaky)
+    paths = sorted(p.split(":")[0] for p in problems)
+    assert paths == [
+        "schema_registry.basic_auth.password",
+        "schema_registry.options.bearer.auth.token",
+        "schema_registry.url",
+        "source.url",
+        "source.url",
+    ], problems
+    assert not any(f"hunter{i}" in p for p in problems for i in range(2, 7))
+    fixed = yaml.safe_load(yaml.safe_dump(leaky))
+    fixed["source"]["url"] = "postgresql+psycopg2://crm@db/crm?password=${PW}&sslpassword=${K}"
+    fixed["schema_registry"] = {
+        "url": "https://registry:8081",
+        "basic_auth": {"user": "reg", "password": "${file:/run/reg}"},
+        "options": {"bearer.auth.token": "${TOKEN}"},
+    }
+    assert literal_secrets(fixed) == []

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from poller.errors import BrokerUnavailableError
+from poller.errors import BrokerUnavailableError, KafkaAuthorizationError
 from poller.kafka.watermark import _high_watermark
 
 
@@ -31,8 +31,16 @@ def test_not_leader_right_after_creation_is_asked_again() -> None:
 
 
 def test_an_error_that_will_not_pass_is_raised_at_once_as_transient() -> None:
-    consumer = FlakyConsumer([KafkaError.TOPIC_AUTHORIZATION_FAILED])
+    consumer = FlakyConsumer([KafkaError.INVALID_REQUEST])
     with pytest.raises(BrokerUnavailableError, match=r"t\.watermarks\[0\]"):
+        _high_watermark(consumer, "t.watermarks", 0, timeout_s=10)
+    assert consumer.calls == 1
+
+
+def test_a_missing_read_acl_is_terminal_and_named_at_once() -> None:
+    """Issue 17: retried as transient it looped forever; now exit 5, naming topic and READ."""
+    consumer = FlakyConsumer([KafkaError.TOPIC_AUTHORIZATION_FAILED])
+    with pytest.raises(KafkaAuthorizationError, match=r"READ on TOPIC 't\.watermarks'"):
         _high_watermark(consumer, "t.watermarks", 0, timeout_s=10)
     assert consumer.calls == 1
 

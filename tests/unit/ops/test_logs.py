@@ -62,6 +62,16 @@ def json_lines(text: str) -> list[dict[str, Any]]:
         f"DRIVER=x;UID=sa;PWD={{{SECRET};with;semicolons}};Encrypt=no",  # braced ODBC value
         f"odbc_connect=DRIVER%3Dx%3BPWD%3D%7B{SECRET}%3Bx%7D%3BUID%3Dsa",  # braced and encoded
         f"host=db password = {SECRET} dbname=crm",  # spaces around '='
+        # issue 17: every *password* / *secret* / *token* key, and basic.auth.user.info
+        f"postgresql://u@db/crm?sslpassword={SECRET}&sslmode=verify-full",
+        f"oracle+oracledb://u@h/?ssl_key_password={SECRET}",
+        f"oracle+oracledb://u@h/?wallet_password={SECRET}&x=1",
+        f"client_secret={SECRET}",
+        f"https://idp/token?access_token={SECRET}",
+        f"basic.auth.user.info=user:{SECRET}",
+        f"{{'sasl.password': '{SECRET}', 'sasl.username': 'acme'}}",
+        f'{{"sasl.oauthbearer.client.secret": "{SECRET}"}}',
+        f"odbc_connect=DRIVER%3Dx%3Bssl_key_password%3D{SECRET}%3B",
     ],
 )
 def test_redact_hides_password(text: str) -> None:
