@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from poller.cli import (
     backfill,
     check,
+    configcmd,
     demo,
     offsets,
     run,
@@ -24,7 +25,7 @@ from poller.errors import PollerError
 log = logging.getLogger("poller")
 
 # Each command group lives in its own module with add_parser(sub) and its command function.
-COMMANDS = (run, check, status, verify, backfill, offsets, tail, demo, worker, tenants)
+COMMANDS = (run, check, status, verify, backfill, offsets, tail, demo, worker, tenants, configcmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
