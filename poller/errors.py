@@ -47,13 +47,13 @@ class PrivilegeError(SourceError):
 class SchemaMismatchError(TerminalError):
     """A mapped column is missing or its type cannot fit the entity's Avro field."""
 
-    exit_code = 2
+    exit_code = 8  # EXIT_SCHEMA
 
 
 class NoProgressError(TerminalError):
     """A batch did not move the entity's position forward: reading on would loop forever."""
 
-    exit_code = 2
+    exit_code = 8  # EXIT_SCHEMA
 
 
 class BadValueError(TerminalError):
@@ -121,8 +121,87 @@ class IncompatibleSchemaError(TerminalError):
     """The schema registry refuses a schema (HTTP 409): it breaks the subject's compatibility
     rule, or (auto_register off) it was never registered."""
 
-    exit_code = 2
+    exit_code = 8  # EXIT_SCHEMA
 
 
 class RegistryUnavailableError(TransientError):
     """The schema registry did not answer: network error, timeout or HTTP 5xx."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Exit codes: one table for every command. The exceptions above carry theirs; `poller --help`
+# and docs/operations.md are generated from this table (python -m poller.cli.reference).
+
+EXIT_OK = 0
+EXIT_CRASHED = 1
+EXIT_CONFIG = 2
+EXIT_FENCED = 3
+EXIT_BAD_ROW = 4
+EXIT_KAFKA_FATAL = 5
+EXIT_WATERMARK_REGRESSION = 6
+EXIT_UNREACHABLE = 7
+EXIT_SCHEMA = 8
+EXIT_DIFFERENCES = 10
+EXIT_INTERRUPTED = 130
+
+# code -> (what happened, what to do)
+EXIT_CODES: dict[int, tuple[str, str]] = {
+    EXIT_OK: (
+        "done: caught up (`--once`), stopped by SIGTERM/SIGINT after the current batch, or a "
+        "check/verify that found nothing wrong",
+        "nothing",
+    ),
+    EXIT_CRASHED: (
+        "crashed: an unexpected error (a bug or an unclassified driver error); the traceback "
+        "is printed with passwords removed",
+        "restart; if it repeats, report the traceback",
+    ),
+    EXIT_CONFIG: (
+        "usage or configuration: a wrong option, an invalid or unreadable configuration file "
+        "(every problem listed with its path), a stored watermark of another mode, a refused "
+        "command (e.g. a reset while the tenant's poller runs)",
+        "fix the command or the file; `poller check` lists every problem",
+    ),
+    EXIT_FENCED: (
+        "fenced: another poller of the same tenant (same transactional.id) took over",
+        "make sure one process runs per tenant; nothing was lost",
+    ),
+    EXIT_BAD_ROW: (
+        "bad row: a value does not fit its Avro field and `on_bad_row` is `fail`; the "
+        "watermark stays just before the row",
+        "fix the source row or the mapping, or set `on_bad_row: dead_letter`",
+    ),
+    EXIT_KAFKA_FATAL: (
+        "Kafka fatal: librdkafka reported a fatal error or a permission (ACL) is missing",
+        "grant the ACL or fix the Kafka options, then restart",
+    ),
+    EXIT_WATERMARK_REGRESSION: (
+        "watermark regression: a new watermark would be behind the stored one (never saved)",
+        "find who moved the source's cursor backwards; move it on purpose with "
+        "`poller watermarks reset`",
+    ),
+    EXIT_UNREACHABLE: (
+        "unreachable at start: the database, Kafka or the schema registry did not answer "
+        "within `retry.startup_timeout_s` (nothing written)",
+        "check the network, the URLs and credentials; restart",
+    ),
+    EXIT_SCHEMA: (
+        "schema or drift: the mapping does not fit the source (a column missing or of the "
+        "wrong type, at start or while running), a batch that cannot move forward, or the "
+        "registry refuses a schema as incompatible",
+        "fix the mapping or the source; for the registry, the subject's compatibility",
+    ),
+    EXIT_DIFFERENCES: (
+        "differences found: `poller verify` found rows missing, extra or different in the "
+        "topic (or a repair left some)",
+        "read the report; `poller verify --repair` or a `poller backfill`",
+    ),
+    EXIT_INTERRUPTED: ("interrupted by Ctrl-C before a clean stop", "nothing; run it again"),
+}
+
+
+def exit_codes_epilog() -> str:
+    """The table as argparse help text (codes and their first words)."""
+    return "exit codes:\n" + "\n".join(
+        f"  {code:>3}  {meaning.split(':')[0]}" for code, (meaning, _) in EXIT_CODES.items()
+    )

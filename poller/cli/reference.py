@@ -26,10 +26,12 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from poller.config import AppConfig
+from poller.errors import EXIT_CODES
 from poller.fleet.settings import WorkerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = Path("docs/reference/configuration.md")
+OPERATIONS = Path("docs/operations.md")  # holds the exit-code table between markers
 SCHEMAS: dict[str, tuple[type[BaseModel], Path]] = {
     "poller": (AppConfig, Path("docs/reference/poller.schema.json")),
     "worker": (WorkerConfig, Path("docs/reference/worker.schema.json")),
@@ -218,9 +220,27 @@ def json_schema(which: str = "poller") -> str:
     return json.dumps(schema, indent=2, ensure_ascii=False, default=str) + "\n"
 
 
+def exit_code_table() -> str:
+    rows = ["| code | what happened | what to do |", "| ---: | --- | --- |"]
+    rows += [f"| {code} | {meaning} | {action} |" for code, (meaning, action) in EXIT_CODES.items()]
+    return "\n".join(rows)
+
+
+def _with_region(text: str, name: str, body: str) -> str:
+    """`text` with the part between `<!-- name -->` and `<!-- /name -->` replaced by `body`."""
+    start, end = f"<!-- {name}: generated from poller/errors.py -->", f"<!-- /{name} -->"
+    head, sep, rest = text.partition(start)
+    _, sep2, tail = rest.partition(end)
+    if not (sep and sep2):
+        raise ValueError(f"markers {start} ... {end} not found")
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
 def generated() -> dict[Path, str]:
     """Each generated file (relative to the repository) and its expected content."""
     files = {REFERENCE: render_markdown()}
+    ops = (ROOT / OPERATIONS).read_text(encoding="utf-8")
+    files[OPERATIONS] = _with_region(ops, "exit-codes", exit_code_table())
     for which, (_, path) in SCHEMAS.items():
         files[path] = json_schema(which)
     return files
