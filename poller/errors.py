@@ -35,12 +35,19 @@ class ConfigError(TerminalError):
         super().__init__(f"{source} has {len(self.problems)} problem(s):\n{lines}")
 
 
+class UsageError(TerminalError):
+    """A command that cannot do what was asked as asked (a refused reset, a topic that does not
+    exist yet, an unknown tenant): the message says what to run instead."""
+
+    exit_code = 2
+
+
 class SourceError(TransientError):
     """The source database failed or went away; reconnect and resume from the watermark."""
 
 
 class PrivilegeError(SourceError):
-    """The poller's database user lacks a privilege. At start it is a mapping problem (exit 2);
+    """The poller's database user lacks a privilege. At start it is a mapping problem (exit 8);
     while running, the entity backs off alone until a DBA grants it again."""
 
 
@@ -196,12 +203,12 @@ EXIT_CODES: dict[int, tuple[str, str]] = {
         "topic (or a repair left some)",
         "read the report; `poller verify --repair` or a `poller backfill`",
     ),
-    EXIT_INTERRUPTED: ("interrupted by Ctrl-C before a clean stop", "nothing; run it again"),
+    EXIT_INTERRUPTED: ("interrupted: Ctrl-C before a clean stop", "nothing; run it again"),
 }
 
 
 def exit_codes_epilog() -> str:
     """The table as argparse help text (codes and their first words)."""
-    return "exit codes:\n" + "\n".join(
+    return "exit codes (docs/operations.md says what to do):\n" + "\n".join(
         f"  {code:>3}  {meaning.split(':')[0]}" for code, (meaning, _) in EXIT_CODES.items()
     )

@@ -113,7 +113,7 @@ class Metrics:
         self.schema_drift = Gauge(
             "poller_schema_drift",
             "Problems the last check of the mapping found in the source (a mapped column "
-            "dropped, renamed or retyped while running); above 0 the poller stops (exit 2)",
+            "dropped, renamed or retyped while running); above 0 the poller stops (exit 8)",
             te,
             registry=r,
         )

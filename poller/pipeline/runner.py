@@ -154,7 +154,7 @@ class Poller:
         before = s.rows_total
         try:
             self._drain(s)
-        except SchemaMismatchError as exc:  # e.g. a column dropped: name it, stop (exit 2)
+        except SchemaMismatchError as exc:  # e.g. a column dropped: name it, stop (exit 8)
             raise self.drift.explain(exc) from exc
         except SourceError as exc:
             if self.publisher is not None and self.publisher.in_transaction:

@@ -167,7 +167,7 @@ def test_status_shows_each_entity_and_whether_a_poller_runs(
                    proc)  # fmt: skip
         refused = inproc(tmp_path, "offsets", "reset", "--config", "c.yaml",
                       "--entity", "customers", "--to", "earliest")  # fmt: skip
-        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert refused.returncode == 2, refused.stdout + refused.stderr
         assert "consumers of customers will see the rows after the beginning again" in (
             refused.stderr
         )
@@ -254,14 +254,14 @@ def test_tail_says_to_run_first_prints_iso_times_and_follows(
     source: dict[str, Any], tmp_path: Path, pg_url: str
 ) -> None:
     missing = inproc(tmp_path, "tail", "--config", "c.yaml", "--entity", "customers")
-    assert missing.returncode == 1
+    assert missing.returncode == 2
     assert f"topic {source['kafka']['topic_prefix']}.customers does not exist yet" in (
         missing.stderr
     )
     assert "run the poller first" in missing.stderr
 
     run_once(source)
-    tailed = inproc(tmp_path, "tail", "--config", "c.yaml", "--entity", "customers", "--json",
+    tailed = inproc(tmp_path, "tail", "--config", "c.yaml", "--entity", "customers",
                  "--limit", "2")  # fmt: skip
     assert tailed.returncode == 0, tailed.stderr
     first = json.loads(tailed.stdout.splitlines()[0])
@@ -294,6 +294,6 @@ def test_check_suggests_the_closest_column(source: dict[str, Any], tmp_path: Pat
     source["entities"]["customers"]["batching"]["column"] = "updated"
     write(source, tmp_path)
     checked = inproc(tmp_path, "check", "--config", "c.yaml")
-    assert checked.returncode == 2
+    assert checked.returncode == 8
     assert "(column 'fname'): not found; did you mean 'f_name'?" in checked.stdout, checked.stdout
     assert "column 'updated' not found; did you mean 'updated_at'?" in checked.stdout

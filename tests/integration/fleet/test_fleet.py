@@ -309,4 +309,4 @@ def test_tenants_cli_put_list_rm_on_the_kip848_protocol(fleet: Fleet) -> None:
     assert len(fleet.source_rows(gone)) > len(rows_at_rm), "the inserter kept adding its rows"
     assert fleet.owners().get(gone) is None
     out = fleet.cli("tenants", "rm", gone)
-    assert out.returncode == 1 and "no tenant" in out.stdout, out
+    assert out.returncode == 2 and "no tenant" in out.stdout, out
