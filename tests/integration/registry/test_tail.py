@@ -47,7 +47,11 @@ def test_tail_decodes_both_formats(
 
 
 def test_tail_prints_the_last_n_by_default(
-    pg_url: str, kafka_bootstrap: str, prefix: str, tmp_path, capsys  # type: ignore[no-untyped-def]
+    pg_url: str,
+    kafka_bootstrap: str,
+    prefix: str,
+    tmp_path,
+    capsys,  # type: ignore[no-untyped-def]
 ) -> None:
     """`poller tail` is tail: the last N messages (by message time, the cursor's in timestamp
     mode) across partitions; --from-beginning prints from the first."""
