@@ -7,8 +7,10 @@ Secrets never live in the file: `${NAME}` is replaced by the environment variabl
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import typing
 import zoneinfo
 from collections.abc import Mapping
 from enum import StrEnum
@@ -525,16 +527,47 @@ def resolve_references(node: Any, problems: list[str]) -> Any:
     return _expand(node, "", problems)
 
 
-def format_problems(err: ValidationError) -> list[str]:
-    """A pydantic error as `path: message` lines."""
-    return _format_pydantic(err)
+def format_problems(err: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
+    """A pydantic error as `path: message` lines (`model`: to suggest keys for unknown ones)."""
+    return _format_pydantic(err, model)
 
 
-def _format_pydantic(err: ValidationError) -> list[str]:
+def _known_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the section at `loc` accepts (a mapping of sections, like `entities`, is
+    walked through its names); none when `loc` is not a section."""
+    node: type[BaseModel] | None = model
+    via_dict = False
+    for part in loc:
+        if node is None:
+            return []
+        if via_dict:  # the name in `entities.<name>`
+            via_dict = False
+            continue
+        field = node.model_fields.get(str(part))
+        if field is None:
+            return []
+        via_dict = typing.get_origin(field.annotation) is dict
+        args = typing.get_args(field.annotation)
+        candidates = (field.annotation, *(args[1:] if via_dict else args))
+        node = next(
+            (a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
+    return [] if node is None or via_dict else list(node.model_fields)
+
+
+def _format_pydantic(err: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
     out = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden" and model is not None:
+            known = _known_keys(model, tuple(e["loc"][:-1]))
+            close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1, cutoff=0.6)
+            msg = (
+                f"unknown key; did you mean {close[0]!r}?"
+                if close
+                else (f"unknown key (known here: {', '.join(known)})" if known else msg)
+            )
         out.append(f"{loc}: {msg}")
     return out
 
@@ -550,7 +583,9 @@ def _schema_problems(raw: Mapping[str, Any]) -> list[str]:
         return problems
     for name, ent in entities.items():
         if name not in ENTITIES:
-            problems.append(f"entities.{name}: unknown entity (known: {', '.join(ENTITIES)})")
+            close = difflib.get_close_matches(str(name), list(ENTITIES), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(f"entities.{name}: unknown entity ({hint}known: {', '.join(ENTITIES)})")
             continue
         fields = ent.get("fields") if isinstance(ent, dict) else None
         if not isinstance(fields, dict):
@@ -576,7 +611,7 @@ def parse_config(raw: Any, source: str = "configuration") -> AppConfig:
     try:
         cfg = AppConfig.model_validate(expanded)
     except ValidationError as err:
-        problems.extend(_format_pydantic(err))
+        problems.extend(_format_pydantic(err, AppConfig))
     problems.extend(_schema_problems(expanded))
     if problems or cfg is None:
         raise ConfigError(problems, source)

@@ -129,7 +129,7 @@ def load_worker_config(path: str | None, overrides: dict[str, Any]) -> WorkerCon
     try:
         cfg = WorkerConfig.model_validate(expanded)
     except ValidationError as err:
-        problems.extend(format_problems(err))
+        problems.extend(format_problems(err, WorkerConfig))
         raise ConfigError(problems, source) from None
     if problems:
         raise ConfigError(problems, source)
@@ -181,7 +181,7 @@ def literal_secrets(raw: dict[str, Any]) -> list[str]:
 def parse_tenant_text(text: str, source: str, *, strict: bool) -> tuple[dict[str, Any], str]:
     """A tenant's configuration text -> (raw mapping, tenant id). Checked without resolving its
     references; `strict` (for `tenants put`) also refuses literal secrets."""
-    raw, syntax = parse_yaml(text)  # no duplicate keys
+    raw, syntax = parse_yaml(text, source)  # no duplicate keys
     if syntax:
         raise ConfigError(syntax, source)
     if not isinstance(raw, dict):
