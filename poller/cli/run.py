@@ -7,9 +7,15 @@ import logging
 import signal
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from poller.cli import progress
 from poller.cli.common import load
+from poller.config import AppConfig
+
+if TYPE_CHECKING:
+    from poller.ops.metrics import Metrics
+    from poller.pipeline.runner import Poller
 
 log = logging.getLogger("poller")
 
@@ -48,6 +54,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         ", ".join(cfg.enabled_entities()),
         cfg.source.safe_url,
     )
+    try:
+        _run(args, cfg, poller, metrics)
+    finally:
+        from poller.ops.running import record_stop
+
+        record_stop(cfg)  # `status` then says "not running" instead of "maybe"
+    log.info("stopped")
+    return 0
+
+
+def _run(args: argparse.Namespace, cfg: AppConfig, poller: Poller, metrics: Metrics) -> None:
     if args.once and progress.wanted(cfg):
         bar = progress.make_progress()
         poller.observer = progress.RunProgress(bar)
@@ -65,5 +82,3 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             if reconciler is not None:
                 reconciler.close()
-    log.info("stopped")
-    return 0

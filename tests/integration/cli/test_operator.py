@@ -135,9 +135,10 @@ def test_status_shows_each_entity_and_whether_a_poller_runs(
     assert (cust["mode"], cust["rows_total"], cust["key"]) == ("timestamp", 120, 120)
     assert cust["cursor"] == "2024-02-01 12:00:00"
     assert cust["horizon"].endswith("settle 0s"), cust["horizon"]
-    assert cust["lag_seconds"] > 86_400  # the newest row is from February 2024
+    # The newest row is from February 2024, but nothing is newer than the watermark: no lag.
+    assert (cust["lag"], cust["lag_seconds"]) == ("caught up", 0), cust
     assert (cats["mode"], cats["rows_total"], cats["cursor"]) == ("id", 120, 120)
-    assert cats["lag_ids"] == 0
+    assert (cats["lag"], cats["lag_ids"]) == ("caught up", 0), cats
     for e in (cust, cats):
         assert e["last_commit"] is not None
         assert dt.datetime.strptime(e["last_commit"], "%Y-%m-%dT%H:%M:%S.%fZ")
@@ -248,6 +249,35 @@ def test_run_once_shows_progress_bars_only_on_a_terminal(
     code, shown = run_on_terminal(args, tmp_path)
     assert code == 0 and "rows/s" not in shown, shown
     assert all(json.loads(line) for line in shown.splitlines() if line.strip()), shown
+
+
+def test_status_after_a_finished_run_once_says_not_running(
+    source: dict[str, Any], tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Right after `run --once` the watermarks are fresh, which alone reads as "maybe running";
+    the run recorded its end, so status knows it is not. A row newer than the watermark turns
+    "caught up" back into a lag."""
+    monkeypatch.setenv("POLLER_STATE_DIR", str(tmp_path / "state"))
+    write({**source, "metrics": {"enabled": False}}, tmp_path)
+    ran = inproc(tmp_path, "run", "--once", "--config", "c.yaml")
+    assert ran.returncode == 0, ran.stderr
+    after = status(tmp_path)
+    assert after["running"] is False, after
+    assert any("ended at" in e for e in after["running_evidence"]), after
+    assert {e["entity"]: e["lag"] for e in after["entities"]} == {
+        "customers": "caught up",
+        "product_categories": "caught up",
+    }
+    table = inproc(tmp_path, "status", "--config", "c.yaml")
+    assert table.stdout.startswith(f"tenant {TENANT}: poller not running"), table.stdout
+    execute(
+        pg_url,
+        "INSERT INTO people VALUES (500, :t, 'New', NULL, timestamp '2024-03-01 00:00:00')",
+        params={"t": TENANT},
+    )
+    later = {e["entity"]: e for e in status(tmp_path)["entities"]}
+    assert later["customers"]["lag_seconds"] > 86_400, later["customers"]
+    assert later["product_categories"]["lag"] == "380 ids", later["product_categories"]
 
 
 def test_tail_says_to_run_first_prints_iso_times_and_follows(
