@@ -24,6 +24,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     r = sub.add_parser("run", help="poll continuously (or --once until caught up)")
     r.add_argument("--config", required=True, help="the poller's YAML configuration file")
     r.add_argument("--once", action="store_true", help="exit 0 once every entity is caught up")
+    r.add_argument(
+        "--progress-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="log a progress line per busy entity this often (rows, rate, watermark, lag, "
+        "holdback); 0: never",
+    )
     r.set_defaults(func=cmd_run)
 
 
@@ -71,6 +79,9 @@ def _run(args: argparse.Namespace, cfg: AppConfig, poller: Poller, metrics: Metr
         with progress.log_above(bar):
             poller.run(once=True)
     else:
+        from poller.cli.runlog import RunLog
+
+        poller.observer = RunLog(args.progress_interval)
         # Scheduled delete reconciliation (repair_interval_s) runs beside the live loop.
         from poller.verify.schedule import Reconciler
 
