@@ -1,6 +1,7 @@
 """The configuration reference, generated from the pydantic models that also validate the files
 (as Kafka Connect's ConfigDef does): docs/reference/configuration.md and the JSON Schemas
-editors use to complete and check poller.yaml and worker.yaml.
+editors use to complete and check poller.yaml and worker.yaml; also the exit-code table of
+docs/operations.md (from poller/errors.py) and the Grafana dashboard (poller/ops/dashboard.py).
 
 Regenerate after changing a field: `make docs-reference` (python -m poller.cli.reference).
 tests/unit/test_config_reference.py fails when a field lacks a description or the committed
@@ -28,10 +29,12 @@ from pydantic_core import PydanticUndefined
 from poller.config import AppConfig
 from poller.errors import EXIT_CODES
 from poller.fleet.settings import WorkerConfig
+from poller.ops.dashboard import render as render_dashboard
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = Path("docs/reference/configuration.md")
 OPERATIONS = Path("docs/operations.md")  # holds the exit-code table between markers
+DASHBOARD = Path("grafana/dashboards/poller.json")
 SCHEMAS: dict[str, tuple[type[BaseModel], Path]] = {
     "poller": (AppConfig, Path("docs/reference/poller.schema.json")),
     "worker": (WorkerConfig, Path("docs/reference/worker.schema.json")),
@@ -241,6 +244,7 @@ def generated() -> dict[Path, str]:
     files = {REFERENCE: render_markdown()}
     ops = (ROOT / OPERATIONS).read_text(encoding="utf-8")
     files[OPERATIONS] = _with_region(ops, "exit-codes", exit_code_table())
+    files[DASHBOARD] = render_dashboard()
     for which, (_, path) in SCHEMAS.items():
         files[path] = json_schema(which)
     return files

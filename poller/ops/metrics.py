@@ -180,6 +180,9 @@ class Metrics:
             self.horizon_holdback.labels(*labels)
             self.horizon_active.labels(*labels)
             self.schema_drift.labels(*labels)
+            self.null_cursor_rows.labels(*labels)
+            for kind in ("tombstone", "republish"):
+                self.repaired.labels(*labels, kind)
         for outcome in OUTCOMES:
             self.transactions.labels(tenant, outcome)
         for kind in TENANT_ERROR_KINDS:
