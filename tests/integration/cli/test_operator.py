@@ -300,7 +300,8 @@ def test_tail_says_to_run_first_prints_iso_times_and_follows(
     assert first["_timestamp"] == first["updated_at"], first
 
     follow = subprocess.Popen(
-        [str(POLLER_BIN), "tail", "--config", "c.yaml", "--entity", "customers", "--follow"],
+        [str(POLLER_BIN), "tail", "--config", "c.yaml", "--entity", "customers", "--follow",
+         "--from-beginning"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
