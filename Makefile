@@ -7,7 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 BENCH_ARGS ?=
 
-.PHONY: help venv services-up services-down test demo lint bench
+.PHONY: help venv services-up services-down test demo lint bench docs docs-build docs-reference
 
 help:
 	@echo "make venv           create $(VENV) and pip install -e '.[dev]'"
@@ -17,6 +17,9 @@ help:
 	@echo "make demo           venv + Kafka + schema registry + poller demo"
 	@echo "make lint           ruff check, ruff format --check, mypy"
 	@echo "make bench          venv + services-up + python -m bench.run \$$(BENCH_ARGS)"
+	@echo "make docs           serve the docs site on http://127.0.0.1:8000 (mkdocs serve)"
+	@echo "make docs-build     mkdocs build --strict into site/ (also part of make test)"
+	@echo "make docs-reference regenerate docs/reference/ and the exit-code table from the code"
 
 venv: $(STAMP)
 
@@ -35,6 +38,8 @@ services-up:
 services-down:
 	scripts/services down
 
+# The docs build (mkdocs build --strict), the config-reference test and the Dockerfile lint
+# are tests in tests/unit/docs and tests/unit/deploy, so pytest alone runs them too.
 test: venv services-up
 	$(VENV)/bin/pytest
 
@@ -49,3 +54,12 @@ lint: venv
 
 bench: venv services-up
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
+docs-build: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-reference: venv
+	$(VENV)/bin/python -m poller.cli.reference

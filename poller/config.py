@@ -7,8 +7,10 @@ Secrets never live in the file: `${NAME}` is replaced by the environment variabl
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import typing
 import zoneinfo
 from collections.abc import Mapping
 from enum import StrEnum
@@ -55,11 +57,23 @@ class _Model(BaseModel):
 
 
 class SourceConfig(_Model):
-    url: str = Field(description="SQLAlchemy URL; put the password in ${ENV} or ${file:...}")
-    tenant_column: str | None = None
+    url: str = Field(
+        description="SQLAlchemy URL; put the password in ${ENV} or ${file:...}",
+        examples=["postgresql+psycopg2://crm:${CRM_PASSWORD}@db.example:5432/crm"],
+    )
+    tenant_column: str | None = Field(
+        None,
+        description="column telling tenants apart when several share one database; always "
+        "bound (WHERE col = :tenant)",
+        examples=["user_id"],
+    )
     timezone: str = Field("UTC", description="zone of naive timestamps in the database")
-    statement_timeout_s: float = Field(300, gt=0)
-    connect_timeout_s: float = Field(10, gt=0)
+    statement_timeout_s: float = Field(
+        300, gt=0, description="longest a batch query may run (seconds)"
+    )
+    connect_timeout_s: float = Field(
+        10, gt=0, description="longest a connection attempt may take (seconds)"
+    )
     drift_check_interval_s: float = Field(300, ge=0, description="re-check the mapping; 0: never")
     horizon: Literal["transactions", "settle"] | None = Field(
         None,
@@ -69,9 +83,14 @@ class SourceConfig(_Model):
         "docs/horizon-dialects.md)",
     )
     max_concurrent_queries: int | None = Field(
-        None, ge=1, description="cap across the tenants of this database on one worker"
+        None,
+        ge=1,
+        description="cap across the tenants of this database on one worker",
+        examples=[4],
     )
-    max_rows_per_second: float | None = Field(None, gt=0, description="this tenant's read rate")
+    max_rows_per_second: float | None = Field(
+        None, gt=0, description="this tenant's read rate (rows per second)", examples=[5000]
+    )
     require_tls: bool = Field(
         False,
         description="refuse any connection that is not encrypted with a verified server "
@@ -145,21 +164,42 @@ _CLIENT_OPTION_PREFIXES = (
 
 
 class KafkaConfig(_Model):
-    bootstrap_servers: str = "127.0.0.1:9092"
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka brokers, comma-separated host:port"
+    )
     # confluent: 0 + schema id + Avro, Avro keys; single_object: C3 01 + fingerprint, JSON keys
-    format: Literal["confluent", "single_object"] = "confluent"
+    format: Literal["confluent", "single_object"] = Field(
+        "confluent",
+        description="confluent: 0 + schema id + Avro, Avro keys (needs schema_registry); "
+        "single_object: C3 01 + fingerprint + Avro, JSON keys",
+    )
     options: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="extra librdkafka producer options"
     )
-    topic_prefix: str = "retail"
-    topic_template: str = "{prefix}.{entity}"
-    watermark_topic: str = "{prefix}.watermarks"
-    dead_letter_topic: str = "{prefix}.dead_letter"
-    transactional_id_prefix: str = "poller"
-    topic_partitions: int = Field(3, ge=1)
-    topic_replication: int = Field(1, ge=1)
-    topic_config: dict[str, str] = Field(default_factory=lambda: {"cleanup.policy": "compact"})
-    transaction_timeout_s: float = Field(60, gt=0)
+    topic_prefix: str = Field("retail", description="{prefix} in the topic templates")
+    topic_template: str = Field(
+        "{prefix}.{entity}", description="an entity's topic; {prefix}, {entity}, {tenant}"
+    )
+    watermark_topic: str = Field(
+        "{prefix}.watermarks", description="compacted topic of watermarks; created if missing"
+    )
+    dead_letter_topic: str = Field(
+        "{prefix}.dead_letter", description="rows that on_bad_row: dead_letter sets aside"
+    )
+    transactional_id_prefix: str = Field(
+        "poller", description="transactional.id is <prefix>.<tenant>: one writer per tenant"
+    )
+    topic_partitions: int = Field(3, ge=1, description="partitions of topics the poller creates")
+    topic_replication: int = Field(
+        1, ge=1, description="replication factor of topics the poller creates"
+    )
+    topic_config: dict[str, str] = Field(
+        default_factory=lambda: {"cleanup.policy": "compact"},
+        description="topic settings of entity topics the poller creates",
+    )
+    transaction_timeout_s: float = Field(
+        60, gt=0, description="transaction.timeout.ms of the producer (seconds)"
+    )
     layout: Literal["per_tenant", "shared"] | None = Field(
         None,
         description="per_tenant: every topic under {prefix}.{tenant}. (the layout for more than "
@@ -227,9 +267,11 @@ PER_TENANT_TEMPLATES = {
 
 
 class Batching(_Model):
-    mode: Mode
-    column: str = Field(description="the change-tracking column (cursor)")
-    id_column: str | None = Field(None, description="timestamp+id: the unique tie-breaker")
+    mode: Mode = Field(description="id, timestamp or timestamp+id", examples=["timestamp"])
+    column: str = Field(description="the change-tracking column (cursor)", examples=["updated_at"])
+    id_column: str | None = Field(
+        None, description="timestamp+id: the unique tie-breaker", examples=["id"]
+    )
 
     @field_validator("column", "id_column")
     @classmethod
@@ -248,9 +290,14 @@ class Batching(_Model):
 class DeletesConfig(_Model):
     """Soft deletes: such a row is published as a tombstone (key, null value)."""
 
-    column: str = Field(description="the soft-delete flag or deleted_at column")
+    column: str = Field(
+        description="the soft-delete flag or deleted_at column", examples=["is_deleted"]
+    )
     values: list[str | int | bool] | None = Field(
-        None, min_length=1, description="values meaning deleted; omitted: deleted when not NULL"
+        None,
+        min_length=1,
+        description="values meaning deleted; omitted: deleted when not NULL",
+        examples=[[1, "Y"]],
     )
 
     @field_validator("column")
@@ -263,28 +310,62 @@ _SHARE = "a reconcile pass finding more than this share of the keys gone stops, 
 
 
 class EntityConfig(_Model):
-    table: str | None = None
-    query: str | None = None
-    fields: dict[str, str] = Field(description="canonical field -> source column or SQL expression")
-    key: str | list[str] = Field(description="the row's unique key column(s)")
-    batching: Batching
-    batch_size: int = Field(10_000, ge=1, le=1_000_000)
-    poll_interval_s: float = Field(30, gt=0)
+    table: str | None = Field(
+        None, description="table or schema.table; or give query", examples=["customers"]
+    )
+    query: str | None = Field(
+        None,
+        description="a SELECT wrapped as a subquery (trusted SQL); or give table",
+        examples=["SELECT c.*, s.currency FROM cheques c JOIN shops s ON s.id = c.shop_id"],
+    )
+    fields: dict[str, str] = Field(
+        description="canonical field -> source column or SQL expression",
+        examples=[{"local_id": "customer_id", "full_name": "CONCAT_WS(' ', f_name, l_name)"}],
+    )
+    key: str | list[str] = Field(
+        description="the row's unique key column(s)",
+        examples=["customer_id", ["cheque_id", "line_no"]],
+    )
+    batching: Batching = Field(
+        description="how rows are ordered and resumed",
+        examples=[{"mode": "id", "column": "customer_id"}],
+    )
+    batch_size: int = Field(
+        10_000, ge=1, le=1_000_000, description="rows per query and Kafka transaction"
+    )
+    poll_interval_s: float = Field(
+        30, gt=0, description="wait after a poll that found the entity caught up"
+    )
     heartbeat_interval_s: float = Field(
         60, ge=0, description="rewrite an idle entity's watermark this often; 0 = never"
     )
     settle_delay_s: float | None = Field(
-        None, ge=0, description="default: SETTLE_WITH_HORIZON_S, or SETTLE_FALLBACK_S without it"
+        None,
+        ge=0,
+        description="wait before reading a row stamped now (seconds); default: 1 with the "
+        "transaction horizon, 30 without",
+        examples=[2],
     )
     null_cursor: Literal["fail", "skip"] = Field(
         "fail", description="skip: rows whose cursor is NULL are never read (counted in a metric)"
     )
-    start: str | int = "earliest"
-    on_bad_row: Literal["fail", "dead_letter"] = "fail"
-    enabled: bool = True
-    deletes: DeletesConfig | None = None
+    start: str | int = Field(
+        "earliest", description="where a new entity starts: earliest, now or a cursor value"
+    )
+    on_bad_row: Literal["fail", "dead_letter"] = Field(
+        "fail", description="a row that cannot be encoded: stop (exit 4) or dead-letter it"
+    )
+    enabled: bool = Field(True, description="false: configured and checked, but not copied")
+    deletes: DeletesConfig | None = Field(
+        None,
+        description="soft deletes published as tombstones",
+        examples=[{"column": "is_deleted", "values": [1, "Y"]}],
+    )
     repair_interval_s: float | None = Field(
-        None, gt=0, description="tombstone keys deleted in the source, this often"
+        None,
+        gt=0,
+        description="tombstone keys deleted in the source, this often (seconds)",
+        examples=[3600],
     )
     repair_rows_per_s: float = Field(1000, gt=0, description="keys looked up per second")
     repair_range_keys: int = Field(1000, ge=1, le=100_000, description="keys per transaction")
@@ -403,13 +484,13 @@ class MetricsConfig(_Model):
 
 
 class LoggingConfig(_Model):
-    format: Literal["text", "json"] = "text"
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = Field("text", description="json: one object per line")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
 
 class RetryConfig(_Model):
-    initial_backoff_s: float = Field(0.5, gt=0)
-    max_backoff_s: float = Field(30, gt=0)
+    initial_backoff_s: float = Field(0.5, gt=0, description="first wait after a transient error")
+    max_backoff_s: float = Field(30, gt=0, description="the wait doubles up to this")
     max_attempts: int = Field(0, ge=0, description="0 = retry transient errors forever")
     startup_timeout_s: float = Field(
         30, ge=0, description="how long to wait for the database and Kafka at start"
@@ -421,22 +502,34 @@ Compatibility = Literal["NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD",
 
 
 class BasicAuth(_Model):
-    user: str = Field(min_length=1)
-    password: str = Field(repr=False, description="put it in ${ENV} or ${file:...}")
+    user: str = Field(min_length=1, description="registry user", examples=["poller"])
+    password: str = Field(
+        repr=False, description="put it in ${ENV} or ${file:...}", examples=["${SR_PASSWORD}"]
+    )
 
 
 class SchemaRegistryConfig(_Model):
     """A Confluent-compatible Schema Registry (Confluent, Apicurio's /apis/ccompat/v7, ...)."""
 
-    url: str = Field(description="base URL; several, comma-separated, are tried in turn")
-    basic_auth: BasicAuth | None = None
-    subject_strategy: Literal["topic", "record", "topic_record"] = "topic"
+    url: str = Field(
+        description="base URL; several, comma-separated, are tried in turn",
+        examples=["http://127.0.0.1:8081/apis/ccompat/v7"],
+    )
+    basic_auth: BasicAuth | None = Field(None, description="HTTP basic authentication")
+    subject_strategy: Literal["topic", "record", "topic_record"] = Field(
+        "topic",
+        description="subject names: topic (<topic>-value), record (<record name>), "
+        "topic_record (<topic>-<record name>)",
+    )
     compatibility: Compatibility | None = Field(
         "FULL_TRANSITIVE", description="set on each subject at start; null leaves it as it is"
     )
     auto_register: bool = Field(True, description="false: only look the schemas up")
-    timeout_s: float = Field(10, gt=0)
-    options: dict[str, str | int | float | bool] = {}  # client options, e.g. ssl.ca.location
+    timeout_s: float = Field(10, gt=0, description="longest a registry request may take (seconds)")
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="other SchemaRegistryClient options, e.g. ssl.ca.location",
+    )
 
     @field_validator("url")
     @classmethod
@@ -452,14 +545,20 @@ class SchemaRegistryConfig(_Model):
 
 
 class AppConfig(_Model):
-    tenant: str = Field(min_length=1, max_length=200)
-    source: SourceConfig
-    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
-    schema_registry: SchemaRegistryConfig | None = None
-    entities: dict[str, EntityConfig] = Field(min_length=1)
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    retry: RetryConfig = Field(default_factory=RetryConfig)
+    tenant: str = Field(
+        min_length=1, max_length=200, description="this process's tenant id", examples=["acme-corp"]
+    )
+    source: SourceConfig = Field(description="the source database")
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig, description="Kafka and topics")
+    schema_registry: SchemaRegistryConfig | None = Field(
+        None, description="required by kafka.format confluent"
+    )
+    entities: dict[str, EntityConfig] = Field(
+        min_length=1, description="entity name (schemas/) -> its mapping"
+    )
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="HTTP endpoint")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="log output")
+    retry: RetryConfig = Field(default_factory=RetryConfig, description="transient errors")
 
     @field_validator("tenant")
     @classmethod
@@ -488,8 +587,10 @@ class AppConfig(_Model):
                 f"(its topics' prefix {k.topic_prefix}.{self.tenant}. would also cover another "
                 "tenant's, e.g. acme and acme.eu); use '-' or '_'"
             )
-        if k.layout is None and "sasl.username" in k.options and "{tenant}" not in (
-            k.watermark_topic
+        if (
+            k.layout is None
+            and "sasl.username" in k.options
+            and "{tenant}" not in (k.watermark_topic)
         ):
             raise ValueError(
                 f"kafka.watermark_topic {k.watermark_topic!r} is shared by every tenant while "
@@ -545,16 +646,47 @@ def resolve_references(node: Any, problems: list[str]) -> Any:
     return _expand(node, "", problems)
 
 
-def format_problems(err: ValidationError) -> list[str]:
-    """A pydantic error as `path: message` lines."""
-    return _format_pydantic(err)
+def format_problems(err: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
+    """A pydantic error as `path: message` lines (`model`: to suggest keys for unknown ones)."""
+    return _format_pydantic(err, model)
 
 
-def _format_pydantic(err: ValidationError) -> list[str]:
+def _known_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the section at `loc` accepts (a mapping of sections, like `entities`, is
+    walked through its names); none when `loc` is not a section."""
+    node: type[BaseModel] | None = model
+    via_dict = False
+    for part in loc:
+        if node is None:
+            return []
+        if via_dict:  # the name in `entities.<name>`
+            via_dict = False
+            continue
+        field = node.model_fields.get(str(part))
+        if field is None:
+            return []
+        via_dict = typing.get_origin(field.annotation) is dict
+        args = typing.get_args(field.annotation)
+        candidates = (field.annotation, *(args[1:] if via_dict else args))
+        node = next(
+            (a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
+    return [] if node is None or via_dict else list(node.model_fields)
+
+
+def _format_pydantic(err: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
     out = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden" and model is not None:
+            known = _known_keys(model, tuple(e["loc"][:-1]))
+            close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1, cutoff=0.6)
+            msg = (
+                f"unknown key; did you mean {close[0]!r}?"
+                if close
+                else (f"unknown key (known here: {', '.join(known)})" if known else msg)
+            )
         out.append(f"{loc}: {msg}")
     return out
 
@@ -570,7 +702,9 @@ def _schema_problems(raw: Mapping[str, Any]) -> list[str]:
         return problems
     for name, ent in entities.items():
         if name not in ENTITIES:
-            problems.append(f"entities.{name}: unknown entity (known: {', '.join(ENTITIES)})")
+            close = difflib.get_close_matches(str(name), list(ENTITIES), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(f"entities.{name}: unknown entity ({hint}known: {', '.join(ENTITIES)})")
             continue
         fields = ent.get("fields") if isinstance(ent, dict) else None
         if not isinstance(fields, dict):
@@ -596,7 +730,7 @@ def parse_config(raw: Any, source: str = "configuration") -> AppConfig:
     try:
         cfg = AppConfig.model_validate(expanded)
     except ValidationError as err:
-        problems.extend(_format_pydantic(err))
+        problems.extend(_format_pydantic(err, AppConfig))
     problems.extend(_schema_problems(expanded))
     if problems or cfg is None:
         raise ConfigError(problems, source)

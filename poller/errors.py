@@ -35,25 +35,32 @@ class ConfigError(TerminalError):
         super().__init__(f"{source} has {len(self.problems)} problem(s):\n{lines}")
 
 
+class UsageError(TerminalError):
+    """A command that cannot do what was asked as asked (a refused reset, a topic that does not
+    exist yet, an unknown tenant): the message says what to run instead."""
+
+    exit_code = 2
+
+
 class SourceError(TransientError):
     """The source database failed or went away; reconnect and resume from the watermark."""
 
 
 class PrivilegeError(SourceError):
-    """The poller's database user lacks a privilege. At start it is a mapping problem (exit 2);
+    """The poller's database user lacks a privilege. At start it is a mapping problem (exit 8);
     while running, the entity backs off alone until a DBA grants it again."""
 
 
 class SchemaMismatchError(TerminalError):
     """A mapped column is missing or its type cannot fit the entity's Avro field."""
 
-    exit_code = 2
+    exit_code = 8  # EXIT_SCHEMA
 
 
 class NoProgressError(TerminalError):
     """A batch did not move the entity's position forward: reading on would loop forever."""
 
-    exit_code = 2
+    exit_code = 8  # EXIT_SCHEMA
 
 
 class BadValueError(TerminalError):
@@ -121,7 +128,7 @@ class IncompatibleSchemaError(TerminalError):
     """The schema registry refuses a schema (HTTP 409): it breaks the subject's compatibility
     rule, or (auto_register off) it was never registered."""
 
-    exit_code = 2
+    exit_code = 8  # EXIT_SCHEMA
 
 
 class RegistryUnavailableError(TransientError):
@@ -142,7 +149,7 @@ class HorizonNotReachedError(TerminalError):
     """`run --once` could not read up to its start time within --max-wait: open source
     transactions held the read bound back. What was committed before them was published."""
 
-    exit_code = 9
+    exit_code = 9  # EXIT_HORIZON
 
 
 class TooManyDeletesError(TerminalError):
@@ -150,56 +157,106 @@ class TooManyDeletesError(TerminalError):
     `repair_max_tombstone_share`: nothing is tombstoned (the live poller goes on)."""
 
 
-# -- exit codes, for whoever runs the process (a worker, systemd, Kubernetes) -------------------
+# ---------------------------------------------------------------------------------------------
+# Exit codes: one table for every command. The exceptions above carry theirs; `poller --help`
+# and docs/operations.md are generated from this table (python -m poller.cli.reference).
+
+EXIT_OK = 0
+EXIT_CRASHED = 1
+EXIT_CONFIG = 2
+EXIT_FENCED = 3
+EXIT_BAD_ROW = 4
+EXIT_KAFKA_FATAL = 5
+EXIT_WATERMARK_REGRESSION = 6
+EXIT_UNREACHABLE = 7
+EXIT_SCHEMA = 8
+EXIT_HORIZON = 9
+EXIT_DIFFERENCES = 10
+EXIT_INTERRUPTED = 130
+
+# code -> (what happened, what to do)
+EXIT_CODES: dict[int, tuple[str, str]] = {
+    EXIT_OK: (
+        "done: caught up (`--once`), stopped by SIGTERM/SIGINT after the current batch, or a "
+        "check/verify that found nothing wrong",
+        "nothing",
+    ),
+    EXIT_CRASHED: (
+        "crashed: an unexpected error (a bug or an unclassified driver error); the traceback "
+        "is printed with passwords removed",
+        "restart; if it repeats, report the traceback",
+    ),
+    EXIT_CONFIG: (
+        "usage or configuration: a wrong option, an invalid or unreadable configuration file "
+        "(every problem listed with its path), a stored watermark of another mode, a refused "
+        "command (e.g. a reset while the tenant's poller runs)",
+        "fix the command or the file; `poller check` lists every problem",
+    ),
+    EXIT_FENCED: (
+        "fenced: another poller of the same tenant (same transactional.id) took over",
+        "make sure one process runs per tenant; nothing was lost",
+    ),
+    EXIT_BAD_ROW: (
+        "bad row: a value does not fit its Avro field and `on_bad_row` is `fail`; the "
+        "watermark stays just before the row",
+        "fix the source row or the mapping, or set `on_bad_row: dead_letter`",
+    ),
+    EXIT_KAFKA_FATAL: (
+        "Kafka fatal: librdkafka reported a fatal error or a permission (ACL) is missing",
+        "grant the ACL or fix the Kafka options, then restart",
+    ),
+    EXIT_WATERMARK_REGRESSION: (
+        "watermark regression: a new watermark would be behind the stored one (never saved)",
+        "find who moved the source's cursor backwards; move it on purpose with "
+        "`poller watermarks reset`",
+    ),
+    EXIT_UNREACHABLE: (
+        "unreachable at start: the database, Kafka or the schema registry did not answer "
+        "within `retry.startup_timeout_s` (nothing written)",
+        "check the network, the URLs and credentials; restart",
+    ),
+    EXIT_SCHEMA: (
+        "schema or drift: the mapping does not fit the source (a column missing or of the "
+        "wrong type, at start or while running), a batch that cannot move forward, or the "
+        "registry refuses a schema as incompatible",
+        "fix the mapping or the source; for the registry, the subject's compatibility",
+    ),
+    EXIT_HORIZON: (
+        "horizon not reached: `run --once` copied everything committed before the open source "
+        "transactions, but they still held the read bound below its start time after "
+        "`--max-wait` (the output names them)",
+        "run it again later, or end the long transaction; docs/horizon.md",
+    ),
+    EXIT_DIFFERENCES: (
+        "differences found: `poller verify` found rows missing, extra or different in the "
+        "topic (or a repair left some)",
+        "read the report; `poller verify --repair` or a `poller backfill`",
+    ),
+    EXIT_INTERRUPTED: ("interrupted: Ctrl-C before a clean stop", "nothing; run it again"),
+}
+
+
+def exit_codes_epilog() -> str:
+    """The table as argparse help text (codes and their first words)."""
+    return "exit codes (docs/operations.md says what to do):\n" + "\n".join(
+        f"  {code:>3}  {meaning.split(':')[0]}" for code, (meaning, _) in EXIT_CODES.items()
+    )
+
 
 # A file where the `poller` command writes the error it stops on (a worker sets it per child).
 EXIT_REASON_ENV = "POLLER_EXIT_REASON_FILE"
 
-# Errors that a new process cannot get past on its own: a worker does not restart a tenant
-# that exited with one of their codes (the tenant is FAILED, with its cause, until its
-# configuration changes or an operator restarts it). Other exits are restarted with backoff.
-_NEEDS_A_HUMAN: tuple[type[PollerError], ...] = (
-    ConfigError,
-    SchemaMismatchError,
-    NoProgressError,
-    IncompatibleSchemaError,
-    BadRowError,
-    KafkaFatalError,
-    WatermarkRegressionError,
+# Exits a new process cannot get past on its own: a worker does not restart a tenant that
+# exited with one of them (the tenant is FAILED, with its cause, until its configuration
+# changes or an operator restarts it). Other exits are restarted with backoff.
+NEEDS_A_HUMAN = frozenset(
+    {EXIT_CONFIG, EXIT_BAD_ROW, EXIT_KAFKA_FATAL, EXIT_WATERMARK_REGRESSION, EXIT_SCHEMA}
 )
-
-
-def _error_classes() -> list[type[PollerError]]:
-    out: list[type[PollerError]] = []
-    todo: list[type[PollerError]] = [PollerError]
-    while todo:
-        cls = todo.pop()
-        out.append(cls)
-        todo.extend(cls.__subclasses__())
-    return out
-
-
-def _words(cls: type[PollerError]) -> str:
-    name = cls.__name__.removesuffix("Error")
-    return "".join(f" {c.lower()}" if c.isupper() else c for c in name).strip()
-
-
-def exit_names(code: int) -> list[str]:
-    """The errors that exit with `code` (empty for a code the poller never chooses)."""
-    return sorted(
-        {
-            _words(cls)
-            for cls in _error_classes()
-            # the classes that choose their code; transient errors are retried in a run
-            if cls.exit_code == code and "exit_code" in vars(cls)
-        }
-    )
 
 
 def restart_helps(code: int) -> bool:
     """Whether starting the process again can get past an exit with `code`."""
-    classes = [c for c in _error_classes() if c.exit_code == code]
-    return not classes or not all(issubclass(c, _NEEDS_A_HUMAN) for c in classes)
+    return code not in NEEDS_A_HUMAN
 
 
 def describe_exit(code: int) -> str:
@@ -211,5 +268,5 @@ def describe_exit(code: int) -> str:
             return f"killed by {signal.Signals(-code).name}"
         except ValueError:
             return f"killed by signal {-code}"
-    names = exit_names(code)
-    return f"exited {code} ({' / '.join(names)})" if names else f"exited {code}"
+    meaning = EXIT_CODES.get(code)
+    return f"exited {code} ({meaning[0].split(':')[0]})" if meaning else f"exited {code}"

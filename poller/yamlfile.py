@@ -28,11 +28,13 @@ def read_yaml(path: Path) -> tuple[Any, list[str]]:
         ]
     if "\x00" in text:
         return None, [f"a binary file, not YAML (NUL byte at offset {text.index(chr(0))})"]
-    return parse_yaml(text)
+    return parse_yaml(text, str(path))
 
 
-def parse_yaml(text: str) -> tuple[Any, list[str]]:
+def parse_yaml(text: str, name: str = "configuration") -> tuple[Any, list[str]]:
+    """`text` as one YAML document; `name` (the file) is what syntax errors point at."""
     loader = yaml.SafeLoader(text)
+    loader.name = name  # PyYAML would say "<unicode string>"
     try:
         node = loader.get_single_node()
         if node is None:

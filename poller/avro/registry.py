@@ -143,7 +143,7 @@ class Registry:
                 raise IncompatibleSchemaError(
                     f"{where} refuses {what}: it is incompatible with the versions already "
                     f"registered ({message}). Schemas may only evolve in ways the subject's "
-                    "compatibility allows (README: Schema evolution)"
+                    "compatibility allows (docs/messages.md: Schema evolution)"
                 ) from None
             if status in (401, 403):
                 raise StartupError(

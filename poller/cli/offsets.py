@@ -1,4 +1,5 @@
-"""`poller offsets show|reset`: read or move the stored watermarks on purpose."""
+"""`poller watermarks show|reset` (alias: `offsets`): read or move the stored watermarks on
+purpose."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 
 from poller.cli.common import load
 from poller.config import AppConfig
-from poller.errors import ConfigError, TerminalError
+from poller.errors import ConfigError, UsageError
 from poller.kafka import watermark
 from poller.kafka.publisher import TransactionalPublisher
 from poller.kafka.topics import ensure_topics, wanted_topics
@@ -64,7 +65,7 @@ def reset(cfg: AppConfig, entity: str, to: str, yes: bool = False) -> None:
     )
     running = poller_running(cfg, [w.updated_at for w in stored.values()])
     if running.running and not yes:
-        raise TerminalError(
+        raise UsageError(
             f"a poller of tenant {cfg.tenant} is running ({'; '.join(running.evidence)}); "
             "the reset would fence it (it stops with exit code 3). Stop it first, or add --yes"
         )
@@ -88,7 +89,14 @@ def reset(cfg: AppConfig, entity: str, to: str, yes: bool = False) -> None:
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    o = sub.add_parser("offsets", help="show or reset the stored watermarks")
+    o = sub.add_parser(
+        "watermarks",
+        aliases=["offsets"],
+        help="show or reset the stored watermarks (alias: offsets)",
+        description="Each entity's watermark is the last (cursor, key) committed with its rows, "
+        "in the compacted watermark topic. `show` prints them; `reset` moves one on purpose "
+        "(consumers then see the rows after it again). `offsets` is the old name.",
+    )
     osub = o.add_subparsers(dest="offsets_cmd", required=True)
     show_p = osub.add_parser("show", help="print each entity's stored watermark")
     show_p.add_argument("--config", required=True, help="the poller's YAML configuration file")

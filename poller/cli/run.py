@@ -7,9 +7,15 @@ import logging
 import signal
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from poller.cli import progress
 from poller.cli.common import load
+from poller.config import AppConfig
+
+if TYPE_CHECKING:
+    from poller.ops.metrics import Metrics
+    from poller.pipeline.runner import Poller
 
 log = logging.getLogger("poller")
 
@@ -30,6 +36,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="SECONDS",
         help="--once: how long to wait for open source transactions that hold the read bound "
         "below the start time, once everything else is copied (default 60; docs/horizon.md)",
+    )
+    r.add_argument(
+        "--progress-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="log a progress line per busy entity this often (rows, rate, watermark, lag, "
+        "holdback); 0: never",
     )
     r.set_defaults(func=cmd_run)
 
@@ -61,12 +75,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         ", ".join(cfg.enabled_entities()),
         cfg.source.safe_url,
     )
+    try:
+        _run(args, cfg, poller, metrics)
+    finally:
+        from poller.ops.running import record_stop
+
+        record_stop(cfg)  # `status` then says "not running" instead of "maybe"
+    log.info("stopped")
+    return 0
+
+
+def _run(args: argparse.Namespace, cfg: AppConfig, poller: Poller, metrics: Metrics) -> None:
     if args.once and progress.wanted(cfg):
         bar = progress.make_progress()
         poller.observer = progress.RunProgress(bar)
         with progress.log_above(bar):
             poller.run(once=True, max_wait_s=args.max_wait)
     else:
+        from poller.cli.runlog import RunLog
+
+        poller.observer = RunLog(args.progress_interval)
         # Scheduled delete reconciliation (repair_interval_s) runs beside the live loop.
         from poller.verify.schedule import Reconciler
 
@@ -78,5 +106,3 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             if reconciler is not None:
                 reconciler.close()
-    log.info("stopped")
-    return 0

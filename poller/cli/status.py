@@ -54,6 +54,9 @@ def duration(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+CAUGHT_UP = "caught up"
+
+
 def horizon_text(ent: EntityConfig, probe: SourceProbe) -> str:
     """What keeps late commits out: the transaction horizon (if this database user can see
     open transactions) and the settle delay in force."""
@@ -198,8 +201,8 @@ def _lag(
     if ent.batching.mode is Mode.ID:
         newest = probe.max_cursor(name)
         if isinstance(newest, int) and not isinstance(newest, bool):
-            behind = newest - (cursor if isinstance(cursor, int) else 0)
-            return None, max(0, behind), f"{max(0, behind):,} ids"
+            behind = max(0, newest - (cursor if isinstance(cursor, int) else 0))
+            return None, behind, CAUGHT_UP if behind == 0 else f"{behind:,} ids"
         return None, None, "-"
     if isinstance(cursor, str):
         try:
@@ -208,6 +211,13 @@ def _lag(
             cursor = None
     if isinstance(cursor, dt.datetime) and now is not None:
         aware = cursor if cursor.tzinfo is not None else cursor.replace(tzinfo=zone)
+        newest = probe.max_cursor(name)
+        if isinstance(newest, dt.date) and not isinstance(newest, dt.datetime):
+            newest = dt.datetime.combine(newest, dt.time())
+        if isinstance(newest, dt.datetime):
+            newest_aware = newest if newest.tzinfo is not None else newest.replace(tzinfo=zone)
+            if newest_aware <= aware:  # nothing newer than the watermark: no lag to show
+                return 0.0, None, CAUGHT_UP
         secs = (now - aware.astimezone(dt.UTC)).total_seconds()
         return secs, None, duration(secs)
     return None, None, "-"

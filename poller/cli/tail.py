@@ -1,4 +1,4 @@
-"""`poller tail`: print an entity topic's committed messages as JSON lines."""
+"""`poller tail`: print an entity topic's last committed messages as JSON lines."""
 
 from __future__ import annotations
 
@@ -9,18 +9,40 @@ from decimal import Decimal
 
 from poller.cli.common import load
 
+DEFAULT_LAST = 10
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    t = sub.add_parser("tail", help="print an entity topic's committed messages as JSON")
+    t = sub.add_parser(
+        "tail",
+        help="print an entity topic's last committed messages as JSON lines",
+        description="Print the last N committed messages (read_committed) of an entity's "
+        "topic as JSON lines: the decoded fields, then _key, _partition, _offset and "
+        "_timestamp; times as ISO-8601 UTC with Z and microseconds, decimals as text, bytes as "
+        "hex. --from-beginning prints from the first message instead.",
+    )
     t.add_argument("--config", required=True, help="the poller's YAML configuration file")
     t.add_argument("--entity", required=True, help="the configured entity whose topic to read")
-    t.add_argument("--limit", type=int, default=None, help="stop after this many messages")
-    t.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the end")
     t.add_argument(
-        "--json",
+        "-n",
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="how many messages: the last N (default 10); with --from-beginning the first N "
+        "(default: all)",
+    )
+    t.add_argument(
+        "--from-beginning",
         action="store_true",
-        help="JSON lines, timestamps as ISO-8601 UTC with Z and microseconds (the default "
-        "and only format)",
+        help="read from the first message (every one unless --limit is given)",
+    )
+    t.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds to wait for the topic's end (reset by each message)",
     )
     t.add_argument(
         "--follow",
@@ -49,7 +71,11 @@ def cmd_tail(args: argparse.Namespace) -> int:
     from poller.kafka.tail import tail
 
     cfg = load(args)
-    records = tail(cfg, args.entity, args.limit, args.timeout, follow=args.follow)
+    if args.from_beginning:
+        records = tail(cfg, args.entity, args.limit, args.timeout, follow=args.follow)
+    else:
+        last = DEFAULT_LAST if args.limit is None else args.limit
+        records = tail(cfg, args.entity, None, args.timeout, follow=args.follow, last=last)
     try:
         for record in records:
             line = json.dumps(record, ensure_ascii=False, default=json_value)

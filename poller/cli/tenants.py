@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from poller.errors import ConfigError
+from poller.errors import EXIT_CONFIG, ConfigError
 from poller.fleet.settings import WorkerConfig, load_worker_config, parse_tenant_text
 
 
@@ -18,7 +18,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p.add_argument("--kafka", default=None, help="bootstrap servers")
         p.add_argument("--worker-config", default=None, help="the workers' YAML instead")
         p.add_argument("--topic-prefix", default=None, help="kafka.topic_prefix of the workers")
-        p.add_argument("--group", default=None, help="the workers' group (for list)")
 
     put = tsub.add_parser("put", help="add a tenant, or change its configuration (restarts it)")
     put.add_argument("--config", required=True, help="the tenant's configuration (as for run)")
@@ -36,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "list", help="every tenant, the worker that owns it now, its state and last error"
     )
     ls.add_argument("--json", action="store_true", help="print a JSON array")
+    ls.add_argument("--group", default=None, help="the workers' consumer group (who owns what)")
     common(ls)
     t.set_defaults(func=cmd_tenants)
 
@@ -48,7 +48,7 @@ def _worker_config(args: argparse.Namespace) -> WorkerConfig:
         {
             "kafka.bootstrap_servers": args.kafka,
             "kafka.topic_prefix": args.topic_prefix,
-            "group": args.group,
+            "group": getattr(args, "group", None),
         },
     )
 
@@ -81,7 +81,7 @@ def cmd_tenants(args: argparse.Namespace) -> int:
         known = tenants.read_tenants(cfg)
         if args.tenant not in known:
             print(f"poller: no tenant {args.tenant!r} in {cfg.tenants_topic_name()}")
-            return 1
+            return EXIT_CONFIG
         tenants.remove(cfg, args.tenant)
         print(f"removed tenant {args.tenant}")
         return 0

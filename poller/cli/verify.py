@@ -8,6 +8,7 @@ import json
 import sys
 
 from poller.cli.common import load
+from poller.errors import EXIT_DIFFERENCES, EXIT_OK
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -17,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description=(
             "Compares, per entity, the tenant's source rows up to the stored watermark with the "
             "latest committed record of each key in the entity topic (a tombstone removes the "
-            "key). Exit 0 when equal, 1 when different (the first differences are listed)."
+            "key). Exit 0 when equal, 10 when different (the first differences are listed)."
         ),
     )
     v.add_argument("--config", required=True, help="the poller's YAML configuration")
@@ -91,5 +92,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         print(render_text(cfg.tenant, reports))
     if args.repair:  # equal now, unless some rows could not be repaired
-        return 0 if all(r.repair is not None and not r.repair.bad for r in reports) else 1
-    return 0 if all(r.equal for r in reports) else 1
+        repaired = all(r.repair is not None and not r.repair.bad for r in reports)
+        return EXIT_OK if repaired else EXIT_DIFFERENCES
+    return EXIT_OK if all(r.equal for r in reports) else EXIT_DIFFERENCES

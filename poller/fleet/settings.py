@@ -40,33 +40,48 @@ class _Model(BaseModel):
 
 
 class RestartConfig(_Model):
-    initial_backoff_s: float = Field(1, gt=0)
-    max_backoff_s: float = Field(60, gt=0)
+    initial_backoff_s: float = Field(1, gt=0, description="first wait before restarting a child")
+    max_backoff_s: float = Field(60, gt=0, description="the wait doubles up to this")
     healthy_after_s: float = Field(60, gt=0, description="a child up this long resets backoff")
 
 
 class WorkerConfig(_Model):
-    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
-    group: str = Field("poller-workers", min_length=1)
-    protocol: Literal["classic", "consumer"] = "classic"
+    kafka: KafkaConfig = Field(
+        default_factory=KafkaConfig, description="the cluster of the tenants topic and group"
+    )
+    group: str = Field("poller-workers", min_length=1, description="consumer group of the fleet")
+    protocol: Literal["classic", "consumer"] = Field(
+        "classic", description="group protocol: classic or consumer (KIP-848)"
+    )
     instance_id: str | None = Field(
         None,
         description="group.instance.id (static membership); default $HOSTNAME in Kubernetes",
+        examples=["poller-worker-0"],
     )
-    max_tenants: int = Field(50, ge=1)
+    max_tenants: int = Field(50, ge=1, description="most tenant processes on this worker")
     session_timeout_s: float = Field(10, ge=1, description="classic protocol only")
     heartbeat_interval_s: float = Field(1, gt=0, description="classic protocol only")
-    tenants_topic: str = "{prefix}.tenants"
+    tenants_topic: str = Field(
+        "{prefix}.tenants", description="compacted topic of tenant configurations; {prefix}"
+    )
     status_topic: str = Field(
         "{prefix}.tenant_status",
         description="compacted topic where workers write each tenant's state (tenants list)",
     )
     tenants_partitions: int = Field(24, ge=1, description="when the worker creates the topic")
     stop_timeout_s: float = Field(30, gt=0, description="SIGTERM to SIGKILL for a child")
-    restart: RestartConfig = Field(default_factory=RestartConfig)
-    state_dir: str | None = Field(None, description="children's configs and query slots")
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    restart: RestartConfig = Field(
+        default_factory=RestartConfig, description="restarting a failed child"
+    )
+    state_dir: str | None = Field(
+        None,
+        description="children's configs and query slots; default: a temporary directory",
+        examples=["/var/lib/poller"],
+    )
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig, description="the worker's HTTP endpoint"
+    )
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="log output")
 
     @field_validator("tenants_topic", "status_topic")
     @classmethod
@@ -121,7 +136,7 @@ def load_worker_config(path: str | None, overrides: dict[str, Any]) -> WorkerCon
     try:
         cfg = WorkerConfig.model_validate(expanded)
     except ValidationError as err:
-        problems.extend(format_problems(err))
+        problems.extend(format_problems(err, WorkerConfig))
         raise ConfigError(problems, source) from None
     if problems:
         raise ConfigError(problems, source)
@@ -171,9 +186,7 @@ def literal_secrets(raw: dict[str, Any]) -> list[str]:
 
 
 _SECRET_KEY = re.compile(r"(password|passwd|pwd|secret|token|basic\.auth\.user\.info)", re.I)
-_URL_SECRET = re.compile(
-    r"(?i)[?&;]([\w.-]*(?:password|passwd|pwd|secret|token)[\w.-]*)=([^&;]*)"
-)
+_URL_SECRET = re.compile(r"(?i)[?&;]([\w.-]*(?:password|passwd|pwd|secret|token)[\w.-]*)=([^&;]*)")
 
 
 def _more_literal_secrets(raw: dict[str, Any]) -> list[str]:
@@ -219,7 +232,7 @@ def _more_literal_secrets(raw: dict[str, Any]) -> list[str]:
 def parse_tenant_text(text: str, source: str, *, strict: bool) -> tuple[dict[str, Any], str]:
     """A tenant's configuration text -> (raw mapping, tenant id). Checked without resolving its
     references; `strict` (for `tenants put`) also refuses literal secrets."""
-    raw, syntax = parse_yaml(text)  # no duplicate keys
+    raw, syntax = parse_yaml(text, source)  # no duplicate keys
     if syntax:
         raise ConfigError(syntax, source)
     if not isinstance(raw, dict):

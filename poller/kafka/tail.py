@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, KafkaError, TopicPartition
@@ -15,7 +15,7 @@ from poller.avro.decoder import Decoder
 from poller.avro.registry import WIRE_MAGIC, ConfluentDecoder, Registry
 from poller.avro.schemas import PayloadError
 from poller.config import AppConfig, KafkaConfig, SchemaRegistryConfig
-from poller.errors import BrokerUnavailableError, ConfigError, TerminalError
+from poller.errors import BrokerUnavailableError, ConfigError, UsageError
 from poller.kafka.acls import tail_group
 from poller.kafka.topics import committed_consumer
 
@@ -26,9 +26,11 @@ def read_topic(
     timeout_s: float = 10.0,
     follow: bool = False,
     group_id: str | None = None,
+    last: int | None = None,
 ) -> Iterator[Any]:
-    """Every committed message of `topic` from the beginning, stopping at its end; with
-    `follow`, waiting for new ones until the caller stops."""
+    """Every committed message of `topic` from the beginning (or, with `last`, from near each
+    partition's end: at least its last `last` messages), stopping at its end; with `follow`,
+    waiting for new ones until the caller stops."""
     if isinstance(kafka, str):  # a bare bootstrap address (tests, demo)
         kafka = KafkaConfig(bootstrap_servers=kafka)
     # A tenant's reader names its own group (one literal ACL, see poller.kafka.acls); it
@@ -39,14 +41,23 @@ def read_topic(
         if meta is None or (
             meta.error is not None and meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
         ):
-            raise TerminalError(
+            raise UsageError(
                 f"topic {topic} does not exist yet: run the poller first "
                 "(`poller run --config <file>`), it creates the topic and fills it"
             )
         if meta.error is not None:
             raise BrokerUnavailableError(f"topic {topic} is not available: {meta.error}")
         parts = list(meta.partitions)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        starts = {p: OFFSET_BEGINNING for p in parts}
+        if last is not None:
+            for p in parts:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=timeout_s
+                )
+                # Transaction markers take offsets too (one per commit): read a little more,
+                # and let the caller keep the last ones; following, start at about them.
+                starts[p] = max(low, high - (last if follow else 2 * last + 2))
+        consumer.assign([TopicPartition(topic, p, starts[p]) for p in parts])
         pending = set(parts)
         deadline = time.monotonic() + timeout_s
         while follow or (pending and time.monotonic() < deadline):
@@ -107,14 +118,23 @@ def tail(
     limit: int | None = None,
     timeout_s: float = 10.0,
     follow: bool = False,
+    last: int | None = None,
 ) -> Iterator[dict[str, object]]:
+    """The entity topic's committed messages, decoded: the first `limit`, or with `last` the
+    last `last` by message time (with `follow`: about the last `last` of each partition, then
+    every new one)."""
     if entity not in cfg.entities:
         raise ConfigError([f"--entity: {entity!r} is not configured"])
     decoder = MessageDecoder(cfg.schema_registry)
     topic = cfg.kafka.topic_for(entity, cfg.tenant)
     try:
-        reader = read_topic(cfg.kafka, topic, timeout_s, follow, tail_group(cfg.tenant))
-        for n, msg in enumerate(reader):
+        messages: Iterable[Any] = read_topic(
+            cfg.kafka, topic, timeout_s, follow, tail_group(cfg.tenant), last
+        )
+        if last is not None and not follow:
+            ordered = sorted(messages, key=lambda m: (m.timestamp()[1], m.partition(), m.offset()))
+            messages = ordered[len(ordered) - last :] if last else []
+        for n, msg in enumerate(messages):
             if limit is not None and n >= limit:
                 return
             value = msg.value()

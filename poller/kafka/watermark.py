@@ -205,7 +205,7 @@ def check_forward(old: Position, new: Position, where: str) -> None:
         raise WatermarkRegressionError(
             f"{where}: new watermark {new} is behind the stored {old}; not saved. The source's "
             "cursor column went backwards (restored backup? clock change?). Inspect the data, "
-            "then move the watermark on purpose with `poller offsets reset`."
+            "then move the watermark on purpose with `poller watermarks reset`."
         )
 
 

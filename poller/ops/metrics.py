@@ -116,7 +116,7 @@ class Metrics:
         self.schema_drift = Gauge(
             "poller_schema_drift",
             "Problems the last check of the mapping found in the source (a mapped column "
-            "dropped, renamed or retyped while running); above 0 the poller stops (exit 2)",
+            "dropped, renamed or retyped while running); above 0 the poller stops (exit 8)",
             te,
             registry=r,
         )
@@ -183,6 +183,9 @@ class Metrics:
             self.horizon_holdback.labels(*labels)
             self.horizon_active.labels(*labels)
             self.schema_drift.labels(*labels)
+            self.null_cursor_rows.labels(*labels)
+            for kind in ("tombstone", "republish"):
+                self.repaired.labels(*labels, kind)
         for outcome in OUTCOMES:
             self.transactions.labels(tenant, outcome)
         for kind in TENANT_ERROR_KINDS:

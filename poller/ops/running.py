@@ -12,10 +12,12 @@ so the transaction coordinator cannot be asked directly.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -90,15 +92,45 @@ def fresh_writes(
     )
 
 
+def _stop_file(cfg: AppConfig) -> Path:
+    base = os.environ.get("POLLER_STATE_DIR") or Path.home() / ".cache" / "poller"
+    return Path(base) / f"{cfg.transactional_id()}.stopped"
+
+
+def record_stop(cfg: AppConfig) -> None:
+    """Note that this machine's `poller run` of the tenant has ended (a `--once` that caught
+    up, a stop, a crash), so `status` can tell its fresh watermark writes from a live one's.
+    Best effort: a read-only file system leaves status at "maybe"."""
+    path = _stop_file(cfg)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(dt.datetime.now(dt.UTC).isoformat(), encoding="utf-8")
+    except OSError:
+        pass
+
+
+def recorded_stop(cfg: AppConfig) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(_stop_file(cfg).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+
+
 def poller_running(cfg: AppConfig, written: Iterable[dt.datetime]) -> Liveness:
     """Running when the endpoint serves this tenant. Fresh watermark writes without such an
-    endpoint are "maybe" (a poller elsewhere, or one that just stopped); nothing of either is
-    "not running"."""
+    endpoint are "maybe" (a poller elsewhere, or one that just stopped) unless a run on this
+    machine recorded its stop after the newest write; nothing of either is "not running"."""
+    written = list(written)
     by_endpoint, why_endpoint = probe_endpoint(cfg)
     by_writes, why_writes = fresh_writes(cfg, written)
     evidence = [why_endpoint, why_writes]
     if by_endpoint:
         return Liveness(True, evidence)
+    stopped = recorded_stop(cfg)
+    newest = max(written, default=None)
+    if by_writes and stopped is not None and newest is not None and stopped >= newest:
+        evidence.append(f"the run on this machine ended at {stopped:%Y-%m-%dT%H:%M:%SZ}, after it")
+        return Liveness(False, evidence)
     if by_writes or (by_endpoint is None and by_writes is None):
         return Liveness(None, evidence)
     return Liveness(False, evidence)

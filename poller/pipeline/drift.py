@@ -1,7 +1,7 @@
 """Source drift while running: a mapped column dropped, renamed or retyped after the start-up
 check. The mapping is re-checked every `source.drift_check_interval_s` (and whenever a batch
 query stops fitting the source); problems go to the `poller_schema_drift` gauge and stop the
-poller with exit 2, naming each field and column. Retrying cannot bring a column back."""
+poller with exit 8, naming each field and column. Retrying cannot bring a column back."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class DriftWatch:
 
     def check(self) -> None:
         """Check every entity's mapping now: the gauge gets each entity's problem count, and
-        any problem stops the poller (SchemaMismatchError, exit 2). A lost connection
+        any problem stops the poller (SchemaMismatchError, exit 8). A lost connection
         (SourceError) propagates and is retried like any read."""
         problems: list[str] = []
         for name, ent in self.cfg.enabled_entities().items():

@@ -48,7 +48,7 @@ def stored_mismatches(cfg: AppConfig, stored: Mapping[str, Watermark], config_pa
         problems.append(
             f"entities.{name}: the stored watermark ({was}, cursor {wm.position.cursor!r}) does "
             f"not fit the configuration (mode {mode} on {', '.join(cols)}). Check where the "
-            f"copy should resume, then run: poller offsets reset --config {config_path} "
+            f"copy should resume, then run: poller watermarks reset --config {config_path} "
             f"--entity {name} --to earliest   (or --to <cursor value>)"
         )
     if problems:

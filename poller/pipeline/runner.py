@@ -161,7 +161,7 @@ class Poller:
         before = s.rows_total
         try:
             self._drain(s)
-        except SchemaMismatchError as exc:  # e.g. a column dropped: name it, stop (exit 2)
+        except SchemaMismatchError as exc:  # e.g. a column dropped: name it, stop (exit 8)
             raise self.drift.explain(exc) from exc
         except SourceError as exc:
             if self.publisher is not None and self.publisher.in_transaction:
@@ -183,6 +183,7 @@ class Poller:
             # max_rows_per_second caps), not when the loop gets round to them
             fetch_hist.observe(seconds)
             rows_read.inc(len(batch.rows))
+
         prefetch = Prefetcher(
             self._fetch[s.name],
             s.position,

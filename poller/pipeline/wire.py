@@ -83,7 +83,7 @@ def register_entities(
     format.
 
     Waits up to retry.startup_timeout_s for an unreachable registry (then exit 7); an
-    incompatible schema stops at once (exit 2) naming the subject and the change."""
+    incompatible schema stops at once (exit 8) naming the subject and the change."""
     reg_cfg = cfg.schema_registry
     if cfg.kafka.format != "confluent" or reg_cfg is None:
         return {}

@@ -152,6 +152,7 @@ class HorizonAccess:
     # Why the lists went blind while running (privilege revoked, server became a standby);
     # cleared when a later check finds them complete again.
     lost: str | None = None
+
     def __post_init__(self) -> None:
         if self.setting is None:  # SQL Server/Oracle: not tested live here, so only on request
             self.setting = "settle" if dialect_key(self.dialect) in UNTESTED else "transactions"
@@ -390,6 +391,7 @@ class IdHorizon:
     def held_by(self) -> frozenset[str]:
         """The open transactions the oldest pending id waits for (empty: none known)."""
         return (self._pending[0].open_then or frozenset()) if self._pending else frozenset()
+
 
 @dataclass
 class TimeHorizon:

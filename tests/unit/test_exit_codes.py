@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from poller.errors import EXIT_REASON_ENV, describe_exit, exit_names, restart_helps
+from poller.errors import EXIT_CODES, EXIT_REASON_ENV, describe_exit, restart_helps
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -16,9 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 def test_every_code_the_poller_chooses_has_a_name_and_a_restart_rule() -> None:
     assert describe_exit(4) == "exited 4 (bad row)"
     assert describe_exit(-9) == "killed by SIGKILL"
-    assert exit_names(3) == ["fenced"]
-    for code in (2, 4, 5, 6):  # a person must act: configuration, row, permission, watermark
-        assert exit_names(code) and not restart_helps(code), code
+    assert describe_exit(3) == "exited 3 (fenced)"
+    for code in (2, 4, 5, 6, 8):  # a person must act: configuration, row, permission, watermark
+        assert code in EXIT_CODES and not restart_helps(code), code
     for code in (1, 3, 7, 137):  # a crash, fenced, unreachable at start, killed: may pass
         assert restart_helps(code), code
 
@@ -36,6 +36,6 @@ def test_the_command_leaves_its_error_for_a_worker(tmp_path: Path) -> None:
         timeout=60,
         cwd=REPO,
     )
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 2, proc.stderr  # configuration
     said = reason.read_text()
     assert "source.password" in said and "hunter2" not in said

@@ -135,9 +135,10 @@ def test_status_shows_each_entity_and_whether_a_poller_runs(
     assert (cust["mode"], cust["rows_total"], cust["key"]) == ("timestamp", 120, 120)
     assert cust["cursor"] == "2024-02-01 12:00:00"
     assert cust["horizon"].endswith("settle 0s"), cust["horizon"]
-    assert cust["lag_seconds"] > 86_400  # the newest row is from February 2024
+    # The newest row is from February 2024, but nothing is newer than the watermark: no lag.
+    assert (cust["lag"], cust["lag_seconds"]) == ("caught up", 0), cust
     assert (cats["mode"], cats["rows_total"], cats["cursor"]) == ("id", 120, 120)
-    assert cats["lag_ids"] == 0
+    assert (cats["lag"], cats["lag_ids"]) == ("caught up", 0), cats
     for e in (cust, cats):
         assert e["last_commit"] is not None
         assert dt.datetime.strptime(e["last_commit"], "%Y-%m-%dT%H:%M:%S.%fZ")
@@ -167,7 +168,7 @@ def test_status_shows_each_entity_and_whether_a_poller_runs(
                    proc)  # fmt: skip
         refused = inproc(tmp_path, "offsets", "reset", "--config", "c.yaml",
                       "--entity", "customers", "--to", "earliest")  # fmt: skip
-        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert refused.returncode == 2, refused.stdout + refused.stderr
         assert "consumers of customers will see the rows after the beginning again" in (
             refused.stderr
         )
@@ -250,18 +251,47 @@ def test_run_once_shows_progress_bars_only_on_a_terminal(
     assert all(json.loads(line) for line in shown.splitlines() if line.strip()), shown
 
 
+def test_status_after_a_finished_run_once_says_not_running(
+    source: dict[str, Any], tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Right after `run --once` the watermarks are fresh, which alone reads as "maybe running";
+    the run recorded its end, so status knows it is not. A row newer than the watermark turns
+    "caught up" back into a lag."""
+    monkeypatch.setenv("POLLER_STATE_DIR", str(tmp_path / "state"))
+    write({**source, "metrics": {"enabled": False}}, tmp_path)
+    ran = inproc(tmp_path, "run", "--once", "--config", "c.yaml")
+    assert ran.returncode == 0, ran.stderr
+    after = status(tmp_path)
+    assert after["running"] is False, after
+    assert any("ended at" in e for e in after["running_evidence"]), after
+    assert {e["entity"]: e["lag"] for e in after["entities"]} == {
+        "customers": "caught up",
+        "product_categories": "caught up",
+    }
+    table = inproc(tmp_path, "status", "--config", "c.yaml")
+    assert table.stdout.startswith(f"tenant {TENANT}: poller not running"), table.stdout
+    execute(
+        pg_url,
+        "INSERT INTO people VALUES (500, :t, 'New', NULL, timestamp '2024-03-01 00:00:00')",
+        params={"t": TENANT},
+    )
+    later = {e["entity"]: e for e in status(tmp_path)["entities"]}
+    assert later["customers"]["lag_seconds"] > 86_400, later["customers"]
+    assert later["product_categories"]["lag"] == "380 ids", later["product_categories"]
+
+
 def test_tail_says_to_run_first_prints_iso_times_and_follows(
     source: dict[str, Any], tmp_path: Path, pg_url: str
 ) -> None:
     missing = inproc(tmp_path, "tail", "--config", "c.yaml", "--entity", "customers")
-    assert missing.returncode == 1
+    assert missing.returncode == 2
     assert f"topic {source['kafka']['topic_prefix']}.customers does not exist yet" in (
         missing.stderr
     )
     assert "run the poller first" in missing.stderr
 
     run_once(source)
-    tailed = inproc(tmp_path, "tail", "--config", "c.yaml", "--entity", "customers", "--json",
+    tailed = inproc(tmp_path, "tail", "--config", "c.yaml", "--entity", "customers",
                  "--limit", "2")  # fmt: skip
     assert tailed.returncode == 0, tailed.stderr
     first = json.loads(tailed.stdout.splitlines()[0])
@@ -270,7 +300,8 @@ def test_tail_says_to_run_first_prints_iso_times_and_follows(
     assert first["_timestamp"] == first["updated_at"], first
 
     follow = subprocess.Popen(
-        [str(POLLER_BIN), "tail", "--config", "c.yaml", "--entity", "customers", "--follow"],
+        [str(POLLER_BIN), "tail", "--config", "c.yaml", "--entity", "customers", "--follow",
+         "--from-beginning"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -294,6 +325,6 @@ def test_check_suggests_the_closest_column(source: dict[str, Any], tmp_path: Pat
     source["entities"]["customers"]["batching"]["column"] = "updated"
     write(source, tmp_path)
     checked = inproc(tmp_path, "check", "--config", "c.yaml")
-    assert checked.returncode == 2
+    assert checked.returncode == 8
     assert "(column 'fname'): not found; did you mean 'f_name'?" in checked.stdout, checked.stdout
     assert "column 'updated' not found; did you mean 'updated_at'?" in checked.stdout

@@ -46,7 +46,7 @@ def test_unknown_column(scenario: Scenario, pg: SourceDB) -> None:
     entity = customers_entity("id")
     entity["fields"] = {**entity["fields"], "full_name": "no_such_column"}
     proc, rc, error = run_failing(scenario, scenario.config(pg.url, {"customers": entity}))
-    assert rc == 2, f"exit {rc}, expected 2 (configuration/schema):\n{proc.describe()}"
+    assert rc == 8, f"exit {rc}, expected 8 (mapping/schema):\n{proc.describe()}"
     for part in ("customers", "full_name", "no_such_column"):
         assert part in error, f"{part!r} not named in:\n{error}"
     assert_nothing_written(scenario)
@@ -61,7 +61,7 @@ def test_timestamp_mode_on_a_text_column(scenario: Scenario, pg: SourceDB) -> No
     )
     entity = customers_entity("id", batching={"mode": "timestamp", "column": "changed"})
     proc, rc, error = run_failing(scenario, scenario.config(pg.url, {"customers": entity}))
-    assert rc == 2, f"exit {rc}, expected 2 (configuration/schema):\n{proc.describe()}"
+    assert rc == 8, f"exit {rc}, expected 8 (mapping/schema):\n{proc.describe()}"
     for part in ("customers", "changed", "timestamp", "string"):
         assert part in error, f"{part!r} not named in:\n{error}"
     assert_nothing_written(scenario)

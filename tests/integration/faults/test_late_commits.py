@@ -144,7 +144,7 @@ def test_commit_after_settle_delay_may_be_missed(
     delivered = scenario.delivery("customers")
     assert str(T2_ID) in delivered.by_id
     assert str(T1_ID) not in delivered.by_id, (
-        "T1's late row was delivered after all: the limit is gone, update the README"
+        "T1's late row was delivered after all: the limit is gone, update docs/concepts.md"
     )
     wm = scenario.stored("customers")
     assert wm is not None and wm.position.cursor == t2_stamp, wm

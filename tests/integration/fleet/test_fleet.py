@@ -309,7 +309,7 @@ def test_tenants_cli_put_list_rm_on_the_kip848_protocol(fleet: Fleet) -> None:
     assert len(fleet.source_rows(gone)) > len(rows_at_rm), "the inserter kept adding its rows"
     assert fleet.owners().get(gone) is None
     out = fleet.cli("tenants", "rm", gone)
-    assert out.returncode == 1 and "no tenant" in out.stdout, out
+    assert out.returncode == 2 and "no tenant" in out.stdout, out
 
 
 def test_a_terminal_exit_fails_the_tenant_with_its_cause(fleet: Fleet) -> None:
@@ -332,7 +332,7 @@ def test_a_terminal_exit_fails_the_tenant_with_its_cause(fleet: Fleet) -> None:
 
     rows = wait_for(listed, 90, f"{bad} to be FAILED", [worker])
     assert rows[good]["state"] == "RUNNING", rows[good]
-    assert str(rows[bad]["exit"]).startswith("exited 2 ("), rows[bad]
+    assert str(rows[bad]["exit"]).startswith("exited 8 ("), rows[bad]  # schema or drift
     assert "no_such_column" in str(rows[bad]["error"]), rows[bad]
     failed_at = time.monotonic()
     # restart.initial_backoff_s is 1 s: a restarted tenant would have started again by now
@@ -340,7 +340,7 @@ def test_a_terminal_exit_fails_the_tenant_with_its_cause(fleet: Fleet) -> None:
     assert len(worker.events(rf"tenant {bad}: started")) == 1, worker.describe()
     assert worker.events(rf"tenant {bad}: .*FAILED, not restarted")
     text = fleet.cli("tenants", "list")
-    assert re.search(rf"{bad} .* FAILED: exited 2 .*no_such_column", text.stdout), text.stdout
+    assert re.search(rf"{bad} .* FAILED: exited 8 .*no_such_column", text.stdout), text.stdout
 
     fleet.put(fleet.tenant_config(bad))  # corrected: runs again
     fleet.wait_all_running([bad, good], timeout=120)

@@ -315,7 +315,7 @@ def test_stored_watermark_of_another_mode_stops_with_the_reset_command(
     text = str(err.value)
     assert "entities.customers: the stored watermark (mode id on id, id" in text
     assert "mode timestamp on updated_at, id" in text
-    assert "poller offsets reset --config poller.yaml --entity customers --to earliest" in text
+    assert "poller watermarks reset --config poller.yaml --entity customers --to earliest" in text
 
 
 def test_naive_start_on_a_zone_aware_cursor(pg_url: str, kafka_bootstrap: str, prefix: str) -> None:

@@ -1,5 +1,5 @@
 """Source drift while running: a mapped column dropped or renamed under a running poller stops
-it with exit 2 naming the field and the column (no endless retry), on PostgreSQL and MariaDB;
+it with exit 8 naming the field and the column (no endless retry), on PostgreSQL and MariaDB;
 the periodic re-check sets poller_schema_drift."""
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def seed(url: str, n: int) -> None:
         ),
     ],
 )
-def test_a_mapped_column_dropped_or_renamed_while_running_stops_with_exit_2(
+def test_a_mapped_column_dropped_or_renamed_while_running_stops_with_exit_8(
     backend: str,
     change: str,
     column: str,
@@ -88,7 +88,7 @@ def test_a_mapped_column_dropped_or_renamed_while_running_stops_with_exit_2(
     finally:
         proc.kill()
     log = proc.log()
-    assert code == 2, log
+    assert code == 8, log
     assert time.monotonic() - started < 30
     assert "schema drift" in log and f"field {field!r} (column {column!r})" in log, log
     assert "Traceback" not in log

@@ -1,6 +1,6 @@
 """Registry failures against the real registry: unreachable at start (exit 7, URL redacted), an
-incompatible schema (409: exit 2 naming the subject and the change), a lookup-only start whose
-schema was never registered (exit 2), and an outage after start that changes nothing."""
+incompatible schema (409: exit 8 naming the subject and the change), a lookup-only start whose
+schema was never registered (exit 8), and an outage after start that changes nothing."""
 
 from __future__ import annotations
 
@@ -101,13 +101,13 @@ def test_incompatible_schema_exits_2_naming_the_subject_and_the_change(
         [str(POLLER_BIN), "check", "--config", str(tmp_path / "check.yaml")],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
-    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert checked.returncode == 8, checked.stdout + checked.stderr
     assert f"subject {subject!r} refuses schema retail.loyalty.Customer" in checked.stdout
     # ...and `poller run` stops on it before writing anything.
     proc = PollerProcess(cfg, tmp_path, "incompatible", "--once")
     code = proc.wait(90)
     log = proc.log()
-    assert code == 2, log
+    assert code == 8, log
     assert subject in log and "loyalty_tier" in log, log
     assert "Traceback" not in log
     assert len(client.get_versions(subject)) == 1  # nothing registered
@@ -115,7 +115,7 @@ def test_incompatible_schema_exits_2_naming_the_subject_and_the_change(
     assert f"{prefix}.customers-key" not in topics  # stopped before going on
 
 
-def test_lookup_only_start_without_the_schema_exits_2(
+def test_lookup_only_start_without_the_schema_exits_8(
     pg_url: str, kafka_bootstrap: str, prefix: str, registry_url: str, tmp_path: Path
 ) -> None:
     execute(pg_url, *PEOPLE_DDL)
@@ -126,7 +126,7 @@ def test_lookup_only_start_without_the_schema_exits_2(
     proc = PollerProcess(cfg, tmp_path, "lookup", "--once")
     code = proc.wait(90)
     log = proc.log()
-    assert code == 2, log
+    assert code == 8, log
     assert f"{prefix}.customers-value" in log and "auto_register is false" in log, log
 
 

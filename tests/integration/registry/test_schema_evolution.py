@@ -78,7 +78,8 @@ def test_every_version_in_history_is_full_transitive_compatible(
         client.delete_subject(subject)
     assert refused is None, (
         f"schemas/{entity}.avsc breaks FULL_TRANSITIVE compatibility at {refused}. "
-        "Add fields as nullable with default null, rename with aliases (README: Schema evolution)"
+        "Add fields as nullable with default null, rename with aliases "
+        "(docs/messages.md: Schema evolution)"
     )
 
 

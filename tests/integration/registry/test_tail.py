@@ -44,3 +44,44 @@ def test_tail_decodes_both_formats(
     else:
         assert keys == [[TENANT, i] for i in (1, 2, 3)]
     assert list(tail(cfg, "customers", limit=2)).__len__() == 2
+
+
+def test_tail_prints_the_last_n_by_default(
+    pg_url: str,
+    kafka_bootstrap: str,
+    prefix: str,
+    tmp_path,
+    capsys,  # type: ignore[no-untyped-def]
+) -> None:
+    """`poller tail` is tail: the last N messages (by message time, the cursor's in timestamp
+    mode) across partitions; --from-beginning prints from the first."""
+    import json
+
+    import yaml
+
+    from poller.cli.main import main
+
+    execute(pg_url, *PEOPLE_DDL)
+    execute(
+        pg_url,
+        *(
+            f"INSERT INTO people VALUES ({i}, '{TENANT}', 'P{i}', NULL, "  # noqa: S608
+            f"'{T0 + dt.timedelta(seconds=i)}')"
+            for i in range(1, 31)
+        ),
+    )
+    raw = config(
+        pg_url, TENANT, kafka_bootstrap, prefix, {"customers": people_entity("timestamp", 7)}
+    )
+    Poller(parse_config(raw)).run(once=True)  # 5 transactions over 3 partitions
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+
+    def ids(*extra: str) -> list[int]:
+        assert main(["tail", "--config", str(path), "--entity", "customers", *extra]) == 0
+        return [int(json.loads(line)["local_id"]) for line in capsys.readouterr().out.splitlines()]
+
+    assert ids("--limit", "3") == [28, 29, 30]
+    assert ids() == list(range(21, 31))  # the default: the last 10
+    assert sorted(ids("--from-beginning")) == list(range(1, 31))
+    assert len(ids("--from-beginning", "-n", "4")) == 4

@@ -1,4 +1,4 @@
-"""The shipped .avsc files: conventions, types, fingerprints, README Entities in sync."""
+"""The shipped .avsc files: conventions, types, fingerprints, docs/messages.md Entities in sync."""
 
 from __future__ import annotations
 
@@ -263,8 +263,8 @@ def test_load_schema_reports_a_missing_or_invalid_file(tmp_path: Path) -> None:
 
 
 def test_entities_doc_lists_every_field_in_schema_order() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    doc = readme.split("\n## Entities\n", 1)[1].split("\n## ", 1)[0]
+    page = (ROOT / "docs" / "messages.md").read_text(encoding="utf-8")
+    doc = page.split("\n## Entities\n", 1)[1].split("\n## ", 1)[0]
     sections = re.split(r"^### ", doc, flags=re.M)[1:]
     tables = {s.split()[0].strip("`"): s for s in sections}
     assert list(tables)[: len(ENTITIES)] == list(ENTITIES)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from poller.config import AppConfig, MetricsConfig, parse_config
 from poller.ops.http import serve
@@ -68,3 +71,21 @@ def test_fresh_watermark_writes_say_maybe_and_old_ones_say_no() -> None:
     assert recent.running is None and str(recent).startswith("maybe running")
     stale = poller_running(cfg, [dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)])
     assert stale.running is False
+
+
+def test_a_recorded_stop_after_the_newest_write_says_not_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run --once` finished on this machine: its fresh writes do not mean "maybe"."""
+    from poller.ops.running import record_stop
+
+    monkeypatch.setenv("POLLER_STATE_DIR", str(tmp_path))
+    cfg = app(free_port(), heartbeat=60)
+    written = [dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)]
+    assert poller_running(cfg, written).running is None
+    record_stop(cfg)
+    stopped = poller_running(cfg, written)
+    assert stopped.running is False and str(stopped).startswith("not running (")
+    # a write after the recorded stop: another run (here or elsewhere) since
+    later = [dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)]
+    assert poller_running(cfg, later).running is None

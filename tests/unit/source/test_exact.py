@@ -181,7 +181,7 @@ def test_a_full_batch_that_does_not_advance_is_terminal() -> None:
         ensure_progress("receipts", start, Batch(rows, Position(None, 3), None), 2)
     ensure_progress("receipts", start, Batch(rows, Position(T0, 3), None), 2)
     ensure_progress("receipts", start, Batch([], None, None), 2)
-    assert NoProgressError("x").exit_code == 2
+    assert NoProgressError("x").exit_code == 8
 
 
 def _cfg(mode: str, column: str) -> Any:
@@ -216,7 +216,7 @@ def test_a_stored_watermark_must_fit_the_config() -> None:
         (_cfg("id", "seq"), _wm("id", 42, ["id", "id"])),
         (_cfg("timestamp", "updated_at"), _wm("timestamp", 42, None)),  # an id as cursor
     ]:
-        with pytest.raises(ConfigError, match=r"poller offsets reset --config p\.yaml"):
+        with pytest.raises(ConfigError, match=r"poller watermarks reset --config p\.yaml"):
             stored_mismatches(cfg, wm, "p.yaml")
 
 
