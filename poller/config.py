@@ -81,6 +81,7 @@ class SourceConfig(_Model):
         "(needs pg_read_all_stats / PROCESS ...; falls back to settle); settle: settle_delay_s. "
         "Default: transactions, but settle on SQL Server and Oracle (not tested live; "
         "docs/horizon-dialects.md)",
+        examples=["settle"],
     )
     max_concurrent_queries: int | None = Field(
         None,
@@ -103,11 +104,18 @@ class SourceConfig(_Model):
         None,
         description="PEM file of the CA(s) that signed the database's certificate; default: "
         "the system's trusted CAs",
+        examples=["/etc/poller/db-ca.pem"],
     )
     tls_cert_file: str | None = Field(
-        None, description="client certificate (PEM) for databases that require one"
+        None,
+        description="client certificate (PEM) for databases that require one",
+        examples=["/etc/poller/db-client.pem"],
     )
-    tls_key_file: str | None = Field(None, description="private key (PEM) of tls_cert_file")
+    tls_key_file: str | None = Field(
+        None,
+        description="private key (PEM) of tls_cert_file",
+        examples=["/etc/poller/db-client.key"],
+    )
 
     @field_validator("url")
     @classmethod
@@ -206,6 +214,7 @@ class KafkaConfig(_Model):
         "one tenant, see docs/security.md); shared: {prefix}.{entity} for every tenant, only "
         "for one trusted operator's principal; unset: shared, refused with per-tenant "
         "credentials (sasl.username)",
+        examples=["per_tenant"],
     )
 
     @model_validator(mode="before")
@@ -444,19 +453,29 @@ class EntityConfig(_Model):
 
 
 class EndpointTLSConfig(_Model):
-    cert_file: str = Field(description="PEM certificate (with its chain) the endpoints present")
-    key_file: str = Field(description="PEM private key of `cert_file`")
+    cert_file: str = Field(
+        description="PEM certificate (with its chain) the endpoints present",
+        examples=["/etc/poller/tls/tls.crt"],
+    )
+    key_file: str = Field(
+        description="PEM private key of `cert_file`", examples=["/etc/poller/tls/tls.key"]
+    )
     client_ca_file: str | None = Field(
-        None, description="require client certificates signed by this CA (mutual TLS)"
+        None,
+        description="require client certificates signed by this CA (mutual TLS)",
+        examples=["/etc/poller/tls/prometheus-ca.pem"],
     )
 
 
 class EndpointAuthConfig(_Model):
-    user: str = Field(min_length=1, description="basic-auth user Prometheus sends")
+    user: str = Field(
+        min_length=1, description="basic-auth user Prometheus sends", examples=["prometheus"]
+    )
     password: str = Field(
         min_length=1,
         description="its password: write a reference (`${ENV}` or `${file:/path}`), never "
         "the password itself",
+        examples=["${file:/etc/poller/metrics-password}"],
     )
 
 

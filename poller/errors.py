@@ -244,7 +244,7 @@ def exit_codes_epilog() -> str:
 
 
 # A file where the `poller` command writes the error it stops on (a worker sets it per child).
-EXIT_REASON_ENV = "POLLER_EXIT_REASON_FILE"
+REASON_FILE_ENV = "POLLER_EXIT_REASON_FILE"
 
 # Exits a new process cannot get past on its own: a worker does not restart a tenant that
 # exited with one of them (the tenant is FAILED, with its cause, until its configuration

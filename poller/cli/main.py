@@ -30,7 +30,7 @@ from poller.cli import (
 from poller.errors import (
     EXIT_CRASHED,
     EXIT_INTERRUPTED,
-    EXIT_REASON_ENV,
+    REASON_FILE_ENV,
     PollerError,
     exit_codes_epilog,
 )
@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _leave_reason(message: str) -> None:
     """For a worker that started this process: the error it stopped on (already redacted)."""
-    path = os.environ.get(EXIT_REASON_ENV)
+    path = os.environ.get(REASON_FILE_ENV)
     if path:
         with contextlib.suppress(OSError):
             Path(path).write_text(message + "\n", encoding="utf-8")

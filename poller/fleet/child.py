@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from poller.errors import EXIT_REASON_ENV
+from poller.errors import REASON_FILE_ENV
 from poller.fleet.entry import PARENT_ENV
 from poller.source.limits import LIMITS_DIR_ENV
 
@@ -41,7 +41,7 @@ class Child:
             **os.environ,
             PARENT_ENV: str(os.getpid()),
             LIMITS_DIR_ENV: str(limits_dir),
-            EXIT_REASON_ENV: str(self.reason_path),
+            REASON_FILE_ENV: str(self.reason_path),
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "poller.fleet.entry", "run", "--config", str(config_path)],

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from poller.errors import EXIT_CODES, EXIT_REASON_ENV, describe_exit, restart_helps
+from poller.errors import EXIT_CODES, REASON_FILE_ENV, describe_exit, restart_helps
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,7 @@ def test_the_command_leaves_its_error_for_a_worker(tmp_path: Path) -> None:
     config = tmp_path / "poller.yaml"
     config.write_text("tenant: t\nsource: {url: 'sqlite:///x.db', password: hunter2}\n")
     reason = tmp_path / "reason"
-    env = {**os.environ, EXIT_REASON_ENV: str(reason)}
+    env = {**os.environ, REASON_FILE_ENV: str(reason)}
     proc = subprocess.run(
         [sys.executable, "-m", "poller", "run", "--config", str(config)],
         env=env,

@@ -196,7 +196,12 @@ def test_a_transient_exit_is_restarted_and_says_why(sup: Supervisor) -> None:
     child.code = 7
     child.said = "database not reachable"  # type: ignore[attr-defined]
     sup.tick()
-    assert status.log[-1] == ("a", "RESTARTING", "exited 7 (startup)", "database not reachable")
+    assert status.log[-1] == (
+        "a",
+        "RESTARTING",
+        "exited 7 (unreachable at start)",
+        "database not reachable",
+    )
     time.sleep(0.25)
     sup.tick()
     assert len(FakeChild.started) == 2 and sup.tenants["a"].failed is None
