@@ -1,5 +1,4 @@
 """Avro: entity schemas, the generated hot-path encoder, value rules, decoding, the registry client.
 
-Imports poller.config (registry settings) and poller.errors; schemas.py imports only errors, as
-poller.config reads it to validate mappings.
+Imports poller.config (registry settings, the entity catalog) and poller.errors.
 """

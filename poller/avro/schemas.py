@@ -7,7 +7,6 @@ fingerprint (little-endian), then the Avro binary body.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,33 +17,10 @@ from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
 from poller.avro.values import FieldSpec, write_long
+from poller.config.catalog import ENTITIES, default_schemas_dir, is_nullable
 from poller.errors import ConfigError, SchemaMismatchError, TerminalError
 
-ENTITIES: tuple[str, ...] = (
-    "customers",
-    "receipts",
-    "receipt_lines",
-    "events",
-    "products",
-    "product_categories",
-    "bonus_balances",
-    "promo_codes",
-)
 MAGIC = b"\xc3\x01"
-_PACKAGE = Path(__file__).resolve().parent.parent
-# An installed wheel carries the schemas as poller/schemas/; a source checkout keeps them in the
-# repository's top-level schemas/, their one home.
-_DEFAULT_SCHEMAS_DIR = (
-    _PACKAGE / "schemas" if (_PACKAGE / "schemas").is_dir() else _PACKAGE.parent / "schemas"
-)
-
-
-def default_schemas_dir() -> Path:
-    """POLLER_SCHEMAS_DIR if set, else the repository's schemas/ (read at call time)."""
-    env = os.environ.get("POLLER_SCHEMAS_DIR")
-    return Path(env) if env else _DEFAULT_SCHEMAS_DIR
-
-
 SCHEMAS_DIR = default_schemas_dir()
 
 RowEncoder = Callable[[Sequence[object]], bytes]
@@ -93,7 +69,7 @@ def load_schema(name: str, schemas_dir: Path | str | None = None) -> EntitySchem
         schema=parsed,
         raw=raw,
         field_names=tuple(f["name"] for f in fields),
-        required=frozenset(f["name"] for f in fields if not _is_nullable(f["type"])),
+        required=frozenset(f["name"] for f in fields if not is_nullable(f["type"])),
         fingerprint=schema_fingerprint(raw),
     )
 
@@ -127,10 +103,6 @@ def entity_problems(es: EntitySchema) -> list[str]:
         except SchemaMismatchError as e:
             problems.append(str(e))
     return problems
-
-
-def _is_nullable(t: object) -> bool:
-    return isinstance(t, list) and "null" in t
 
 
 def _field_spec(f: Mapping[str, Any]) -> FieldSpec:
