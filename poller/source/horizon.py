@@ -17,6 +17,10 @@ which write transactions are open:
 
 The transaction lists need a privilege on most databases (`ACCESS` below); without it the
 poller falls back to the settle delay and says so at start, and `poller check` names the grant.
+Where the database can say whether a list is complete (PostgreSQL: the role, and not a hot
+standby), that is asked again after every list read, so a grant revoked while running turns the
+horizon off at the next batch instead of silently reading past transactions it cannot see.
+docs/horizon.md describes all of it for operators.
 """
 
 from __future__ import annotations
