@@ -109,6 +109,18 @@ _BLIND_SQL = {
         "pg_is_in_recovery() AS standby"
     ),
 }
+# Who the oldest open transaction is, for the messages that say what holds the bound back
+# (never its query text: that can carry customers' values).
+_WHO = {
+    "postgresql": (
+        "SELECT 'pid ' || pid || ', user ' || coalesce(usename, '?') || ', application '"
+        " || quote_literal(coalesce(application_name, '')) || ', ' || coalesce(state, '?') "
+        "FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL "
+        "AND backend_type NOT IN ('autovacuum worker', 'walsender') "
+        "ORDER BY xact_start LIMIT 1"
+    ),
+}
 STANDBY = (
     "this server is a hot standby (pg_is_in_recovery()): its transaction list shows only its "
     "own sessions, not the primary's writers; poll the primary to use the horizon"
@@ -228,6 +240,14 @@ class HorizonAccess:
             for f, why in sorted(self.missing.items())
             if f in used
         ]
+
+
+def oldest_who(conn: sa.Connection, dialect: str) -> str:
+    """Who holds the oldest open transaction ("" where the dialect does not say)."""
+    sql = _WHO.get(dialect_key(dialect))
+    if sql is None:
+        return ""
+    return str(conn.execute(sa.text(sql)).scalar() or "")
 
 
 def blind_reason(conn: sa.Connection, dialect: str) -> str | None:
