@@ -120,8 +120,7 @@ class Poller:
     def run(self, once: bool = False, max_wait_s: float = DEFAULT_MAX_WAIT_S) -> None:
         """Poll until stopped; with `once`, until every entity has read everything committed
         before the run started (waiting up to `max_wait_s` for open transactions, see once.py)."""
-        if once:
-            self.once_goal = OnceGoal(self.tenant, max_wait_s)
+        self.once_goal = OnceGoal(self.tenant, max_wait_s) if once else None
         try:
             while not self.stop.is_set():
                 try:
