@@ -47,6 +47,7 @@ from poller.source.reader import Batch, SourceReader, make_engine
 log = logging.getLogger(__name__)
 
 MAX_BATCHES_PER_TURN = 50  # then let the other entities have a turn
+ONCE_RECHECK_S = 1.0  # run --once, waiting for open transactions: poll at least this often
 
 
 class RunObserver(Protocol):
@@ -120,8 +121,7 @@ class Poller:
     def run(self, once: bool = False, max_wait_s: float = DEFAULT_MAX_WAIT_S) -> None:
         """Poll until stopped; with `once`, until every entity has read everything committed
         before the run started (waiting up to `max_wait_s` for open transactions, see once.py)."""
-        if once:
-            self.once_goal = OnceGoal(self.tenant, max_wait_s)
+        self.once_goal = OnceGoal(self.tenant, max_wait_s) if once else None
         try:
             while not self.stop.is_set():
                 try:
@@ -133,12 +133,14 @@ class Poller:
                     self._recover(exc, self._failures)
                     continue
                 if (
-                    once
+                    self.once_goal is not None
                     and self.backfill is None
                     and all(s.caught_up for s in self.streams.values())
-                    and (self.once_goal is None or self.once_goal.done(self.streams))
                 ):
-                    return
+                    if self.once_goal.done(self.streams):
+                        return
+                    for s in self.streams.values():  # waiting on open transactions: ask often
+                        s.next_poll_at = min(s.next_poll_at, time.monotonic() + ONCE_RECHECK_S)
                 self._sleep_until_due()
         finally:
             self.close()

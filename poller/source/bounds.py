@@ -19,6 +19,7 @@ from poller.source.horizon import (
     TimeHorizon,
     blind_reason,
     has_lists,
+    oldest_who,
     open_transactions,
 )
 from poller.source.query import EntityQuery, Position
@@ -110,7 +111,11 @@ class ReadBounds:
                 holdback = (bound - oldest).total_seconds()
                 bound = oldest
                 age = (now_utc - oldest).total_seconds()
-                held = f"a transaction open since {oldest:%Y-%m-%d %H:%M:%S.%f} UTC ({age:.1f} s)"
+                who = oldest_who(conn, dialect)
+                held = (
+                    f"a transaction open since {oldest:%Y-%m-%d %H:%M:%S.%f} UTC ({age:.1f} s"
+                    + (f"; {who})" if who else ")")
+                )
         ctype = self.query.cursor_type
         if ctype.kind == "date":  # a day is complete once all of it is behind the bound
             return bound.astimezone(self.zone).date(), holdback, held

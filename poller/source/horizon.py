@@ -17,6 +17,10 @@ which write transactions are open:
 
 The transaction lists need a privilege on most databases (`ACCESS` below); without it the
 poller falls back to the settle delay and says so at start, and `poller check` names the grant.
+Where the database can say whether a list is complete (PostgreSQL: the role, and not a hot
+standby), that is asked again after every list read, so a grant revoked while running turns the
+horizon off at the next batch instead of silently reading past transactions it cannot see.
+docs/horizon.md describes all of it for operators.
 """
 
 from __future__ import annotations
@@ -98,6 +102,18 @@ _BLIND_SQL = {
 }
 # Dialects whose horizon is not tested against a live server here: opt-in (source.horizon).
 UNTESTED = frozenset({"mssql", "oracle"})
+# Who the oldest open transaction is, for the messages that say what holds the bound back
+# (never its query text: that can carry customers' values).
+_WHO = {
+    "postgresql": (
+        "SELECT 'pid ' || pid || ', user ' || coalesce(usename, '?') || ', application '"
+        " || quote_literal(coalesce(application_name, '')) || ', ' || coalesce(state, '?') "
+        "FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL "
+        "AND backend_type NOT IN ('autovacuum worker', 'walsender') "
+        "ORDER BY xact_start LIMIT 1"
+    ),
+}
 STANDBY = (
     "this server is a hot standby (pg_is_in_recovery()): its transaction list shows only its "
     "own sessions, not the primary's writers; poll the primary to use the horizon"
@@ -247,6 +263,14 @@ class HorizonAccess:
             for f, why in sorted(self.missing.items())
             if f in used
         ]
+
+
+def oldest_who(conn: sa.Connection, dialect: str) -> str:
+    """Who holds the oldest open transaction ("" where the dialect does not say)."""
+    sql = _WHO.get(dialect_key(dialect))
+    if sql is None:
+        return ""
+    return str(conn.execute(sa.text(sql)).scalar() or "")
 
 
 def blind_reason(conn: sa.Connection, dialect: str) -> str | None:

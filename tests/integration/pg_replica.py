@@ -41,8 +41,8 @@ def _free_ports(n: int) -> list[int]:
 
 
 class PostgresReplica:
-    """`primary_url` (read-write) and `standby_url` (hot standby), role poller/poller
-    (superuser), database `faults`."""
+    """`primary_url` (read-write, max_prepared_transactions 5) and `standby_url` (hot
+    standby), role poller/poller (superuser), database `faults`."""
 
     def __init__(self) -> None:
         self.primary = DedicatedPostgres()
@@ -62,6 +62,12 @@ class PostgresReplica:
 
     def create(self) -> None:
         self.primary.create()
+        # Prepared transactions on (the shared server has them off); the standby inherits it
+        # through the base backup, as a hot standby must.
+        _run("runuser", "-u", "postgres", "--", "psql", "-p", str(self.primary.port), "-qc",
+             "ALTER SYSTEM SET max_prepared_transactions = 5")  # fmt: skip
+        self.primary.stop()
+        self.primary.start()
         _run("pg_createcluster", self.version, self.standby, "-p", str(self.standby_port), "--",
              "--auth-host=scram-sha-256", "--auth-local=peer")  # fmt: skip
         self.standby_created = True

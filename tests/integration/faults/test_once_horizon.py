@@ -69,6 +69,8 @@ def test_once_names_the_open_transaction_and_exits_8_then_finishes_after_it(
         assert "could not read up to its start time" in said
         held = "a transaction open since" if mode == "timestamp" else "open transaction(s)"
         assert held in said, said
+        if mode == "timestamp":  # who it is, for the DBA (never the query text)
+            assert ", user poller, application " in said, said
         published = scenario.delivery("customers")
         assert sorted(int(k) for k in published.by_id) == list(range(1, SEEDED + 1))
         open_tx.commit()

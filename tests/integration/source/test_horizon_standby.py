@@ -40,6 +40,7 @@ def test_a_hot_standby_refuses_the_horizon_and_falls_back_to_the_settle_delay(
                 )
             )
         pg_replica.wait_replayed()
+        check_prepared_transaction_holds_id_mode_back(pg_replica.primary_url)
         # A writer open on the primary: the standby cannot see it.
         with primary.connect() as writer:
             writer.execute(sa.text("INSERT INTO t VALUES (100, now())"))
@@ -75,3 +76,55 @@ def test_a_hot_standby_refuses_the_horizon_and_falls_back_to_the_settle_delay(
             writer.rollback()
     finally:
         primary.dispose()
+
+
+def check_prepared_transaction_holds_id_mode_back(url: str) -> None:
+    """On the primary: a prepared transaction (no session any more) holds id mode back until
+    COMMIT PREPARED."""
+    engine = sa.create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("CREATE TABLE p (id bigint PRIMARY KEY)"))
+            conn.execute(sa.text("INSERT INTO p VALUES (1)"))
+        src = SourceConfig(url=url)
+        ent = EntityConfig.model_validate(
+            {
+                "table": "p",
+                "key": "id",
+                "fields": {"local_id": "id"},
+                "batching": {"mode": "id", "column": "id"},
+            }
+        )
+        reader_engine = make_engine(src)
+        try:
+            access = HorizonAccess(src.horizon, reader_engine.dialect.name)
+            with reader_engine.connect() as conn:
+                access.probe(conn)
+            query = EntityQuery(ent, src, "acme", ["local_id"], reader_engine.dialect, name="p")
+            reader = SourceReader(reader_engine, query, ent, src, access=access)
+            assert reader.horizon_active
+            first = reader.fetch(BEGINNING)
+            assert [r[0] for r in first.rows] == [1] and first.last is not None
+            with engine.connect() as conn:
+                conn.execute(sa.text("BEGIN"))
+                conn.execute(sa.text("INSERT INTO p VALUES (2)"))
+                conn.execute(sa.text("PREPARE TRANSACTION 'poller_test_px'"))
+                conn.execute(sa.text("INSERT INTO p VALUES (3)"))  # committed, after it
+            seen: list[object] = []
+            position = first.last
+            for _ in range(2):
+                batch = reader.fetch(position)
+                seen.extend(r[0] for r in batch.rows)
+                position = batch.last or position
+            assert seen == [] and "prepared/" in batch.held_by, batch.held_by
+            with engine.connect() as conn:
+                conn.execute(sa.text("COMMIT PREPARED 'poller_test_px'"))
+            for _ in range(3):
+                batch = reader.fetch(position)
+                seen.extend(r[0] for r in batch.rows)
+                position = batch.last or position
+            assert seen == [2, 3]
+        finally:
+            reader_engine.dispose()
+    finally:
+        engine.dispose()
