@@ -15,11 +15,13 @@ poller's batch reads, settle_delay_s 0 so only the horizon holds anything back):
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -29,9 +31,10 @@ from sqlalchemy.pool import NullPool
 from poller.config import EntityConfig, SourceConfig, parse_config
 from poller.pipeline.guards import horizon_warnings
 from poller.source.horizon import HorizonAccess
+from poller.source.horizon_writers import _MY_LOCAL_TO_UTC
 from poller.source.query import BEGINNING, EntityQuery, Position
 from poller.source.reader import SourceReader, make_engine
-from tests.integration.own_mariadb import replica_pair
+from tests.integration.own_mariadb import own_server, replica_pair
 
 pytestmark = pytest.mark.integration
 
@@ -291,3 +294,43 @@ def test_a_replica_refuses_the_horizon(tmp_path: Path) -> None:
             assert default.settle_s(turns.reader.horizon_active) == 30.0
         finally:
             turns.close()
+
+
+def test_local_start_times_are_read_as_their_earliest_utc_instant_across_dst(
+    tmp_path: Path,
+) -> None:
+    """innodb_trx.trx_started is in the server's system time zone. On a server in Europe/Berlin,
+    CONVERT_TZ(..., 'SYSTEM', '+00:00') reads 02:30 on the fall-back night as 01:30 UTC (CET),
+    an hour late for a transaction that started at 02:30 CEST (00:30 UTC): rows stamped after it
+    would have been published past it. The horizon's conversion gives the earliest instant a
+    local time may denote, and the exact one away from the transitions."""
+    berlin = ZoneInfo("Europe/Berlin")
+    with own_server(tmp_path, tz="Europe/Berlin") as server:
+        assert server.scalar("SELECT @@system_time_zone") == "CET"
+        expr = _MY_LOCAL_TO_UTC.format(x="CAST(:x AS DATETIME)")
+        engine = sa.create_engine(server.admin_url, poolclass=NullPool)
+        start = dt.datetime(2026, 10, 24, 23, 0)
+        try:
+            with engine.connect() as conn:
+                for day_start in (start, dt.datetime(2026, 3, 28, 23, 0)):
+                    for minutes in range(0, 6 * 60, 10):
+                        local = day_start + dt.timedelta(minutes=minutes)
+                        got = conn.execute(sa.text(f"SELECT {expr}"), {"x": local}).scalar()
+                        assert isinstance(got, dt.datetime)
+                        utc = {  # the instants `local` denotes: one, two (fall-back), none
+                            u
+                            for f in (0, 1)
+                            if (u := local.replace(fold=f, tzinfo=berlin).astimezone(dt.UTC))
+                            .astimezone(berlin)
+                            .replace(tzinfo=None)
+                            == local
+                        }
+                        if not utc:  # in the spring-forward gap: no clock shows it
+                            continue
+                        earliest = min(u.replace(tzinfo=None) for u in utc)
+                        assert got <= earliest, (local, got, earliest)
+                        assert earliest - got <= dt.timedelta(hours=1), (local, got)
+                        if len(utc) == 1:  # an ordinary local time: exact
+                            assert got == earliest, (local, got)
+        finally:
+            engine.dispose()
