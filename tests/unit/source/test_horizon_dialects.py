@@ -10,6 +10,7 @@ import pytest
 from poller.config import SourceConfig
 from poller.source.horizon import HorizonAccess, oldest_sql, open_sql
 from poller.source.horizon_writers import WriterTracker
+from poller.source.replica import MSSQL_UPDATEABILITY, ORACLE_ROLE, replica_reason
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0)
 
@@ -184,3 +185,48 @@ def test_fall_back_never_makes_a_start_later() -> None:
     local_now, utc_now = dt.datetime(2026, 10, 25, 2, 10), dt.datetime(2026, 10, 25, 1, 10)
     oldest = tr.observe([("5", "t", None, local_start, local_now, utc_now)], utc_now)
     assert oldest is not None and oldest <= dt.datetime(2026, 10, 25, 0, 50)
+
+
+# --- replicas -------------------------------------------------------------------------------
+
+
+class _Conn:
+    """Answers the replica checks' statements from a table (no live server here)."""
+
+    def __init__(self, answers: dict[str, object]) -> None:
+        self.answers = answers
+        self.seen: list[str] = []
+        self.value: object = None
+
+    def execute(self, stmt: object) -> _Conn:
+        self.seen.append(str(stmt))
+        self.value = self.answers[str(stmt)]
+        return self
+
+    def scalar(self) -> object:
+        return self.value
+
+
+@pytest.mark.parametrize(
+    ("dialect", "stmt", "value", "replica"),
+    [
+        ("mssql", MSSQL_UPDATEABILITY, "READ_ONLY", True),
+        ("mssql", MSSQL_UPDATEABILITY, "READ_WRITE", False),
+        ("oracle", ORACLE_ROLE, "PHYSICAL STANDBY", True),
+        ("oracle", ORACLE_ROLE, "PRIMARY", False),
+    ],
+)
+def test_sql_server_and_oracle_replicas_are_recognised(
+    dialect: str, stmt: str, value: str, replica: bool
+) -> None:
+    conn = _Conn({stmt: value})
+    reason = replica_reason(conn, dialect)  # type: ignore[arg-type]
+    assert (reason is not None) is replica, reason
+    assert conn.seen == [stmt]
+    assert (
+        stmt
+        == {
+            "mssql": "SELECT CAST(DATABASEPROPERTYEX(DB_NAME(), 'Updateability') AS VARCHAR(20))",
+            "oracle": "SELECT database_role FROM v$database",
+        }[dialect]
+    )
