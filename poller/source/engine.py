@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 
 from poller.config import SourceConfig
 from poller.errors import ConfigError
+from poller.source.horizon_writers import own_sessions
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ def make_engine(source: SourceConfig) -> sa.Engine:
         connect_args = {"tcp_connect_timeout": source.connect_timeout_s}
     engine = sa.create_engine(url, pool_pre_ping=True, pool_recycle=1800, connect_args=connect_args)
     event.listen(engine, "connect", _session_setup(backend, source, timeout_ms))
+    own_sessions(engine)  # the horizon leaves these read-only sessions out (MySQL)
     return engine
 
 

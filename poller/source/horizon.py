@@ -29,7 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from poller.source.horizon_writers import WRITERS, WriterTracker, writers_sql
+from poller.source.horizon_writers import WRITERS, WriterTracker, own_sessions, writers_sql
 from poller.source.replica import replica_reason
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,11 @@ _SLACK = {
 # A transaction list read this long after a maximum id was read covers every transaction that
 # held a smaller id at that moment (MySQL's cached innodb_trx may be 0.1 s old).
 _LIST_DELAY = {"mysql": 0.25, "mariadb": 0.25}
+
+
+def time_horizon(engine: sa.Engine) -> TimeHorizon:
+    """The timestamp-mode horizon of one reader of `engine`."""
+    return TimeHorizon(engine.dialect.name, own_sessions(engine))
 
 
 def dialect_key(dialect: str) -> str:
@@ -288,6 +293,7 @@ class TimeHorizon:
     of the oldest stamp an open transaction may still commit, or None."""
 
     dialect: str
+    own: set[str] = field(default_factory=set)  # the poller's own read-only sessions
     _writers: WriterTracker | None = None
 
     def __post_init__(self) -> None:
@@ -298,7 +304,7 @@ class TimeHorizon:
     def oldest(self, conn: sa.Connection, now_utc: dt.datetime) -> dt.datetime | None:
         if self._writers is None:
             return oldest_open_start(conn, self.dialect)
-        oldest = self._writers.oldest(conn, _naive(now_utc))
+        oldest = self._writers.oldest(conn, _naive(now_utc), self.own)
         if oldest is None:
             return None
         return _aware(oldest) - _SLACK.get(dialect_key(self.dialect), dt.timedelta(seconds=1))

@@ -24,11 +24,14 @@ leaves out. Each statement's text is fixed; no value is ever interpolated.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 
 # Commands of sessions that are not running a client statement.
 _IDLE = "('Sleep', 'Daemon', 'Binlog Dump', 'Binlog Dump GTID')"
@@ -116,6 +119,36 @@ def writers_sql(dialect: str) -> sa.TextClause:
     return sa.text(WRITERS[dialect])
 
 
+# The poller's own MySQL sessions, per engine: they run `SET SESSION TRANSACTION READ ONLY`
+# (source/engine.py), so they cannot write, and their batch reads must not hold back the other
+# entities' horizons for as long as they run.
+_OWN: weakref.WeakKeyDictionary[sa.Engine, set[str]] = weakref.WeakKeyDictionary()
+
+
+def own_sessions(engine: sa.Engine) -> set[str]:
+    """The ids of the engine's MySQL sessions opened from now on (registered once)."""
+    if engine in _OWN:
+        return _OWN[engine]
+    sessions: set[str] = set()
+    _OWN[engine] = sessions
+    if engine.dialect.name not in ("mysql", "mariadb"):
+        return sessions
+
+    def on_connect(dbapi_conn: Any, record: Any) -> None:
+        with contextlib.closing(dbapi_conn.cursor()) as cur:
+            cur.execute("SELECT CONNECTION_ID()")
+            session = str(cur.fetchone()[0])
+        record.info["poller_session"] = session
+        sessions.add(session)
+
+    def on_close(_dbapi_conn: Any, record: Any) -> None:
+        sessions.discard(record.info.pop("poller_session", None))
+
+    event.listen(engine, "connect", on_connect)
+    event.listen(engine, "close", on_close)
+    return sessions
+
+
 @dataclass
 class _Seen:
     since: dt.datetime  # the earliest stamp the session may still commit (naive UTC)
@@ -134,11 +167,15 @@ class WriterTracker:
     _last: dt.datetime | None = None  # naive UTC of the previous look
     _offset: tuple[dt.timedelta, dt.datetime] | None = None  # server offset, seen since
 
-    def oldest(self, conn: sa.Connection, now_utc: dt.datetime) -> dt.datetime | None:
+    def oldest(
+        self, conn: sa.Connection, now_utc: dt.datetime, own: set[str] | None = None
+    ) -> dt.datetime | None:
         """The oldest stamp (naive UTC, before any slack) that another session may still
-        commit; `now_utc` is the database's time read just before (naive UTC)."""
+        commit; `now_utc` is the database's time read just before (naive UTC); `own`: the
+        poller's read-only sessions, left out."""
         rows = conn.execute(writers_sql(self.dialect)).all()
-        return self.observe([tuple(r) for r in rows], now_utc)
+        skip = own or set()
+        return self.observe([tuple(r) for r in rows if str(r[0]) not in skip], now_utc)
 
     def observe(self, rows: list[tuple[Any, ...]], now_utc: dt.datetime) -> dt.datetime | None:
         """Rows: (session, transaction, running_since, wrote_since, local_now, utc_now)."""

@@ -31,7 +31,7 @@ from poller.errors import (
 )
 from poller.source import engine as _engine
 from poller.source.exact import CursorType
-from poller.source.horizon import HorizonAccess, IdHorizon, TimeHorizon, open_transactions
+from poller.source.horizon import HorizonAccess, IdHorizon, open_transactions, time_horizon
 from poller.source.probe import cursor_type
 from poller.source.query import (
     BEGINNING,
@@ -207,7 +207,7 @@ class SourceReader:
         self._access = access
         self._family = "time" if entity.is_time_mode else "id"
         self._ids = IdHorizon(engine.dialect.name)
-        self._times = TimeHorizon(engine.dialect.name)
+        self._times = time_horizon(engine)
         self._bound: tuple[float, dt.datetime | None, object, float] = (-1e9, None, None, 0.0)
         self._full = False  # the last batch was full: more rows wait below the bound
         self._prepared = False

@@ -334,3 +334,45 @@ def test_local_start_times_are_read_as_their_earliest_utc_instant_across_dst(
                             assert got == earliest, (local, got)
         finally:
             engine.dispose()
+
+
+def test_the_pollers_own_reads_hold_nothing_back_another_sessions_statement_does(
+    db: sa.Engine, mariadb_url: str
+) -> None:
+    """A running statement counts from its start (it may write what it stamped), except in the
+    poller's own sessions: they are READ ONLY, and a slow batch of one entity must not hold back
+    the others. A statement of any other session does hold the horizon back."""
+    turns = Turns(mariadb_url)
+    outside = sa.create_engine(mariadb_url, poolclass=NullPool)
+    running = sa.text(
+        "SELECT MAX(TIME_MS) FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(4)'"
+    )
+
+    def sleep_in(engine: sa.Engine) -> threading.Thread:
+        def run() -> None:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT SLEEP(4)"))
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        with db.connect() as conn:
+            _wait(lambda: (conn.execute(running).scalar() or 0) > 2_000, 30, "the statement")
+        return thread
+
+    try:
+        assert turns.turn() == []
+        own = sleep_in(turns.engine)  # another session of the poller's own engine
+        with db.connect() as conn:
+            _insert(conn, 1)
+        assert turns.turn() == [1], "the poller's own read held the rows back"
+        own.join(10)
+        other = sleep_in(outside)
+        with db.connect() as conn:
+            _insert(conn, 2)
+        assert turns.turn() == [], "a row was published past another session's statement"
+        other.join(10)
+        _settle(turns)
+        assert sorted(turns.published) == [1, 2]
+    finally:
+        turns.close()
+        outside.dispose()
