@@ -11,12 +11,15 @@ which write transactions are open:
   taken inside a transaction is never older than that transaction's start (PostgreSQL's `now()`
   is the start itself; MySQL, SQL Server and Oracle stamp at statement time, later still), and a
   transaction that has not written yet counts too, since it can still stamp rows with its start.
+  MySQL/MariaDB, SQL Server and Oracle: what is running and what has written, remembered from
+  look to look (horizon_writers); SQL Server and Oracle only on request (UNTESTED).
 * id mode: the largest id that was visible at some earlier moment P, once every transaction
   open at P has ended. An id below that maximum that was still invisible at P belonged to one
   of those transactions; when they have all ended it is visible or gone for good.
 
 The transaction lists need a privilege on most databases (`ACCESS` below); without it the
 poller falls back to the settle delay and says so at start, and `poller check` names the grant.
+So it does on a replica, whose lists miss the primary's transactions (replica.py).
 """
 
 from __future__ import annotations
