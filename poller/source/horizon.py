@@ -32,7 +32,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from poller.source.horizon_writers import WRITERS, WriterTracker, own_sessions, writers_sql
+from poller.source.horizon_writers import (
+    MYSQL_SCOPE,
+    WRITERS,
+    WriterTracker,
+    own_sessions,
+    statement_params,
+    writers_sql,
+)
 from poller.source.replica import replica_reason
 
 log = logging.getLogger(__name__)
@@ -66,11 +73,11 @@ _OPEN = {
     # that have not written still count (a MariaDB sequence's NEXTVAL hands out an id without
     # writing); only sessions in the polled database (or none) do (horizon_writers).
     "mysql": (
-        "SELECT CONCAT(t.trx_id, '/', t.trx_mysql_thread_id, '/', t.trx_started) AS ident "
+        "SELECT CONCAT(t.trx_id, '/', t.trx_mysql_thread_id, '/', t.trx_started) AS ident "  # noqa: S608 - constants only
         "FROM information_schema.innodb_trx t "
         "LEFT JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
         "WHERE t.trx_mysql_thread_id <> CONNECTION_ID() AND t.trx_is_read_only = 0 "
-        "AND (p.DB = DATABASE() OR p.DB IS NULL)"
+        f"AND {MYSQL_SCOPE}"
     ),
     # Transactions that have touched this database (not the instance's others).
     "mssql": (
@@ -110,9 +117,9 @@ _SLACK = {
 _LIST_DELAY = {"mysql": 0.25, "mariadb": 0.25}
 
 
-def time_horizon(engine: sa.Engine) -> TimeHorizon:
-    """The timestamp-mode horizon of one reader of `engine`."""
-    return TimeHorizon(engine.dialect.name, own_sessions(engine))
+def time_horizon(engine: sa.Engine, scope: dict[str, object] | None = None) -> TimeHorizon:
+    """The timestamp-mode horizon of one reader of `engine` (scope: scope_params)."""
+    return TimeHorizon(engine.dialect.name, own_sessions(engine), scope)
 
 
 def dialect_key(dialect: str) -> str:
@@ -179,7 +186,7 @@ class HorizonAccess:
             if family in self.missing:
                 continue
             try:
-                conn.execute(stmt).all()
+                conn.execute(stmt, statement_params(d, None)).all()
             except sa.exc.DBAPIError as exc:
                 conn.rollback()
                 if exc.connection_invalidated:
@@ -224,8 +231,11 @@ def oldest_open_start(conn: sa.Connection, dialect: str) -> dt.datetime | None:
     return start
 
 
-def open_transactions(conn: sa.Connection, dialect: str) -> frozenset[str]:
-    return frozenset(str(r[0]) for r in conn.execute(open_sql(dialect_key(dialect))))
+def open_transactions(
+    conn: sa.Connection, dialect: str, scope: dict[str, object] | None = None
+) -> frozenset[str]:
+    d = dialect_key(dialect)
+    return frozenset(str(r[0]) for r in conn.execute(open_sql(d), statement_params(d, scope)))
 
 
 def _naive(value: Any) -> dt.datetime:
@@ -297,6 +307,7 @@ class TimeHorizon:
 
     dialect: str
     own: set[str] = field(default_factory=set)  # the poller's own read-only sessions
+    scope: dict[str, object] | None = None  # MySQL: which sessions may write the table
     _writers: WriterTracker | None = None
 
     def __post_init__(self) -> None:
@@ -307,7 +318,7 @@ class TimeHorizon:
     def oldest(self, conn: sa.Connection, now_utc: dt.datetime) -> dt.datetime | None:
         if self._writers is None:
             return oldest_open_start(conn, self.dialect)
-        oldest = self._writers.oldest(conn, _naive(now_utc), self.own)
+        oldest = self._writers.oldest(conn, _naive(now_utc), self.own, self.scope)
         if oldest is None:
             return None
         return _aware(oldest) - _SLACK.get(dialect_key(self.dialect), dt.timedelta(seconds=1))

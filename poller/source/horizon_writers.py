@@ -43,6 +43,24 @@ _MY_LOCAL_TO_UTC = (
     "TIMESTAMPADD(HOUR, 1, CONVERT_TZ(TIMESTAMPADD(HOUR, -1, {x}), 'SYSTEM', '+00:00')))"
 )
 
+# The sessions that may write the polled table: all of them for a `query:` entity (its tables
+# are not known) or when the connection has no database; else those whose current database is
+# the table's (its qualifier, else the connection's) or none (qualified names only).
+MYSQL_SCOPE = (
+    "(:scope_all = 1 OR DATABASE() IS NULL AND :scope_db IS NULL OR p.DB IS NULL "
+    "OR p.DB = COALESCE(:scope_db, DATABASE()))"
+)
+
+
+def scope_params(table: str | None) -> dict[str, object]:
+    """The binds of MYSQL_SCOPE for an entity's `table` (None: a `query:` entity)."""
+    if table is None:
+        return {"scope_all": 1, "scope_db": None}
+    return {"scope_all": 0, "scope_db": table.split(".")[0] if "." in table else None}
+
+
+ANY_SCOPE = scope_params(None)
+
 # Rows: (session, tx, running_since, wrote_since, local_now, utc_now): tx identifies the
 # session's transaction if one is listed. The two times are UTC when local_now is NULL, else
 # the server's local time (converted by the tracker).
@@ -62,7 +80,7 @@ WRITERS = {
         + " END AS wrote_since, NULL AS local_now, NULL AS utc_now "
         "FROM information_schema.PROCESSLIST p "
         "LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID "
-        "WHERE p.ID <> CONNECTION_ID() AND (p.DB = DATABASE() OR p.DB IS NULL) "
+        f"WHERE p.ID <> CONNECTION_ID() AND {MYSQL_SCOPE} "
         "AND COALESCE(t.trx_is_read_only, 0) = 0 "
         f"AND (t.trx_rows_modified > 0 OR p.COMMAND NOT IN {_IDLE}) "
         "UNION ALL SELECT CONCAT('xa:', t.trx_id), CAST(t.trx_id AS CHAR), NULL, "
@@ -119,6 +137,11 @@ def writers_sql(dialect: str) -> sa.TextClause:
     return sa.text(WRITERS[dialect])
 
 
+def statement_params(dialect: str, scope: dict[str, object] | None) -> dict[str, object]:
+    """The binds of a list statement: MySQL's scope (everything when not given)."""
+    return dict(scope or ANY_SCOPE) if dialect in ("mysql", "mariadb") else {}
+
+
 # The poller's own MySQL sessions, per engine: they run `SET SESSION TRANSACTION READ ONLY`
 # (source/engine.py), so they cannot write, and their batch reads must not hold back the other
 # entities' horizons for as long as they run.
@@ -168,12 +191,16 @@ class WriterTracker:
     _offset: tuple[dt.timedelta, dt.datetime] | None = None  # server offset, seen since
 
     def oldest(
-        self, conn: sa.Connection, now_utc: dt.datetime, own: set[str] | None = None
+        self,
+        conn: sa.Connection,
+        now_utc: dt.datetime,
+        own: set[str] | None = None,
+        scope: dict[str, object] | None = None,
     ) -> dt.datetime | None:
         """The oldest stamp (naive UTC, before any slack) that another session may still
         commit; `now_utc` is the database's time read just before (naive UTC); `own`: the
-        poller's read-only sessions, left out."""
-        rows = conn.execute(writers_sql(self.dialect)).all()
+        poller's read-only sessions, left out; `scope`: MySQL's scope_params."""
+        rows = conn.execute(writers_sql(self.dialect), statement_params(self.dialect, scope)).all()
         skip = own or set()
         return self.observe([tuple(r) for r in rows if str(r[0]) not in skip], now_utc)
 

@@ -32,6 +32,7 @@ from poller.errors import (
 from poller.source import engine as _engine
 from poller.source.exact import CursorType
 from poller.source.horizon import HorizonAccess, IdHorizon, open_transactions, time_horizon
+from poller.source.horizon_writers import scope_params
 from poller.source.probe import cursor_type
 from poller.source.query import (
     BEGINNING,
@@ -207,7 +208,8 @@ class SourceReader:
         self._access = access
         self._family = "time" if entity.is_time_mode else "id"
         self._ids = IdHorizon(engine.dialect.name)
-        self._times = time_horizon(engine)
+        self._scope = scope_params(entity.table)  # MySQL: who may write the table
+        self._times = time_horizon(engine, self._scope)
         self._bound: tuple[float, dt.datetime | None, object, float] = (-1e9, None, None, 0.0)
         self._full = False  # the last batch was full: more rows wait below the bound
         self._prepared = False
@@ -269,7 +271,7 @@ class SourceReader:
         conn.commit()  # the list and the batch get fresh snapshots (MySQL: REPEATABLE READ)
         if ids.list_delay_s:
             time.sleep(ids.list_delay_s)  # MySQL's innodb_trx is a cache, up to 0.1 s old
-        opened = open_transactions(conn, self._engine.dialect.name)
+        opened = open_transactions(conn, self._engine.dialect.name, self._scope)
         conn.commit()
         now = time.monotonic()
         return ids.update(max_id, opened, now, read_at), ids.waiting_s(now)

@@ -42,11 +42,11 @@ TABLE_T = "CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(20), updated_at DATE
 STAMP = "UTC_TIMESTAMP(6)"  # the statement's start, as naive UTC like the column
 
 
-def _entity(mode: str) -> dict[str, object]:
+def _entity(mode: str, table: str = "t") -> dict[str, object]:
     batching = {"mode": "id", "column": "id"} if mode == "id" else {
         "mode": "timestamp", "column": "updated_at"}  # fmt: skip
     return {
-        "table": "t",
+        "table": table,
         "key": "id",
         "fields": {"local_id": "id"},
         "batching": batching,
@@ -57,9 +57,9 @@ def _entity(mode: str) -> dict[str, object]:
 class Turns:
     """A reader of table t and the ids it has published so far, turn after turn."""
 
-    def __init__(self, url: str, mode: str = "timestamp") -> None:
+    def __init__(self, url: str, mode: str = "timestamp", table: str = "t") -> None:
         self.src = SourceConfig(url=url)
-        self.ent = EntityConfig.model_validate(_entity(mode))
+        self.ent = EntityConfig.model_validate(_entity(mode, table))
         self.engine = make_engine(self.src)
         self.access = HorizonAccess(self.src.horizon, self.engine.dialect.name)
         with self.engine.connect() as conn:
@@ -376,3 +376,31 @@ def test_the_pollers_own_reads_hold_nothing_back_another_sessions_statement_does
     finally:
         turns.close()
         outside.dispose()
+
+
+@pytest.mark.parametrize("mode", ["timestamp", "id"])
+def test_a_table_of_another_database_is_guarded_by_that_databases_sessions(
+    db: sa.Engine, mariadb_url: str, other_database: str, mode: str
+) -> None:
+    """An entity whose table is qualified (`other.t`) counts the sessions of `other`, not of
+    the connection's database."""
+    other_name = make_url(other_database).database
+    other = sa.create_engine(other_database, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with other.connect() as conn:
+        conn.execute(sa.text(TABLE_T))
+    turns = Turns(mariadb_url, mode, table=f"{other_name}.t")
+    try:
+        assert turns.turn() == []
+        with other.connect() as o:
+            o.execute(sa.text("BEGIN"))
+            _insert(o, 1)
+            time.sleep(0.3)
+            with other.connect() as conn:
+                _insert(conn, 2)
+            assert turns.turn() == [], "a row was published past an open writer of its database"
+            o.execute(sa.text("COMMIT"))
+        _settle(turns)
+        assert sorted(turns.published) == [1, 2]
+    finally:
+        turns.close()
+        other.dispose()

@@ -9,7 +9,7 @@ import pytest
 
 from poller.config import SourceConfig
 from poller.source.horizon import HorizonAccess, oldest_sql, open_sql
-from poller.source.horizon_writers import WriterTracker
+from poller.source.horizon_writers import WriterTracker, scope_params
 from poller.source.replica import MSSQL_UPDATEABILITY, ORACLE_ROLE, replica_reason
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0)
@@ -71,10 +71,14 @@ def test_oracle_lists_every_rac_instance_and_active_sessions() -> None:
 def test_mysql_lists_running_statements_and_written_transactions_of_this_database() -> None:
     text = oldest_sql("mariadb").text
     assert "information_schema.PROCESSLIST p" in text
-    assert "(p.DB = DATABASE() OR p.DB IS NULL)" in text
+    scope = (
+        "(:scope_all = 1 OR DATABASE() IS NULL AND :scope_db IS NULL OR p.DB IS NULL "
+        "OR p.DB = COALESCE(:scope_db, DATABASE()))"
+    )
+    assert scope in text
     assert "t.trx_rows_modified > 0" in text
     assert "CONVERT_TZ(TIMESTAMPADD(HOUR, -1, t.trx_started), 'SYSTEM', '+00:00')" in text
-    assert "(p.DB = DATABASE() OR p.DB IS NULL)" in open_sql("mysql").text
+    assert scope in open_sql("mysql").text
 
 
 # --- opt-in on SQL Server and Oracle -----------------------------------------------------------
@@ -230,3 +234,9 @@ def test_sql_server_and_oracle_replicas_are_recognised(
             "oracle": "SELECT database_role FROM v$database",
         }[dialect]
     )
+
+
+def test_mysql_scope_of_an_entity() -> None:
+    assert scope_params("orders") == {"scope_all": 0, "scope_db": None}  # the connection's
+    assert scope_params("shop.orders") == {"scope_all": 0, "scope_db": "shop"}
+    assert scope_params(None) == {"scope_all": 1, "scope_db": None}  # `query:`: every session
