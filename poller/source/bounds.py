@@ -22,6 +22,7 @@ from poller.source.horizon import (
     oldest_who,
     open_transactions,
 )
+from poller.source.horizon_writers import scope_params
 from poller.source.query import EntityQuery, Position
 
 
@@ -34,12 +35,15 @@ class ReadBounds:
     entity: EntityConfig
     zone: ZoneInfo
     access: HorizonAccess | None
+    own: set[str] = field(default_factory=set)  # MySQL: the poller's own sessions (left out)
     ids: IdHorizon = field(init=False)
     times: TimeHorizon = field(init=False)
+    scope: dict[str, object] = field(init=False)
 
     def __post_init__(self) -> None:
         self.ids = IdHorizon(self.dialect)
-        self.times = TimeHorizon(self.dialect)
+        self.scope = scope_params(self.entity.table)  # MySQL: who may write the table
+        self.times = TimeHorizon(self.dialect, self.own, self.scope)
         self.family = "time" if self.entity.is_time_mode else "id"
 
     @property
@@ -71,7 +75,7 @@ class ReadBounds:
         if self.horizon_active:
             if ids.list_delay_s:
                 time.sleep(ids.list_delay_s)  # MySQL's innodb_trx is a cache, up to 0.1 s old
-            opened = open_transactions(conn, dialect)
+            opened = open_transactions(conn, dialect, self.scope)
             why = blind_reason(conn, dialect)  # asked after the list: it was complete then
             conn.commit()
             if why is None:

@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from poller.config import SourceConfig
 from poller.errors import ConfigError
 from poller.source import tls
+from poller.source.horizon_writers import own_sessions
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ def make_engine(source: SourceConfig) -> sa.Engine:
     engine = sa.create_engine(url, pool_pre_ping=True, pool_recycle=1800, connect_args=connect_args)
     check = tls.EncryptionCheck(backend, source, url)
     event.listen(engine, "connect", _session_setup(backend, source, timeout_ms, check))
+    own_sessions(engine)  # the horizon leaves these read-only sessions out (MySQL)
     return engine
 
 

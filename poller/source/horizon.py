@@ -11,12 +11,15 @@ which write transactions are open:
   taken inside a transaction is never older than that transaction's start (PostgreSQL's `now()`
   is the start itself; MySQL, SQL Server and Oracle stamp at statement time, later still), and a
   transaction that has not written yet counts too, since it can still stamp rows with its start.
+  MySQL/MariaDB, SQL Server and Oracle: what is running and what has written, remembered from
+  look to look (horizon_writers); SQL Server and Oracle only on request (UNTESTED).
 * id mode: the largest id that was visible at some earlier moment P, once every transaction
   open at P has ended. An id below that maximum that was still invisible at P belonged to one
   of those transactions; when they have all ended it is visible or gone for good.
 
 The transaction lists need a privilege on most databases (`ACCESS` below); without it the
 poller falls back to the settle delay and says so at start, and `poller check` names the grant.
+So it does on a replica, whose lists miss the primary's transactions (replica.py).
 Where the database can say whether a list is complete (PostgreSQL: the role, and not a hot
 standby), that is asked again after every list read, so a grant revoked while running turns the
 horizon off at the next batch instead of silently reading past transactions it cannot see.
@@ -34,7 +37,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from poller.source.horizon_writers import WRITERS, WriterTracker, writers_sql
+from poller.source.horizon_writers import (
+    MYSQL_SCOPE,
+    WRITERS,
+    WriterTracker,
+    own_sessions,
+    statement_params,
+    writers_sql,
+)
 from poller.source.replica import replica_reason
 
 log = logging.getLogger(__name__)
@@ -72,11 +82,11 @@ _OPEN = {
     # that have not written still count (a MariaDB sequence's NEXTVAL hands out an id without
     # writing); only sessions in the polled database (or none) do (horizon_writers).
     "mysql": (
-        "SELECT CONCAT(t.trx_id, '/', t.trx_mysql_thread_id, '/', t.trx_started) AS ident "
+        "SELECT CONCAT(t.trx_id, '/', t.trx_mysql_thread_id, '/', t.trx_started) AS ident "  # noqa: S608 - constants only
         "FROM information_schema.innodb_trx t "
         "LEFT JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
         "WHERE t.trx_mysql_thread_id <> CONNECTION_ID() AND t.trx_is_read_only = 0 "
-        "AND (p.DB = DATABASE() OR p.DB IS NULL)"
+        f"AND {MYSQL_SCOPE}"
     ),
     # Transactions that have touched this database (not the instance's others).
     "mssql": (
@@ -135,6 +145,11 @@ _SLACK = {
 # A transaction list read this long after a maximum id was read covers every transaction that
 # held a smaller id at that moment (MySQL's cached innodb_trx may be 0.1 s old).
 _LIST_DELAY = {"mysql": 0.25, "mariadb": 0.25}
+
+
+def time_horizon(engine: sa.Engine, scope: dict[str, object] | None = None) -> TimeHorizon:
+    """The timestamp-mode horizon of one reader of `engine` (scope: scope_params)."""
+    return TimeHorizon(engine.dialect.name, own_sessions(engine), scope)
 
 
 def dialect_key(dialect: str) -> str:
@@ -233,7 +248,7 @@ class HorizonAccess:
             if family in self.missing:
                 continue
             try:
-                conn.execute(stmt).all()
+                conn.execute(stmt, statement_params(d, None)).all()
             except sa.exc.DBAPIError as exc:
                 conn.rollback()
                 if exc.connection_invalidated:
@@ -304,8 +319,11 @@ def oldest_open_start(conn: sa.Connection, dialect: str) -> dt.datetime | None:
     return start
 
 
-def open_transactions(conn: sa.Connection, dialect: str) -> frozenset[str]:
-    return frozenset(str(r[0]) for r in conn.execute(open_sql(dialect_key(dialect))))
+def open_transactions(
+    conn: sa.Connection, dialect: str, scope: dict[str, object] | None = None
+) -> frozenset[str]:
+    d = dialect_key(dialect)
+    return frozenset(str(r[0]) for r in conn.execute(open_sql(d), statement_params(d, scope)))
 
 
 def _naive(value: Any) -> dt.datetime:
@@ -423,6 +441,8 @@ class TimeHorizon:
     of the oldest stamp an open transaction may still commit, or None."""
 
     dialect: str
+    own: set[str] = field(default_factory=set)  # the poller's own read-only sessions
+    scope: dict[str, object] | None = None  # MySQL: which sessions may write the table
     _writers: WriterTracker | None = None
 
     def __post_init__(self) -> None:
@@ -433,7 +453,7 @@ class TimeHorizon:
     def oldest(self, conn: sa.Connection, now_utc: dt.datetime) -> dt.datetime | None:
         if self._writers is None:
             return oldest_open_start(conn, self.dialect)
-        oldest = self._writers.oldest(conn, _naive(now_utc))
+        oldest = self._writers.oldest(conn, _naive(now_utc), self.own, self.scope)
         if oldest is None:
             return None
         return _aware(oldest) - _SLACK.get(dialect_key(self.dialect), dt.timedelta(seconds=1))

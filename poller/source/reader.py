@@ -33,6 +33,7 @@ from poller.source import engine as _engine
 from poller.source.bounds import ReadBounds
 from poller.source.exact import CursorType
 from poller.source.horizon import HorizonAccess
+from poller.source.horizon_writers import own_sessions
 from poller.source.probe import prepare
 from poller.source.query import (
     BEGINNING,
@@ -210,7 +211,9 @@ class SourceReader:
         self._source = source
         self._zone = ZoneInfo(source.timezone)
         self._access = access
-        self._bounds = ReadBounds(engine.dialect.name, query, entity, self._zone, access)
+        self._bounds = ReadBounds(
+            engine.dialect.name, query, entity, self._zone, access, own_sessions(engine)
+        )
         self._bound: tuple[float, dt.datetime | None, object, float, str] = (
             -1e9, None, None, 0.0, "")  # fmt: skip
         self._full = False  # the last batch was full: more rows wait below the bound

@@ -33,7 +33,42 @@ def mysql_replica_reason(conn: sa.Connection) -> str | None:
     return None
 
 
-REPLICA_CHECKS = {"mysql": mysql_replica_reason}
+def _first(conn: sa.Connection, stmt: str) -> object:
+    """The first value of a statement, or None when this user may not run it."""
+    try:
+        return conn.execute(sa.text(stmt)).scalar()
+    except sa.exc.DBAPIError as exc:
+        conn.rollback()
+        if exc.connection_invalidated:
+            raise
+        return None
+
+
+# Not tested against a live server (like the rest of their horizon): golden tests only.
+MSSQL_UPDATEABILITY = "SELECT CAST(DATABASEPROPERTYEX(DB_NAME(), 'Updateability') AS VARCHAR(20))"
+ORACLE_ROLE = "SELECT database_role FROM v$database"
+
+
+def mssql_replica_reason(conn: sa.Connection) -> str | None:
+    """A readable Always On secondary (or a read-only database) is not written here."""
+    if _first(conn, MSSQL_UPDATEABILITY) == "READ_ONLY":
+        return "the database is READ_ONLY (an Always On readable secondary?)"
+    return None
+
+
+def oracle_replica_reason(conn: sa.Connection) -> str | None:
+    """A Data Guard standby (v$database needs SELECT_CATALOG_ROLE; unknown without it)."""
+    role = _first(conn, ORACLE_ROLE)
+    if role is not None and str(role) != "PRIMARY":
+        return f"its database_role is {role}"
+    return None
+
+
+REPLICA_CHECKS = {
+    "mysql": mysql_replica_reason,
+    "mssql": mssql_replica_reason,
+    "oracle": oracle_replica_reason,
+}
 
 
 def replica_reason(conn: sa.Connection, dialect: str) -> str | None:

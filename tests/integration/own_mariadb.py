@@ -10,6 +10,7 @@ a port of 3310-3319 (horizon-my's range), stopped and removed at teardown.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -45,8 +46,11 @@ def _free_port(taken: set[int]) -> int:
 class OwnMariaDB:
     """One `mariadbd` on 127.0.0.1:`port` with user poller/poller (all privileges)."""
 
-    def __init__(self, root: Path, port: int, server_id: int, log_bin: bool) -> None:
+    def __init__(
+        self, root: Path, port: int, server_id: int, log_bin: bool, tz: str | None = None
+    ) -> None:
         self.root, self.port, self.server_id, self.log_bin = root, port, server_id, log_bin
+        self.tz = tz  # the server's system time zone (TZ), else the machine's
         self.datadir = root / "data"
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"mysql+pymysql://poller:poller@127.0.0.1:{port}/{DATABASE}"
@@ -75,7 +79,10 @@ class OwnMariaDB:
         ]  # fmt: skip
         if self.log_bin:
             argv += [f"--log-bin={self.root / 'binlog'}", "--binlog-format=ROW"]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = {**os.environ, "TZ": self.tz} if self.tz else None
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        )
         deadline = time.monotonic() + 60
         while not self._answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -124,6 +131,18 @@ class OwnMariaDB:
                 self.proc.kill()
                 self.proc.wait(timeout=30)
         self.proc = None
+
+
+@contextlib.contextmanager
+def own_server(tmp: Path, tz: str | None = None) -> Iterator[OwnMariaDB]:
+    """One private server (database `horizon`), its system time zone `tz` if given."""
+    server = OwnMariaDB(tmp / "server", _free_port(set()), 1, log_bin=False, tz=tz)
+    try:
+        server.start()
+        server.execute(f"CREATE DATABASE {DATABASE}")
+        yield server
+    finally:
+        server.stop()
 
 
 @contextlib.contextmanager

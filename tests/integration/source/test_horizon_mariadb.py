@@ -15,11 +15,13 @@ poller's batch reads, settle_delay_s 0 so only the horizon holds anything back):
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -29,9 +31,10 @@ from sqlalchemy.pool import NullPool
 from poller.config import EntityConfig, SourceConfig, parse_config
 from poller.pipeline.guards import horizon_warnings
 from poller.source.horizon import HorizonAccess
+from poller.source.horizon_writers import _MY_LOCAL_TO_UTC
 from poller.source.query import BEGINNING, EntityQuery, Position
 from poller.source.reader import SourceReader, make_engine
-from tests.integration.own_mariadb import replica_pair
+from tests.integration.own_mariadb import own_server, replica_pair
 
 pytestmark = pytest.mark.integration
 
@@ -39,11 +42,11 @@ TABLE_T = "CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(20), updated_at DATE
 STAMP = "UTC_TIMESTAMP(6)"  # the statement's start, as naive UTC like the column
 
 
-def _entity(mode: str) -> dict[str, object]:
+def _entity(mode: str, table: str = "t") -> dict[str, object]:
     batching = {"mode": "id", "column": "id"} if mode == "id" else {
         "mode": "timestamp", "column": "updated_at"}  # fmt: skip
     return {
-        "table": "t",
+        "table": table,
         "key": "id",
         "fields": {"local_id": "id"},
         "batching": batching,
@@ -54,9 +57,9 @@ def _entity(mode: str) -> dict[str, object]:
 class Turns:
     """A reader of table t and the ids it has published so far, turn after turn."""
 
-    def __init__(self, url: str, mode: str = "timestamp") -> None:
+    def __init__(self, url: str, mode: str = "timestamp", table: str = "t") -> None:
         self.src = SourceConfig(url=url)
-        self.ent = EntityConfig.model_validate(_entity(mode))
+        self.ent = EntityConfig.model_validate(_entity(mode, table))
         self.engine = make_engine(self.src)
         self.access = HorizonAccess(self.src.horizon, self.engine.dialect.name)
         with self.engine.connect() as conn:
@@ -291,3 +294,113 @@ def test_a_replica_refuses_the_horizon(tmp_path: Path) -> None:
             assert default.settle_s(turns.reader.horizon_active) == 30.0
         finally:
             turns.close()
+
+
+def test_local_start_times_are_read_as_their_earliest_utc_instant_across_dst(
+    tmp_path: Path,
+) -> None:
+    """innodb_trx.trx_started is in the server's system time zone. On a server in Europe/Berlin,
+    CONVERT_TZ(..., 'SYSTEM', '+00:00') reads 02:30 on the fall-back night as 01:30 UTC (CET),
+    an hour late for a transaction that started at 02:30 CEST (00:30 UTC): rows stamped after it
+    would have been published past it. The horizon's conversion gives the earliest instant a
+    local time may denote, and the exact one away from the transitions."""
+    berlin = ZoneInfo("Europe/Berlin")
+    with own_server(tmp_path, tz="Europe/Berlin") as server:
+        assert server.scalar("SELECT @@system_time_zone") == "CET"
+        expr = _MY_LOCAL_TO_UTC.format(x="CAST(:x AS DATETIME)")
+        engine = sa.create_engine(server.admin_url, poolclass=NullPool)
+        start = dt.datetime(2026, 10, 24, 23, 0)
+        try:
+            with engine.connect() as conn:
+                for day_start in (start, dt.datetime(2026, 3, 28, 23, 0)):
+                    for minutes in range(0, 6 * 60, 10):
+                        local = day_start + dt.timedelta(minutes=minutes)
+                        got = conn.execute(sa.text(f"SELECT {expr}"), {"x": local}).scalar()
+                        assert isinstance(got, dt.datetime)
+                        utc = {  # the instants `local` denotes: one, two (fall-back), none
+                            u
+                            for f in (0, 1)
+                            if (u := local.replace(fold=f, tzinfo=berlin).astimezone(dt.UTC))
+                            .astimezone(berlin)
+                            .replace(tzinfo=None)
+                            == local
+                        }
+                        if not utc:  # in the spring-forward gap: no clock shows it
+                            continue
+                        earliest = min(u.replace(tzinfo=None) for u in utc)
+                        assert got <= earliest, (local, got, earliest)
+                        assert earliest - got <= dt.timedelta(hours=1), (local, got)
+                        if len(utc) == 1:  # an ordinary local time: exact
+                            assert got == earliest, (local, got)
+        finally:
+            engine.dispose()
+
+
+def test_the_pollers_own_reads_hold_nothing_back_another_sessions_statement_does(
+    db: sa.Engine, mariadb_url: str
+) -> None:
+    """A running statement counts from its start (it may write what it stamped), except in the
+    poller's own sessions: they are READ ONLY, and a slow batch of one entity must not hold back
+    the others. A statement of any other session does hold the horizon back."""
+    turns = Turns(mariadb_url)
+    outside = sa.create_engine(mariadb_url, poolclass=NullPool)
+    running = sa.text(
+        "SELECT MAX(TIME_MS) FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(4)'"
+    )
+
+    def sleep_in(engine: sa.Engine) -> threading.Thread:
+        def run() -> None:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT SLEEP(4)"))
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        with db.connect() as conn:
+            _wait(lambda: (conn.execute(running).scalar() or 0) > 2_000, 30, "the statement")
+        return thread
+
+    try:
+        assert turns.turn() == []
+        own = sleep_in(turns.engine)  # another session of the poller's own engine
+        with db.connect() as conn:
+            _insert(conn, 1)
+        assert turns.turn() == [1], "the poller's own read held the rows back"
+        own.join(10)
+        other = sleep_in(outside)
+        with db.connect() as conn:
+            _insert(conn, 2)
+        assert turns.turn() == [], "a row was published past another session's statement"
+        other.join(10)
+        _settle(turns)
+        assert sorted(turns.published) == [1, 2]
+    finally:
+        turns.close()
+        outside.dispose()
+
+
+@pytest.mark.parametrize("mode", ["timestamp", "id"])
+def test_a_table_of_another_database_is_guarded_by_that_databases_sessions(
+    db: sa.Engine, mariadb_url: str, other_database: str, mode: str
+) -> None:
+    """An entity whose table is qualified (`other.t`) counts the sessions of `other`, not of
+    the connection's database."""
+    other_name = make_url(other_database).database
+    other = sa.create_engine(other_database, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with other.connect() as conn:
+        conn.execute(sa.text(TABLE_T))
+    turns = Turns(mariadb_url, mode, table=f"{other_name}.t")
+    try:
+        assert turns.turn() == []
+        with other.connect() as o:
+            o.execute(sa.text("BEGIN"))
+            _insert(o, 1)
+            time.sleep(0.3)
+            with other.connect() as conn:
+                _insert(conn, 2)
+            assert turns.turn() == [], "a row was published past an open writer of its database"
+            o.execute(sa.text("COMMIT"))
+        _settle(turns)
+        assert sorted(turns.published) == [1, 2]
+    finally:
+        turns.close()
+        other.dispose()
