@@ -99,8 +99,8 @@ def test_hostile_where_is_refused_before_it_is_stored_and_never_leaks_a_tenant(
 ) -> None:
     url = url_of(backend, request)
     people(url, backend, 20)
-    cfg = config(url, TENANT, kafka_bootstrap, prefix,
-                 {"customers": people_entity("timestamp", 100)}, tenant_column="user_id")  # fmt: skip
+    entities = {"customers": people_entity("timestamp", 100)}
+    cfg = config(url, TENANT, kafka_bootstrap, prefix, entities, tenant_column="user_id")
     path = write_config(cfg, tmp_path / "c.yaml")
     bounds = ["--from", AT.isoformat(), "--to", (AT + dt.timedelta(days=1)).isoformat()]
     for condition in HOSTILE:
@@ -131,8 +131,8 @@ def test_backfill_reads_the_cursor_as_the_live_reader_does(
     datetime cursor is bound as exact text; without it the bounds were truncated)."""
     url = url_of(backend, request)
     people(url, backend, 3)
-    raw = config(url, TENANT, kafka_bootstrap, prefix,
-                 {"customers": people_entity("timestamp", 100)}, tenant_column="user_id")  # fmt: skip
+    entities = {"customers": people_entity("timestamp", 100)}
+    raw = config(url, TENANT, kafka_bootstrap, prefix, entities, tenant_column="user_id")
     app = parse_config(raw)
     eng = make_engine(app.source)
     backfiller = Backfiller(app, eng)
@@ -201,8 +201,8 @@ def test_a_uuid_tenant_written_in_upper_case_is_found(
         "'F' || g, NULL, timestamp '2024-01-01' FROM generate_series(1, 8) g",
         params={"t": tenant, "other": other},
     )
-    cfg: dict[str, Any] = config(pg_url, tenant, kafka_bootstrap, prefix,
-                                 {"customers": people_entity("id", 100)}, tenant_column="user_id")  # fmt: skip
+    entities = {"customers": people_entity("id", 100)}
+    cfg = config(pg_url, tenant, kafka_bootstrap, prefix, entities, tenant_column="user_id")
     run_once(cfg)
     keys = Counter(m.key for m in read_entity(kafka_bootstrap, f"{prefix}.customers"))
     assert keys == Counter(dict.fromkeys(range(1, 6), 1))
