@@ -215,3 +215,27 @@ def test_a_uuid_tenant_written_in_upper_case_is_found(
     path = write_config(cfg, tmp_path / "present.yaml")
     checked = in_process([str(path), "check", "--config", str(path)])
     assert "has 0 rows" not in checked.stdout, checked.stdout
+
+
+def test_a_condition_that_fails_on_a_row_fails_the_backfill_not_the_poller(
+    pg_url: str, prefix: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """`CAST(f_name AS integer) > 0` passes the zero-row test run and fails on the first row
+    it reads. Replayed by a poller, the backfill is stored as failed with the database's
+    reason; before, the poller crash-looped on it."""
+    people(pg_url, "postgresql", 5)
+    entities = {"customers": people_entity("id", 100)}
+    cfg = config(pg_url, TENANT, kafka_bootstrap, prefix, entities, tenant_column="user_id")
+    path = write_config(cfg, tmp_path / "c.yaml")
+    where = "CAST(f_name AS integer) > 0"
+    queued = in_process(backfill_cmd(path, "--entity", "customers", "--from", "1", "--to", "5",
+                                     "--where", where, "--queue"))  # fmt: skip
+    assert queued.returncode == 0, queued.stdout + queued.stderr
+
+    run_once(cfg)
+
+    state = backfill_state(cfg, "customers")
+    assert state is not None and state.error is not None and state.rows == 0, state
+    assert "refuses a value" in state.error and "integer" in state.error, state.error
+    keys = Counter(m.key for m in read_entity(kafka_bootstrap, f"{prefix}.customers"))
+    assert keys == Counter(dict.fromkeys(range(1, 6), 1))
