@@ -276,7 +276,10 @@ class Backfiller:
 
     def _fail(self, state: BackfillState, exc: BaseException) -> None:
         """Store the backfill as failed with its cause (`poller status` shows it)."""
-        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, ConfigError):
+            cause = "; ".join(exc.problems)
+        else:
+            cause = " ".join(line.strip() for line in str(exc).splitlines()) or "(no message)"
         failed = state.failed(f"{type(exc).__name__}: {cause}")
         log.error(
             "backfill of %s failed after %d rows: %s", state.describe(), state.rows, failed.error,

@@ -15,8 +15,11 @@ import pytest
 import sqlalchemy as sa
 
 from poller.config import parse_config
+from poller.kafka import backfill_state as bf_state
 from poller.kafka.backfill_state import BackfillState, load_all
+from poller.kafka.publisher import TransactionalPublisher
 from poller.pipeline.backfill import Backfiller, new_request
+from poller.source.query import BEGINNING
 from poller.source.reader import make_engine
 from tests.integration.pipeline.helpers import (
     OTHER,
@@ -239,3 +242,38 @@ def test_a_condition_that_fails_on_a_row_fails_the_backfill_not_the_poller(
     assert "refuses a value" in state.error and "integer" in state.error, state.error
     keys = Counter(m.key for m in read_entity(kafka_bootstrap, f"{prefix}.customers"))
     assert keys == Counter(dict.fromkeys(range(1, 6), 1))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_hostile_condition_already_in_the_topic_is_not_replayed(
+    backend: str, request: pytest.FixtureRequest, prefix: str, kafka_bootstrap: str
+) -> None:
+    """A pending backfill stored by an older release with `1=1) OR (1=1` (which escaped the
+    tenant filter then): a poller starting with it pending validates it again, stores it as
+    failed, publishes no row of another tenant, and serves its live entities."""
+    url = url_of(backend, request)
+    people(url, backend, 5)
+    entities = {"customers": people_entity("id", 100)}
+    cfg = config(url, TENANT, kafka_bootstrap, prefix, entities, tenant_column="user_id")
+    run_once(cfg)
+    app = parse_config(cfg)
+    now = dt.datetime.now(dt.UTC)
+    hostile = BackfillState(TENANT, "customers", "cursor", 1, 100, "1=1) OR (1=1", BEGINNING,
+                            0, False, now, now)  # fmt: skip
+    pub = TransactionalPublisher(app.kafka, f"{prefix}.planted")
+    pub.start()
+    try:
+        pub.begin()
+        pub.send(app.kafka.watermark_topic_name(TENANT), bf_state.key_bytes(TENANT, "customers"),
+                 bf_state.encode(hostile))  # fmt: skip
+        pub.commit()
+    finally:
+        pub.close()
+    add_people(url, 31, 32, TENANT)
+
+    run_once(cfg)
+
+    state = backfill_state(cfg, "customers")
+    assert state is not None and state.error is not None and "--where" in state.error, state
+    keys = Counter(m.key for m in read_entity(kafka_bootstrap, f"{prefix}.customers"))
+    assert keys == Counter(dict.fromkeys([1, 2, 3, 4, 5, 31, 32], 1)), keys
