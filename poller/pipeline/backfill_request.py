@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from poller.config import AppConfig, EntityConfig, Mode
 from poller.errors import ConfigError
 from poller.kafka.backfill_state import BackfillState, By
-from poller.source.keyset import KeyRange
+from poller.source.keyset import KeyRange, Keyset
 from poller.source.query import BEGINNING, AnySelect, EntityQuery, Position
 from poller.source.where import normalize_where
 
@@ -48,7 +48,12 @@ class BackfillQuery:
             raise ConfigError([f"--by key: {query.name} has a composite key; use --by cursor"])
         dialect = query.dialect.name
         self.condition = None if state.where is None else normalize_where(state.where, dialect)
-        self.keyset = query.key_keyset(entity.key_columns) if state.by == "key" else query.keyset
+        self._by_key = query.key_keyset(entity.key_columns) if state.by == "key" else None
+
+    @property
+    def keyset(self) -> Keyset:
+        """The live batches' keyset (as it is now, after `prepare`), or the key's."""
+        return self._by_key or self.q.keyset
 
     def range(self, position: Position) -> KeyRange:
         if self.state.by == "key":  # the key is the keyset's only column
