@@ -43,8 +43,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     b.add_argument(
         "--where",
         default=None,
-        help='an extra SQL condition on the source rows, e.g. "store_id = 7" (trusted SQL, '
-        "like `query:`)",
+        help='an extra SQL condition on the entity\'s own row, e.g. "store_id = 7": one '
+        "expression, no subquery, no comment; test-run before it is stored (docs/keyset.md)",
     )
     b.add_argument(
         "--queue",

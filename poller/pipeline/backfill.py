@@ -11,98 +11,54 @@ of the same tenant's backfills, never the live poller.
 
 from __future__ import annotations
 
-import datetime as dt
+import dataclasses
 import logging
-import re
+import time
 import zoneinfo
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 
 from poller.avro.schemas import EntitySchema, load_schema
-from poller.config import AppConfig, EntityConfig, Mode
+from poller.config import AppConfig, Mode
 from poller.errors import (
     BadRowError,
     BadValueError,
     ConfigError,
     FencedError,
     PollerError,
+    SchemaMismatchError,
+    SourceError,
     TransientError,
 )
 from poller.kafka import backfill_state
-from poller.kafka.backfill_state import BackfillState, By
+from poller.kafka.backfill_state import BackfillState
 from poller.kafka.publisher import TransactionalPublisher
 from poller.kafka.topics import ensure_topics, wanted_topics
+from poller.pipeline.backfill_request import BackfillQuery, check_where, new_request, parse_bound
 from poller.pipeline.sizes import NO_LIMIT, MessageLimits, check_size, read_limits
 from poller.pipeline.stream import EntityStream, _dead_letter, epoch_ms
 from poller.pipeline.wire import EntityWire, register_entities
 from poller.source.estimate import estimate_rows
-from poller.source.keyset import KeyRange, ensure_progress
+from poller.source.keyset import ensure_progress
 from poller.source.probe import prepare
-from poller.source.query import BEGINNING, AnySelect, EntityQuery, Position
+from poller.source.query import BEGINNING, EntityQuery, Position
 from poller.source.reader import _connection
-from poller.source.where import normalize_where
+
+__all__ = ["BackfillQuery", "Backfiller", "check_where", "new_request", "parse_bound"]
 
 log = logging.getLogger(__name__)
 
 BATCHES_PER_STEP = 10  # a running poller's turn: then the live streams are served again
+# A running poller gives a backfill whose reads keep failing (transient by their look) this
+# long before storing it as failed; the live entities have their own backoff.
+GIVE_UP_S = 300.0
 
 
 def transactional_id(cfg: AppConfig) -> str:
     return f"{cfg.transactional_id()}.backfill"
-
-
-def parse_bound(text: str, by: By, mode: Mode) -> object:
-    """A --from/--to value: a cursor typed like the batching column, or a key (an integer
-    when it looks like one)."""
-    if by == "key":
-        return int(text) if re.fullmatch(r"-?\d+", text) else text
-    try:
-        return int(text) if mode is Mode.ID else dt.datetime.fromisoformat(text)
-    except ValueError as exc:
-        want = "an integer id" if mode is Mode.ID else "an ISO-8601 timestamp"
-        raise ConfigError([f"--from/--to: {text!r} is not {want}"]) from exc
-
-
-def check_where(sql: str | None, dialect: str) -> str | None:
-    """The operator's extra condition, validated (see source/where.py); None: no condition."""
-    if sql is None:
-        return None
-    normalize_where(sql, dialect)
-    return sql.strip()
-
-
-class BackfillQuery:
-    """The SELECT of one backfill, through the keyset range API: the live batch's columns,
-    this tenant, the range, the rows after the last one published, the operator's `--where`
-    (re-validated here: a state read back from the topic is not trusted either), in range
-    order, with the live path's typed binds. Build it after `probe.prepare`."""
-
-    def __init__(self, query: EntityQuery, entity: EntityConfig, state: BackfillState) -> None:
-        self.q, self.entity, self.state = query, entity, state
-        if state.by == "key" and len(entity.key_columns) != 1:
-            raise ConfigError([f"--by key: {query.name} has a composite key; use --by cursor"])
-        dialect = query.dialect.name
-        self.condition = None if state.where is None else normalize_where(state.where, dialect)
-        self.keyset = query.key_keyset(entity.key_columns) if state.by == "key" else query.keyset
-
-    def range(self, position: Position) -> KeyRange:
-        if self.state.by == "key":  # the key is the keyset's only column
-            position = BEGINNING if position.key is None else Position(position.key)
-        return KeyRange(position, self.state.low, self.state.high, condition=self.condition)
-
-    def statement(
-        self, position: Position, limit: int | None = None
-    ) -> tuple[AnySelect, dict[str, object]]:
-        return self.q.select_range(self.range(position), self.keyset, limit)
-
-    def probe(self) -> tuple[AnySelect, dict[str, object]]:
-        """The statement run with `AND 1=0`: the database checks the condition, reads nothing."""
-        stmt, params = self.statement(BEGINNING)
-        # `1 = 0`, not sa.false(): SQLAlchemy folds `AND false` into a bare `WHERE false`,
-        # dropping the condition it is meant to test.
-        return stmt.where(sa.literal_column("1") == sa.literal_column("0")), params
 
 
 @dataclass
@@ -110,6 +66,8 @@ class Job:
     state: BackfillState
     stream: EntityStream
     query: BackfillQuery
+    failing_since: float | None = None  # monotonic time of the first of consecutive failures
+    retry_at: float = 0.0
 
     def position_after(self, row: Sequence[object]) -> Position:
         layout = self.stream.layout
@@ -242,6 +200,11 @@ class Backfiller:
                     "--replace to abandon it"
                 ]
             )
+        failed = self.states.get(request.entity)
+        if failed is not None and failed.error and failed.same_request(request):
+            request = dataclasses.replace(
+                failed, done=False, error=None
+            )  # resumes after its last batch
         job = self._job(request)
         self._test(job)
         self._commit_state(request)
@@ -263,11 +226,18 @@ class Backfiller:
             self.connect()
             for name in list(self.jobs):
                 job = self.jobs[name]
+                if self.isolate and time.monotonic() < job.retry_at:
+                    continue
                 try:
                     for _ in range(max_batches):
                         if self._batch(job):
                             del self.jobs[name]
                             break
+                    job.failing_since = None
+                except SourceError as exc:
+                    if not self.isolate:
+                        raise
+                    self._source_failed(job, exc)
                 except (TransientError, FencedError):
                     raise
                 except Exception as exc:
@@ -289,9 +259,27 @@ class Backfiller:
             return True
         return self.pending
 
+    def _source_failed(self, job: Job, exc: SourceError) -> None:
+        """A read of a running poller's backfill failed: try again later, alone; give up
+        (stored as failed) when it keeps failing for GIVE_UP_S."""
+        now = time.monotonic()
+        job.failing_since = job.failing_since or now
+        if now - job.failing_since >= GIVE_UP_S:
+            self.jobs.pop(job.state.entity, None)
+            self._fail(job.state, exc)
+            return
+        job.retry_at = now + self.cfg.retry.max_backoff_s
+        log.warning(
+            "backfill of %s: %s; trying again in %.0fs", job.state.describe(), exc,
+            self.cfg.retry.max_backoff_s, extra={"tenant": self.cfg.tenant},
+        )  # fmt: skip
+
     def _fail(self, state: BackfillState, exc: BaseException) -> None:
         """Store the backfill as failed with its cause (`poller status` shows it)."""
-        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, ConfigError):
+            cause = "; ".join(exc.problems)
+        else:
+            cause = " ".join(line.strip() for line in str(exc).splitlines()) or "(no message)"
         failed = state.failed(f"{type(exc).__name__}: {cause}")
         log.error(
             "backfill of %s failed after %d rows: %s", state.describe(), state.rows, failed.error,
@@ -315,8 +303,15 @@ class Backfiller:
 
     def _fetch(self, job: Job) -> list[Sequence[object]]:
         stmt, params = job.query.statement(job.state.position)
-        with _connection(self.engine, f"backfill of {job.state.entity!r}", self.cfg.source) as c:
-            return [tuple(row) for row in c.execute(stmt, params)]
+        what = f"backfill of {job.state.entity!r}"
+        with _connection(self.engine, what, self.cfg.source) as c:
+            try:
+                return [tuple(row) for row in c.execute(stmt, params)]
+            except sa_exc.DataError as exc:  # a value the range's condition cannot take
+                raise SchemaMismatchError(
+                    f"{what}: the database refuses a value of the range ({exc.orig}); fix the "
+                    "--where condition or the row"
+                ) from exc
 
     def _batch(self, job: Job) -> bool:
         """One transaction: a batch of the range plus the backfill's new state. True: done."""
@@ -394,43 +389,3 @@ class Backfiller:
             except PollerError as exc:
                 log.warning("closing the backfill producer: %s", exc)
             self.publisher = None
-
-
-def new_request(
-    cfg: AppConfig,
-    entity: str,
-    by: By,
-    low: str,
-    high: str,
-    where: str | None,
-    dialect: str = "",
-) -> BackfillState:
-    """A request checked up front (the condition is also test-run by `Backfiller.submit`);
-    `dialect` (SQLAlchemy's name) is the one the condition is parsed in."""
-    ent = cfg.entities.get(entity)
-    if ent is None or not ent.enabled:
-        raise ConfigError([f"--entity: {entity!r} is not an enabled entity of the configuration"])
-    lo = parse_bound(low, by, ent.batching.mode)
-    hi = parse_bound(high, by, ent.batching.mode)
-    problems = []
-    try:
-        if lo > hi:  # type: ignore[operator]
-            problems.append(f"--from {low} is after --to {high}")
-    except TypeError:
-        problems.append(f"--from {low} and --to {high} are not of one type")
-    if problems:
-        raise ConfigError(problems)
-    now = dt.datetime.now(dt.UTC)
-    return BackfillState(
-        tenant=cfg.tenant,
-        entity=entity,
-        by=by,
-        low=lo,
-        high=hi,
-        where=check_where(where, dialect),
-        position=BEGINNING,
-        rows=0,
-        done=False,
-        requested_at=now,
-        updated_at=now,
-    )

@@ -96,13 +96,19 @@ class Keyset:
         default_factory=dict, repr=False
     )
 
+    def __post_init__(self) -> None:
+        # Read on every batch: computed once (the dataclass is frozen).
+        object.__setattr__(self, "keys", self.columns[1:])
+        object.__setattr__(self, "_key_names", tuple(self.key_names(len(self.columns) - 1)))
+        object.__setattr__(self, "_sqlite", self.dialect == "sqlite")
+
+    keys: tuple[ColumnElement[Any], ...] = field(init=False, repr=False)
+    _key_names: tuple[str, ...] = field(init=False, repr=False)
+    _sqlite: bool = field(init=False, repr=False)
+
     @property
     def cursor(self) -> ColumnElement[Any]:
         return self.columns[0]
-
-    @property
-    def keys(self) -> tuple[ColumnElement[Any], ...]:
-        return self.columns[1:]
 
     def bind_of(self, i: int) -> ColumnBind:
         return self.binds[i] if i < len(self.binds) else UNTYPED
@@ -131,28 +137,27 @@ class Keyset:
     def cursor_value(self, value: object) -> object:
         """A cursor value as bound: exact text on SQL Server/Oracle, fixed-width text on
         SQLite (whose default adapter drops a zero microsecond part, and text compares)."""
-        if self.dialect == "sqlite" and isinstance(value, dt.datetime):
+        if self._sqlite and isinstance(value, dt.datetime):
             value = value.isoformat(sep=" ", timespec="microseconds")
         return cursor_bind_value(self.dialect, value, self.cursor_type)
 
     def position_params(self, position: Position) -> dict[str, object]:
-        kind = self.kind(position)
-        if kind == "none":
+        if position.cursor is None:
             return {}
         params: dict[str, object] = {"wm_cursor": self.cursor_value(position.cursor)}
-        if kind == "cursor":
+        key, names = position.key, self._key_names
+        if key is None or not names:
             return params
-        keys = position.key if len(self.keys) > 1 else (position.key,)
-        if not isinstance(keys, tuple) or len(keys) != len(self.keys):
-            raise ValueError(
-                f"stored key {position.key!r} does not fit the {len(self.keys)} key column(s)"
-            )
-        for name, value in zip(self.key_names(len(self.keys)), keys, strict=True):
-            params[name] = self._plain_value(value)
+        keys = key if len(names) > 1 else (key,)
+        if not isinstance(keys, tuple) or len(keys) != len(names):
+            raise ValueError(f"stored key {key!r} does not fit the {len(names)} key column(s)")
+        if self._sqlite:
+            keys = tuple(self._plain_value(v) for v in keys)
+        params.update(zip(names, keys, strict=True))
         return params
 
     def _plain_value(self, value: object) -> object:
-        if self.dialect == "sqlite" and isinstance(value, dt.datetime):
+        if self._sqlite and isinstance(value, dt.datetime):
             return value.isoformat(sep=" ", timespec="microseconds")
         return value
 

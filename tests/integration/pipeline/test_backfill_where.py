@@ -15,8 +15,11 @@ import pytest
 import sqlalchemy as sa
 
 from poller.config import parse_config
+from poller.kafka import backfill_state as bf_state
 from poller.kafka.backfill_state import BackfillState, load_all
+from poller.kafka.publisher import TransactionalPublisher
 from poller.pipeline.backfill import Backfiller, new_request
+from poller.source.query import BEGINNING
 from poller.source.reader import make_engine
 from tests.integration.pipeline.helpers import (
     OTHER,
@@ -99,8 +102,8 @@ def test_hostile_where_is_refused_before_it_is_stored_and_never_leaks_a_tenant(
 ) -> None:
     url = url_of(backend, request)
     people(url, backend, 20)
-    cfg = config(url, TENANT, kafka_bootstrap, prefix,
-                 {"customers": people_entity("timestamp", 100)}, tenant_column="user_id")  # fmt: skip
+    entities = {"customers": people_entity("timestamp", 100)}
+    cfg = config(url, TENANT, kafka_bootstrap, prefix, entities, tenant_column="user_id")
     path = write_config(cfg, tmp_path / "c.yaml")
     bounds = ["--from", AT.isoformat(), "--to", (AT + dt.timedelta(days=1)).isoformat()]
     for condition in HOSTILE:
@@ -131,8 +134,8 @@ def test_backfill_reads_the_cursor_as_the_live_reader_does(
     datetime cursor is bound as exact text; without it the bounds were truncated)."""
     url = url_of(backend, request)
     people(url, backend, 3)
-    raw = config(url, TENANT, kafka_bootstrap, prefix,
-                 {"customers": people_entity("timestamp", 100)}, tenant_column="user_id")  # fmt: skip
+    entities = {"customers": people_entity("timestamp", 100)}
+    raw = config(url, TENANT, kafka_bootstrap, prefix, entities, tenant_column="user_id")
     app = parse_config(raw)
     eng = make_engine(app.source)
     backfiller = Backfiller(app, eng)
@@ -201,8 +204,8 @@ def test_a_uuid_tenant_written_in_upper_case_is_found(
         "'F' || g, NULL, timestamp '2024-01-01' FROM generate_series(1, 8) g",
         params={"t": tenant, "other": other},
     )
-    cfg: dict[str, Any] = config(pg_url, tenant, kafka_bootstrap, prefix,
-                                 {"customers": people_entity("id", 100)}, tenant_column="user_id")  # fmt: skip
+    entities = {"customers": people_entity("id", 100)}
+    cfg = config(pg_url, tenant, kafka_bootstrap, prefix, entities, tenant_column="user_id")
     run_once(cfg)
     keys = Counter(m.key for m in read_entity(kafka_bootstrap, f"{prefix}.customers"))
     assert keys == Counter(dict.fromkeys(range(1, 6), 1))
@@ -215,3 +218,62 @@ def test_a_uuid_tenant_written_in_upper_case_is_found(
     path = write_config(cfg, tmp_path / "present.yaml")
     checked = in_process([str(path), "check", "--config", str(path)])
     assert "has 0 rows" not in checked.stdout, checked.stdout
+
+
+def test_a_condition_that_fails_on_a_row_fails_the_backfill_not_the_poller(
+    pg_url: str, prefix: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """`CAST(f_name AS integer) > 0` passes the zero-row test run and fails on the first row
+    it reads. Replayed by a poller, the backfill is stored as failed with the database's
+    reason; before, the poller crash-looped on it."""
+    people(pg_url, "postgresql", 5)
+    entities = {"customers": people_entity("id", 100)}
+    cfg = config(pg_url, TENANT, kafka_bootstrap, prefix, entities, tenant_column="user_id")
+    path = write_config(cfg, tmp_path / "c.yaml")
+    where = "CAST(f_name AS integer) > 0"
+    queued = in_process(backfill_cmd(path, "--entity", "customers", "--from", "1", "--to", "5",
+                                     "--where", where, "--queue"))  # fmt: skip
+    assert queued.returncode == 0, queued.stdout + queued.stderr
+
+    run_once(cfg)
+
+    state = backfill_state(cfg, "customers")
+    assert state is not None and state.error is not None and state.rows == 0, state
+    assert "refuses a value" in state.error and "integer" in state.error, state.error
+    keys = Counter(m.key for m in read_entity(kafka_bootstrap, f"{prefix}.customers"))
+    assert keys == Counter(dict.fromkeys(range(1, 6), 1))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_hostile_condition_already_in_the_topic_is_not_replayed(
+    backend: str, request: pytest.FixtureRequest, prefix: str, kafka_bootstrap: str
+) -> None:
+    """A pending backfill stored by an older release with `1=1) OR (1=1` (which escaped the
+    tenant filter then): a poller starting with it pending validates it again, stores it as
+    failed, publishes no row of another tenant, and serves its live entities."""
+    url = url_of(backend, request)
+    people(url, backend, 5)
+    entities = {"customers": people_entity("id", 100)}
+    cfg = config(url, TENANT, kafka_bootstrap, prefix, entities, tenant_column="user_id")
+    run_once(cfg)
+    app = parse_config(cfg)
+    now = dt.datetime.now(dt.UTC)
+    hostile = BackfillState(TENANT, "customers", "cursor", 1, 100, "1=1) OR (1=1", BEGINNING,
+                            0, False, now, now)  # fmt: skip
+    pub = TransactionalPublisher(app.kafka, f"{prefix}.planted")
+    pub.start()
+    try:
+        pub.begin()
+        pub.send(app.kafka.watermark_topic_name(TENANT), bf_state.key_bytes(TENANT, "customers"),
+                 bf_state.encode(hostile))  # fmt: skip
+        pub.commit()
+    finally:
+        pub.close()
+    add_people(url, 31, 32, TENANT)
+
+    run_once(cfg)
+
+    state = backfill_state(cfg, "customers")
+    assert state is not None and state.error is not None and "--where" in state.error, state
+    keys = Counter(m.key for m in read_entity(kafka_bootstrap, f"{prefix}.customers"))
+    assert keys == Counter(dict.fromkeys([1, 2, 3, 4, 5, 31, 32], 1)), keys

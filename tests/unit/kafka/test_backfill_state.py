@@ -59,3 +59,16 @@ def test_backfill_and_watermark_keys_differ_in_length() -> None:
     # The loader tells them apart by the key: two elements a watermark, three a backfill.
     assert json.loads(watermark.key_bytes("ac\u00e9", "e")) == ["ac\u00e9", "e"]
     assert json.loads(backfill_state.key_bytes("ac\u00e9", "e")) == ["ac\u00e9", "e", "backfill"]
+
+
+def test_a_failed_backfill_round_trips_with_its_cause_and_is_not_pending() -> None:
+    state = BackfillState(
+        tenant="acme", entity="receipts", by="cursor", low=1, high=9, where=None,
+        position=Position(4, None), rows=4, done=False, requested_at=NOW, updated_at=NOW,
+    )  # fmt: skip
+    failed = state.failed("BadRowError: the encoded row is 3200000 bytes")
+    record = json.loads(backfill_state.encode(failed))
+    assert (record["state"], record["error"]) == ("failed", failed.error)
+    back = backfill_state.decode(backfill_state.encode(failed))
+    assert back == failed and back.done and back.position == Position(4, None)
+    assert "error" not in json.loads(backfill_state.encode(state))  # older readers unchanged
