@@ -161,10 +161,12 @@ def test_tenants_with_differently_named_and_typed_keys_share_one_key_schema(
         "CREATE TABLE crm_a (id bigint PRIMARY KEY, name text, updated_at timestamp(6) NOT NULL)",
         "INSERT INTO crm_a SELECT g, 'A ' || g, timestamp '2024-01-01' + g * interval '1s' "
         "FROM generate_series(1, 40) g",
-        "CREATE TABLE crm_b (cust_no varchar(20) PRIMARY KEY, fio text, changed timestamp(6) NOT NULL)",
+        "CREATE TABLE crm_b (cust_no varchar(20) PRIMARY KEY, fio text, "
+        "changed timestamp(6) NOT NULL)",
         "INSERT INTO crm_b SELECT 'B-' || g, 'B ' || g, timestamp '2024-01-01' + g * interval '1s' "
         "FROM generate_series(1, 30) g",
-        "CREATE TABLE goods (id bigint PRIMARY KEY, title text NOT NULL, updated_at timestamp(6) NOT NULL)",
+        "CREATE TABLE goods (id bigint PRIMARY KEY, title text NOT NULL, "
+        "updated_at timestamp(6) NOT NULL)",
         "INSERT INTO goods SELECT g, 'G ' || g, timestamp '2024-01-01' + g * interval '1s' "
         "FROM generate_series(1, 10) g",
     )

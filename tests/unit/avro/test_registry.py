@@ -48,7 +48,6 @@ def read(schema: dict[str, Any], payload: bytes, prefix: bytes) -> Any:
     return record
 
 
-
 def test_confluent_header_with_the_generated_encoder_body() -> None:
     """The hot loop's encoder writes the same body after either header."""
     es = load_schema("customers")
