@@ -5,12 +5,14 @@ the framing a consumer needs, not only the Avro body."""
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
+import fastavro
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from tests.integration.faults.harness import Scenario, SourceDB, customers_entity, wait_for
 from tests.integration.registry.stock import read_with_stock_consumer
@@ -252,3 +254,49 @@ def test_verify_checks_the_framing_a_consumer_needs(
     # Both keys' latest records carry the value subject's id again (what compaction keeps).
     now = latest(scenario.records("customers"))
     assert now[k1] == v1 and now[k2] == v2
+
+
+def test_verify_repair_moves_keys_of_the_old_format_to_the_canonical_key(
+    scenario: Scenario, pg: SourceDB, registry_url: str, kafka_bootstrap: str
+) -> None:
+    """docs/keys.md: a topic holding keys of the former format (source column names, `long`)
+    beside today's. Verify reports the old keys as extra (never as the row), `--repair`
+    tombstones them, and the delete reconciliation leaves them alone while the row exists."""
+    pg.create_customers()
+    pg.seed_customers(40)
+    entity = customers_entity("timestamp", batch_size=100, settle_delay_s=0)
+    raw = confluent(scenario, pg, {"customers": entity}, registry_url)
+    config = scenario.write_config(raw)
+    scenario.run_once(config, timeout=120)
+    topic = scenario.topic("customers")
+    client = SchemaRegistryClient({"url": registry_url})
+    client.set_compatibility(f"{topic}-key", "NONE")
+    old_schema = {"type": "record", "name": "CustomerKey", "namespace": "retail.loyalty",
+                  "fields": [{"name": "tenant", "type": "string"},
+                             {"name": "id", "type": "long"}]}  # fmt: skip
+    old_id = client.register_schema(f"{topic}-key", Schema(json.dumps(old_schema), "AVRO"))
+    kept = latest(scenario.records("customers"))
+    some_value = next(v for v in kept.values() if v is not None)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    old_keys = []
+    for i in (5, 6, 7):
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, fastavro.parse_schema(old_schema),
+                                   {"tenant": scenario.tenant, "id": i})  # fmt: skip
+        old_keys.append(b"\x00" + old_id.to_bytes(4, "big") + body.getvalue())
+        producer.produce(topic, key=old_keys[-1], value=some_value)
+    assert producer.flush(30) == 0
+    # The poller sets FULL_TRANSITIVE at start; the subject keeps both versions.
+    raw["schema_registry"]["compatibility"] = None
+    config = scenario.write_config(raw)
+
+    code, report = verify(scenario, config)
+    found = report["entities"]["customers"]
+    assert code == 1 and sorted(d["key"] for d in found["extra"]) == [5, 6, 7], found
+    assert found["counts"]["equal"] == 40 and not found["missing"], found
+    assert verify(scenario, config, "--repair")[0] == 0
+    code, report = verify(scenario, config)
+    assert code == 0 and report["equal"], report
+    now = latest(scenario.records("customers"))
+    assert all(now[k] is None for k in old_keys)
+    assert sum(v is not None for v in now.values()) == 40
