@@ -203,6 +203,21 @@ def build_key_encoder(
 
         return long_key
 
+    if fields[0].type == "string":
+        # The common case again: an integer or text key rendered inline (the length varint of
+        # a text under 8 KiB is one table lookup); anything else takes the checked path.
+        def text_key(k: object) -> bytes:
+            if type(k) is int:
+                b = b"%d" % k
+            elif type(k) is str:
+                b = k.encode()
+            else:
+                return head + part(k)
+            n = len(b)
+            return head + FINAL[n << 1] + b if n < 0x2000 else head + part(k)
+
+        return text_key
+
     def key(k: object) -> bytes:
         return head + part(k)
 

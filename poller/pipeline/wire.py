@@ -38,6 +38,7 @@ class EntityWire:
     # Every schema registered under the value subject, by id (verify only: a record under an
     # older version is still one a consumer reads).
     value_history: Mapping[int, Any] = field(default_factory=dict)
+    key_history: Mapping[int, Any] = field(default_factory=dict)  # likewise, of the key subject
 
     @property
     def value_header(self) -> bytes:
@@ -113,6 +114,7 @@ def register_entities(
                 build_key_encoder(key.prefix, cfg.tenant, kfields, ent.key_columns),
                 tuple(kfields),
                 registry.subject_schemas(value.subject) if with_history else {},
+                registry.subject_schemas(key.subject) if with_history else {},
             )
             log.info(
                 "%s: value schema id %d (subject %s), key schema id %d (subject %s)",

@@ -1,7 +1,9 @@
-"""The database types of an entity's key columns, which fix the Avro key record's field types
-(Confluent wire format) before any row is read."""
+"""The database kinds of an entity's key columns: how a key read back from a topic becomes the
+value the source compares (verify, repair, delete reconciliation; poller.avro.keys)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -9,6 +11,14 @@ from sqlalchemy import exc as sa_exc
 from poller.errors import SchemaMismatchError, SourceError
 from poller.source.query import EntityQuery, column_kind, description_kind, split_table
 from poller.source.reader import _connection, translate_error
+
+
+def _kind(t: sa.types.TypeEngine[Any]) -> str:
+    """column_kind, with MySQL's BINARY/VARBINARY as binary (SQLAlchemy keeps them apart from
+    LargeBinary): a BINARY(16) key is bytes, read back from a topic as bytes."""
+    if isinstance(t, sa.BINARY | sa.VARBINARY):
+        return "binary"
+    return column_kind(t)
 
 
 def key_kinds(engine: sa.Engine, query: EntityQuery) -> list[str]:
@@ -25,7 +35,7 @@ def key_kinds(engine: sa.Engine, query: EntityQuery) -> list[str]:
                 columns = sa.inspect(conn).get_columns(table, schema=schema)
             except sa_exc.NoSuchTableError:
                 columns = []
-            reflected = {c["name"].lower(): column_kind(c["type"]) for c in columns}
+            reflected = {c["name"].lower(): _kind(c["type"]) for c in columns}
         kinds = []
         for column in entity.key_columns:
             kind = reflected.get(column.lower())

@@ -43,10 +43,20 @@ class KeyReader:
         self.json_prefix = stream.key_prefix.encode()  # `["<tenant>",`
         self._avro: Any = None
         self._names: list[str] = []
+        self._key_prefix = b""
         kinds = list(stream.key_kinds) or ["unknown"] * self.n_key
+        # Older key schemas of the key subject, by framing: their keys are read (and reported,
+        # never matched) instead of being taken for another tenant's.
+        self._older: dict[bytes, Any] = {}
         if stream.wire is not None:
             schema = stream.wire.key_schema
             self._avro = fastavro.parse_schema(schema)
+            self._key_prefix = stream.wire.key.prefix
+            self._older = {
+                bytes((0,)) + i.to_bytes(4, "big"): fastavro.parse_schema(raw)
+                for i, raw in stream.wire.key_history.items()
+                if i != stream.wire.key.schema_id
+            }
             by_column = {f.column: f for f in stream.wire.key_fields}
             self._names = (
                 [by_column[c].field for c in columns]
@@ -89,12 +99,16 @@ class KeyReader:
     def _read_avro(self, raw: bytes) -> tuple[str, list[object]] | None:
         if raw[:1] != b"\x00" or len(raw) < 6:
             return None
+        older = self._older.get(raw[:5]) if raw[:5] != self._key_prefix else None
         try:
-            rec = fastavro.schemaless_reader(io.BytesIO(raw[5:]), self._avro, None)
+            rec = fastavro.schemaless_reader(io.BytesIO(raw[5:]), older or self._avro, None)
         except (EOFError, ValueError, IndexError, UnicodeDecodeError):
             return None
         if not isinstance(rec, dict) or not isinstance(rec.get("tenant"), str):
             return None
+        if older is not None:  # an older key record: the key columns after the tenant
+            values = [v for n, v in rec.items() if n != "tenant"]
+            return (rec["tenant"], values) if len(values) == self.n_key else None
         return rec["tenant"], [rec.get(n) for n in self._names]
 
     def int_key(self, raw: bytes) -> int | None:

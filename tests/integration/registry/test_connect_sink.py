@@ -95,8 +95,8 @@ def sink_rows(url: str) -> list[tuple[object, ...]]:
     try:
         with engine.connect() as conn:
             return [tuple(r) for r in conn.exec_driver_sql(
-                "SELECT tenant, id, local_id, first_name, last_name, updated_at "
-                "FROM people_sink ORDER BY id"
+                "SELECT tenant, local_id, first_name, last_name, updated_at "
+                "FROM people_sink ORDER BY CAST(local_id AS bigint)"
             )]  # fmt: skip
     except sa.exc.ProgrammingError:
         return []  # the sink has not created its table yet
@@ -166,7 +166,7 @@ def test_debezium_jdbc_sink_loads_the_topic_into_a_table_equal_to_the_source(
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-    # The table equals the source: primary key (tenant, id) from the Avro key record; the
+    # The table equals the source: primary key (tenant, local_id) from the Avro key record; the
     # timestamp-micros field arrives as microseconds (Connect has no micros timestamp type).
     engine = sa.create_engine(pg_url, poolclass=NullPool)
     try:
@@ -186,6 +186,7 @@ def test_debezium_jdbc_sink_loads_the_topic_into_a_table_equal_to_the_source(
     finally:
         engine.dispose()
     micros = dt.timedelta(microseconds=1)
-    expected = [(TENANT, i, str(i), f, last, (u - EPOCH) // micros) for i, f, last, u in source]
+    expected = [(TENANT, str(i), f, last, (u - EPOCH) // micros) for i, f, last, u in source]
     assert sink_rows(pg_url) == expected
-    assert sorted(pk) == ["id", "tenant"]
+    # The canonical key record (docs/keys.md): the tenant and the entity's local_id.
+    assert sorted(pk) == ["local_id", "tenant"]

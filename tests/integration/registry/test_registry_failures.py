@@ -162,6 +162,6 @@ def test_registry_outage_after_start_changes_nothing(
     # Every message decodes with the stock deserializer (the consumers' path to the registry
     # is up): the ids cached at start are the registered ones.
     messages = read_with_stock_consumer(kafka_bootstrap, registry_url, [topic])[topic]
-    assert sorted(k["id"] for k, _v in messages) == list(range(1, 11))
-    assert all(v is not None and v["first_name"] == f"First {k['id']}" for k, v in messages)
+    assert sorted(int(k["local_id"]) for k, _v in messages) == list(range(1, 11))
+    assert all(v is not None and v["first_name"] == f"First {k['local_id']}" for k, v in messages)
     assert "Traceback" not in proc.log()

@@ -55,10 +55,12 @@ def test_stock_avro_deserializer_reads_every_entity_as_in_the_source(
         assert len(expected) == counts[(TENANT, ENTITY_TABLES[name])] > 0
         got: dict[object, dict[str, Any] | None] = {}
         for key, value in topics[topic]:
-            assert set(key) == {"tenant", ent["key"]}, (name, key)
+            # The canonical key record (docs/keys.md): the demo maps its key to local_id.
+            assert set(key) == {"tenant", "local_id"}, (name, key)
             assert key["tenant"] == TENANT, f"{name}: a {key['tenant']} row was published"
-            assert key[ent["key"]] not in got, f"{name}: key {key} published twice"
-            got[key[ent["key"]]] = value
+            source_key = int(key["local_id"])  # the demo's keys are integers
+            assert source_key not in got, f"{name}: key {key} published twice"
+            got[source_key] = value
         assert got == expected, name
         for side in ("key", "value"):
             assert client.get_compatibility(f"{topic}-{side}") == "FULL_TRANSITIVE"
@@ -96,10 +98,11 @@ def test_composite_key_is_an_avro_record_of_every_key_column(
     Poller(parse_config(raw)).run(once=True)
     topic = f"{prefix}.receipt_lines"
     messages = read_with_stock_consumer(kafka_bootstrap, registry_url, [topic])[topic]
-    got = sorted((k["tenant"], k["cheque_id"], k["line_no"], v["quantity"]) for k, v in messages)
+    got = sorted((k["tenant"], k["receipt_id"], k["local_id"], v["quantity"]) for k, v in messages)
     assert got == [
-        (TENANT, 1, "a", Decimal("1.500")),
-        (TENANT, 1, "b", Decimal("2.000")),
-        (TENANT, 2, "a", Decimal("3.250")),
+        (TENANT, "1", "a", Decimal("1.500")),
+        (TENANT, "1", "b", Decimal("2.000")),
+        (TENANT, "2", "a", Decimal("3.250")),
     ]
-    assert all(list(k) == ["tenant", "cheque_id", "line_no"] for k, _ in messages)
+    # The canonical fields the key columns map to, in the entity schema's order.
+    assert all(list(k) == ["tenant", "local_id", "receipt_id"] for k, _ in messages)

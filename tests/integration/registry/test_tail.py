@@ -40,7 +40,7 @@ def test_tail_decodes_both_formats(
     assert records[0]["updated_at"] == (T0 + dt.timedelta(seconds=1)).replace(tzinfo=dt.UTC)
     keys = [r["_key"] for r in records]
     if fmt == "confluent":
-        assert keys == [{"tenant": TENANT, "id": i} for i in (1, 2, 3)]
+        assert keys == [{"tenant": TENANT, "local_id": str(i)} for i in (1, 2, 3)]
     else:
         assert keys == [[TENANT, i] for i in (1, 2, 3)]
     assert list(tail(cfg, "customers", limit=2)).__len__() == 2

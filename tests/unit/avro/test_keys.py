@@ -98,6 +98,8 @@ def test_long_key_matches_fastavro(key: int) -> None:
     ("value", "text"),
     [
         (42, "42"),
+        (-(2**70), str(-(2**70))),
+        ("é" * 5000, "é" * 5000),  # past the inline path's 8 KiB
         (Decimal(42), "42"),
         ("Ä-1", "Ä-1"),
         (b"\x00\x11\x22\x33", "00112233"),
