@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy.engine import make_url
 
 from poller.errors import ConfigError
+from poller.layout import LayoutChoice, TenantIsolation
 from poller.redaction import redact
 from poller.yamlfile import read_yaml
 
@@ -125,7 +126,7 @@ _CLIENT_OPTION_PREFIXES = (
 )
 
 
-class KafkaConfig(_Model):
+class KafkaConfig(LayoutChoice, _Model):
     bootstrap_servers: str = "127.0.0.1:9092"
     # confluent: 0 + schema id + Avro, Avro keys; single_object: C3 01 + fingerprint, JSON keys
     format: Literal["confluent", "single_object"] = "confluent"
@@ -141,35 +142,6 @@ class KafkaConfig(_Model):
     topic_replication: int = Field(1, ge=1)
     topic_config: dict[str, str] = Field(default_factory=lambda: {"cleanup.policy": "compact"})
     transaction_timeout_s: float = Field(60, gt=0)
-    layout: Literal["per_tenant", "shared"] | None = Field(
-        None,
-        description="per_tenant: every topic under {prefix}.{tenant}. (the layout for more than "
-        "one tenant, see docs/security.md); shared: {prefix}.{entity} for every tenant, only "
-        "for one trusted operator's principal; unset: shared, refused with per-tenant "
-        "credentials (sasl.username)",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _layout_defaults(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("layout") == "per_tenant":
-            data = {**PER_TENANT_TEMPLATES, **data}
-        return data
-
-    @model_validator(mode="after")
-    def _per_tenant_templates(self) -> KafkaConfig:
-        if self.layout == "per_tenant":
-            bad = [
-                name
-                for name in PER_TENANT_TEMPLATES
-                if not getattr(self, name).startswith("{prefix}.{tenant}.")
-            ]
-            if bad:
-                raise ValueError(
-                    f"layout per_tenant: {', '.join(bad)} must start with {{prefix}}.{{tenant}}. "
-                    "(every topic of a tenant under its own prefix)"
-                )
-        return self
 
     @field_validator("topic_template", "watermark_topic", "dead_letter_topic")
     @classmethod
@@ -197,14 +169,6 @@ class KafkaConfig(_Model):
 
     def dead_letter_topic_name(self, tenant: str) -> str:
         return self.dead_letter_topic.format(prefix=self.topic_prefix, entity="", tenant=tenant)
-
-
-# kafka.layout per_tenant: a tenant's topics, all under `{prefix}.{tenant}.`
-PER_TENANT_TEMPLATES = {
-    "topic_template": "{prefix}.{tenant}.{entity}",
-    "watermark_topic": "{prefix}.{tenant}.watermarks",
-    "dead_letter_topic": "{prefix}.{tenant}.dead_letter",
-}
 
 
 class Batching(_Model):
@@ -394,7 +358,7 @@ class SchemaRegistryConfig(_Model):
         return re.sub(r"(//[^:/@,]*:)[^/,]*@", r"\1***@", self.url)
 
 
-class AppConfig(_Model):
+class AppConfig(TenantIsolation, _Model):
     tenant: str = Field(min_length=1, max_length=200)
     source: SourceConfig
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
@@ -417,29 +381,6 @@ class AppConfig(_Model):
             raise ValueError(
                 "schema_registry: required by kafka.format confluent (the default); give "
                 "schema_registry.url, or set kafka.format: single_object"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _tenant_isolation(self) -> AppConfig:
-        """Issue 17: a shared watermark topic lets any tenant write another's position; with
-        per-tenant principals that layout must be refused unless chosen on purpose."""
-        k = self.kafka
-        if k.layout == "per_tenant" and "." in self.tenant:
-            raise ValueError(
-                f"tenant {self.tenant!r}: kafka.layout per_tenant needs a tenant id without '.' "
-                f"(its topics' prefix {k.topic_prefix}.{self.tenant}. would also cover another "
-                "tenant's, e.g. acme and acme.eu); use '-' or '_'"
-            )
-        if k.layout is None and "sasl.username" in k.options and "{tenant}" not in (
-            k.watermark_topic
-        ):
-            raise ValueError(
-                f"kafka.watermark_topic {k.watermark_topic!r} is shared by every tenant while "
-                "this tenant has its own principal (kafka.options.sasl.username): any tenant "
-                "could then write this tenant's watermark. Set kafka.layout: per_tenant (topics "
-                "under {prefix}.{tenant}.), or kafka.layout: shared if one trusted operator's "
-                "principal runs every tenant (docs/security.md)"
             )
         return self
 

@@ -16,9 +16,7 @@ _SEP = r"%3b|%26|%253b|%2526"
 # The key: any name holding password/passwd/pwd/secret/token (sslpassword, ssl_key_password,
 # wallet_password, client_secret, access_token, sasl.oauthbearer.client.secret, ...) and
 # basic.auth.user.info (user:password).
-_SECRET_KEY = (
-    r"(?:[\w.-]*?(?:password|passwd|pwd|secret|token)[\w.-]*|basic\.auth\.user\.info)"
-)
+_SECRET_KEY = r"(?:[\w.-]*?(?:password|passwd|pwd|secret|token)[\w.-]*|basic\.auth\.user\.info)"
 _PASSWORD_PARAM = re.compile(
     r"(?i)(?:\b|(?<=%3b)|(?<=%26)|(?<=%253b)|(?<=%2526))(" + _SECRET_KEY + r")(\s*" + _EQ + r"\s*)"
     r"(?:\{(?:[^}]|\}\})*\}|%7b(?:(?!%7d).)*%7d|%257b(?:(?!%257d).)*%257d"
@@ -27,9 +25,7 @@ _PASSWORD_PARAM = re.compile(
 
 
 # 'sasl.password': 'x' / "client_secret": "x" (a mapping printed as repr or JSON).
-_QUOTED_SECRET = re.compile(
-    r"(?i)(['\"]" + _SECRET_KEY + r"['\"]\s*:\s*)(['\"])((?:(?!\2).)*)\2"
-)
+_QUOTED_SECRET = re.compile(r"(?i)(['\"]" + _SECRET_KEY + r"['\"]\s*:\s*)(['\"])((?:(?!\2).)*)\2")
 
 
 def redact(text: str) -> str:

@@ -17,6 +17,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "redaction": 0,  # imports nothing of the poller
     "yamlfile": 0,  # imports nothing of the poller
+    "layout": 0,  # imports nothing of the poller (config builds on it)
     "config": 1,
     "avro": 2,
     "source": 3,
