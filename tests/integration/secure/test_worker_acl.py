@@ -10,11 +10,14 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import pytest
 import yaml
 from confluent_kafka.admin import NewTopic
 
 from tests.integration.secure.broker import BOOTSTRAP, CA, Acl, SecureKafka
 from tests.integration.secure.tenants import POLLER, REPO_ROOT
+
+pytestmark = pytest.mark.integration
 
 
 def test_a_worker_without_its_group_acl_exits_5_naming_it(
