@@ -65,7 +65,12 @@ def cmd_tenants(args: argparse.Namespace) -> int:
             raise ConfigError([f"cannot read {path}: {exc.strerror}"], str(path)) from exc
         except UnicodeDecodeError as exc:
             raise ConfigError([f"not UTF-8 text (offset {exc.start})"], str(path)) from None
-        _raw, tenant = parse_tenant_text(text, str(path), strict=True)
+        raw, tenant = parse_tenant_text(text, str(path), strict=True)
+        if (scope := cfg.tenant_secrets) is not None:
+            from poller.fleet.scoping import foreign_references
+
+            if foreign := foreign_references(raw, tenant, scope.file_dir, scope.allow_env):
+                raise ConfigError(foreign, str(path))
         partition = tenants.put(cfg, tenant, text)
         print(f"put tenant {tenant} (partition {partition} of {cfg.tenants_topic_name()})")
         return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from poller.errors import REASON_FILE_ENV
 from poller.fleet.entry import PARENT_ENV
+from poller.fleet.scoping import child_environment
 from poller.source.limits import LIMITS_DIR_ENV
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,14 @@ def free_port() -> int:
 
 
 class Child:
-    def __init__(self, tenant: str, config_path: Path, port: int, limits_dir: Path) -> None:
+    def __init__(
+        self,
+        tenant: str,
+        config_path: Path,
+        port: int,
+        limits_dir: Path,
+        allow_env: list[str] | None = None,
+    ) -> None:
         self.tenant = tenant
         self.reason_path = config_path.with_suffix(".exit")  # the child's last error, if any
         self.reason_path.unlink(missing_ok=True)
@@ -37,12 +45,18 @@ class Child:
         self.started = time.monotonic()
         self.connected_at: float | None = None  # first seen with Kafka up (fenced the old)
         self.stopping_since: float | None = None
-        env = {
-            **os.environ,
+        own = {
             PARENT_ENV: str(os.getpid()),
             LIMITS_DIR_ENV: str(limits_dir),
             REASON_FILE_ENV: str(self.reason_path),
         }
+        # With tenant_secrets (allow_env not None) the child does not inherit the worker's
+        # credentials: only what it needs to run and the allowed variables.
+        env = (
+            {**os.environ, **own}
+            if allow_env is None
+            else child_environment(os.environ, allow_env, own)
+        )
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "poller.fleet.entry", "run", "--config", str(config_path)],
             stdin=subprocess.DEVNULL,

@@ -45,6 +45,27 @@ class RestartConfig(_Model):
     healthy_after_s: float = Field(60, gt=0, description="a child up this long resets backoff")
 
 
+class TenantSecrets(_Model):
+    """Each tenant references only its own secrets (see poller.fleet.scoping)."""
+
+    file_dir: str = Field(
+        description="a tenant's ${file:...} must lie under this directory; {tenant} is the "
+        "tenant id, e.g. /run/secrets/poller/{tenant}"
+    )
+    allow_env: list[str] = Field(
+        default_factory=list,
+        description="environment variables every tenant may reference and its child gets "
+        "(none by default)",
+    )
+
+    @field_validator("file_dir")
+    @classmethod
+    def _dir(cls, v: str) -> str:
+        if not v.startswith("/") or "{tenant}" not in v:
+            raise ValueError("an absolute directory with {tenant} in it")
+        return v
+
+
 class WorkerConfig(_Model):
     kafka: KafkaConfig = Field(
         default_factory=KafkaConfig, description="the cluster of the tenants topic and group"
@@ -72,6 +93,12 @@ class WorkerConfig(_Model):
     stop_timeout_s: float = Field(30, gt=0, description="SIGTERM to SIGKILL for a child")
     restart: RestartConfig = Field(
         default_factory=RestartConfig, description="restarting a failed child"
+    )
+    tenant_secrets: TenantSecrets | None = Field(
+        None,
+        description="restrict each tenant to its own secrets and give its child a filtered "
+        "environment; unset: a tenant may reference any variable or file of the worker",
+        examples=[{"file_dir": "/run/secrets/poller/{tenant}", "allow_env": ["TZ"]}],
     )
     state_dir: str | None = Field(
         None,

@@ -201,7 +201,11 @@ class Supervisor:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(child_config_text(t.raw, port), encoding="utf-8")
         tmp.replace(path)
-        t.child = Child(t.name, path, port, self.limits_dir)
+        scope = self.cfg.tenant_secrets
+        if scope is None:
+            t.child = Child(t.name, path, port, self.limits_dir)
+        else:  # the child gets a filtered environment
+            t.child = Child(t.name, path, port, self.limits_dir, list(scope.allow_env))
         t.running_text = t.text
         t.observed = False
         self.status.write(t.name, "STARTING")

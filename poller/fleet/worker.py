@@ -28,6 +28,7 @@ from confluent_kafka.admin import AdminClient
 
 from poller.errors import ConfigError, KafkaAuthorizationError, KafkaFatalError, StartupError
 from poller.fleet.metrics import Exposition, WorkerMetrics
+from poller.fleet.scoping import foreign_references
 from poller.fleet.settings import WorkerConfig, parse_tenant_text
 from poller.fleet.status import StatusWriter
 from poller.fleet.supervisor import Supervisor
@@ -196,6 +197,17 @@ class Worker:
             return
         if tenant != key:
             log.error("tenant record %r holds the configuration of tenant %r; ignored", key, tenant)
+            return
+        scope = self.cfg.tenant_secrets
+        if scope is not None and (
+            foreign := foreign_references(raw, tenant, scope.file_dir, scope.allow_env)
+        ):
+            log.error(
+                "tenant %r references secrets that are not its own; not (re)started:\n%s",
+                tenant,
+                "\n".join(f"  - {p}" for p in foreign),
+                extra={"tenant": key},
+            )
             return
         self.sup.set_tenant(partition, tenant, raw, text, from_assignment)
 

@@ -9,7 +9,8 @@
 # only what an ACL allows; User:admin (password below, a test stack's well-known secret like
 # the databases' poller/poller) is a super user and creates the other users and their ACLs.
 # A self-signed CA and the broker's certificate (SAN IP:127.0.0.1, DNS:localhost) are made at
-# the first start; clients trust $KSEC_HOME/ca.pem. Files for clients:
+# the first start; clients trust $KSEC_HOME/ca.pem. The broker's data is wiped at every start
+# (see ksec_format). Files for clients:
 #   $KSEC_HOME/ca.pem               the CA certificate (librdkafka ssl.ca.location)
 #   $KSEC_HOME/admin.properties     Java client settings for kafka-acls.sh / kafka-configs.sh
 #   $KSEC_HOME/admin.env            KSEC_BOOTSTRAP, KSEC_ADMIN_USER, KSEC_ADMIN_PASSWORD, KSEC_CA
@@ -128,8 +129,11 @@ ksec_pid() {
 }
 
 ksec_format() {
-  [ -f "$KSEC_DATA/meta.properties" ] && return 0
-  log "kafka-secure: formatting storage in $KSEC_DATA (admin SCRAM user $KSEC_ADMIN_USER)"
+  # Fresh storage at every start: observed with Kafka 4.1.1 in combined mode, a restarted
+  # broker authenticates no SCRAM user (its credential cache stays empty although the
+  # controller replays the records), so the admin could not log in again. The tests make
+  # their users, ACLs and topics themselves; nothing here is meant to outlive the process.
+  log "kafka-secure: formatting fresh storage in $KSEC_DATA (admin SCRAM user $KSEC_ADMIN_USER)"
   rm -rf "$KSEC_DATA"
   mkdir -p "$KSEC_DATA"
   kafka_java kafka.tools.StorageTool format --standalone -t "$KSEC_CLUSTER_ID" -c "$KSEC_CONF" \

@@ -84,6 +84,7 @@ class SecureKafka:
     admin: AdminClient
     users: list[str] = field(default_factory=list)
     acls: list[Acl] = field(default_factory=list)
+    topic_prefixes: list[str] = field(default_factory=list)  # topics deleted at teardown
 
     def user(self, prefix: str) -> tuple[str, str]:
         """A new SCRAM-SHA-512 user (name, password) with no ACL."""
@@ -129,6 +130,14 @@ class SecureKafka:
     def cleanup(self) -> None:
         try:
             self.revoke(self.acls)
+            doomed = [
+                t
+                for t in self.admin.list_topics(timeout=30).topics
+                if t.startswith(tuple(self.topic_prefixes))
+            ]
+            if self.topic_prefixes and doomed:
+                for fut in self.admin.delete_topics(doomed, request_timeout=30).values():
+                    fut.result(timeout=30)
             if self.users:
                 for fut in self.admin.alter_user_scram_credentials(
                     [

@@ -90,6 +90,7 @@ def make_tenant(sk: SecureKafka, tmp: Path, label: str, **kafka: Any) -> Tenant:
         ))  # fmt: skip
     eng.dispose()
     prefix = f"iso_{token}.{name}"
+    sk.topic_prefixes.append(f"iso_{token}.")
     cfg = {
         "tenant": name,
         "source": {"url": f"sqlite:///{home / 'source.sqlite'}", "horizon": "settle"},

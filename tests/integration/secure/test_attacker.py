@@ -21,6 +21,8 @@ from tests.integration.secure.tenants import Tenant, make_tenant
 
 RUN_TIMEOUT = 90  # seconds for one `poller run --once`: a retry loop would exceed it
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def sk() -> Iterator[SecureKafka]:

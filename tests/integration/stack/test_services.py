@@ -93,7 +93,8 @@ def test_status_reports_services_up(services_script: Path) -> None:
         stdin=subprocess.DEVNULL,
     ).stdout
     lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
-    services = (("kafka", 9092), ("registry", 8081), ("postgres", 5432), ("mariadb", 3306))
+    services = (("kafka", 9092), ("registry", 8081), ("postgres", 5432), ("mariadb", 3306),
+                ("kafka-secure", 9190))  # fmt: skip
     for service, port in services:
         assert service in lines, out
         assert lines[service].split()[1] == "up", f"{service} is not up: {lines[service]}"
