@@ -56,6 +56,12 @@ def test_check_run_tail_offsets_and_reset(demo: tuple[Path, dict[str, Any]]) -> 
     checked = cli(cwd, "check", "--config", "c.yaml")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "ok: 2 entities checked" in checked.stdout
+    lines = checked.stdout.splitlines()
+    for what in ("configuration", "topic names", "kafka", "database", "entity customers",
+                 "entity product_categories", "schema registry"):  # fmt: skip
+        assert any(line.startswith(f"ok: {what}") for line in lines), (what, checked.stdout)
+    # SQLite has no transaction list: the horizon check warns (PostgreSQL: "ok: grants")
+    assert any(line.startswith("warning: ") and "horizon" in line for line in lines), lines
 
     assert offsets(cwd)["customers"]["cursor"] is None  # nothing stored yet
     ran = cli(cwd, "run", "--once", "--config", "c.yaml")
