@@ -50,7 +50,8 @@ class TenantSecrets(_Model):
 
     file_dir: str = Field(
         description="a tenant's ${file:...} must lie under this directory; {tenant} is the "
-        "tenant id, e.g. /run/secrets/poller/{tenant}"
+        "tenant id, e.g. /run/secrets/poller/{tenant}",
+        examples=["/run/secrets/poller/{tenant}"],
     )
     allow_env: list[str] = Field(
         default_factory=list,
