@@ -55,7 +55,12 @@ services-down:
 	scripts/services down
 
 test: venv services-up
-	$(VENV)/bin/pytest
+	@if $(VENV)/bin/python -c 'import poller_native' 2>/dev/null; then \
+	  $(VENV)/bin/pytest; \
+	else \
+	  echo "poller_native is not installed (no cargo): testing the Python path (POLLER_NATIVE=0)"; \
+	  POLLER_NATIVE=0 $(VENV)/bin/pytest; \
+	fi
 	$(MAKE) test-no-native
 
 # The fallback: the native path's tests and the PostgreSQL pipeline tests with the extension off.
