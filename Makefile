@@ -41,7 +41,8 @@ $(NATIVE_STAMP): $(STAMP) $(NATIVE_SRC)
 	@if command -v cargo >/dev/null 2>&1; then \
 	  $(VENV)/bin/maturin build --release --quiet -m native/Cargo.toml -o native/target/wheels \
 	  && $(VENV)/bin/pip install -q --force-reinstall --no-deps native/target/wheels/poller_native-*.whl \
-	  && touch $(NATIVE_STAMP); \
+	  && touch $(NATIVE_STAMP) \
+	  || echo "the native extension did not build: the poller runs on the Python path (see above)"; \
 	else \
 	  echo "cargo not found: the native PostgreSQL path stays off (poller works without it)"; \
 	fi
