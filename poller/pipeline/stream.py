@@ -80,6 +80,7 @@ class EntityStream:
     max_value_bytes: int = NO_LIMIT  # larger rows are bad rows (the topic's max.message.bytes)
     compression: str = "none"  # the producer's, to size a row the way the broker sees it
     dead_letter_max_bytes: int = NO_LIMIT
+    message_headers: bool = True  # kafka.message_headers
     encoder: Callable[[Sequence[object]], bytes] = field(init=False)
     n_fields: int = field(init=False)
     is_deleted: Callable[[object], bool] | None = field(init=False)  # soft deletes configured
@@ -89,11 +90,13 @@ class EntityStream:
         self.encoder = build_encoder(self.schema, self.tz, header)
         self.is_deleted = deleted_matcher(self.cfg.deletes) if self.cfg.deletes else None
         self.n_fields = len(self.schema.field_names)
-        self.headers: list[tuple[str, str | bytes | None]] = [
+        self.headers: list[tuple[str, str | bytes | None]] | None = [
             ("tenant", self.tenant.encode()),
             ("entity", self.name.encode()),
             ("schema", self.schema.fingerprint_hex.encode()),
         ]
+        if not self.message_headers:
+            self.headers = None
         self.key_prefix = "[" + json.dumps(self.tenant, ensure_ascii=False) + ","
         self.layout = RowLayout(
             self.n_fields,
@@ -288,5 +291,6 @@ def make_streams(
             position=wm.position if wm else start_positions[name],
             rows_total=wm.rows_total if wm else 0,
             wire=(wires or {}).get(name),
+            message_headers=cfg.kafka.message_headers,
         )
     return streams
