@@ -330,3 +330,34 @@ def _json(text: str) -> str:
     import json
 
     return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+# ------------------------------------------------------------------ whole-entity fallbacks
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        ({"key": ["id", "code"]}, "composite message key"),
+        ({"deletes": {"column": "gone", "values": [True]}}, "soft deletes"),
+    ],
+)
+def test_an_entity_the_extension_cannot_serve_says_so_once(
+    pg_url: str, extra: dict[str, Any], why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_sql(
+        pg_url,
+        "CREATE TABLE t (id bigint, code text, gone boolean NOT NULL, PRIMARY KEY (id, code))",
+        "INSERT INTO t SELECT g, 'c' || g, false FROM generate_series(1, 5) g",
+    )
+    fields = [("id", "long"), ("code", "string")]
+    spec = {"table": "t", "fields": {"id": "id", "code": "code"}, "key": "id",
+            "batching": {"mode": "id", "column": "id"}, "batch_size": 2, **extra}  # fmt: skip
+    logs = caplog.at_level("INFO", logger="poller.source.native_pg")
+    with logs, two_paths(pg_url, schema_of("t", fields), spec) as p:
+        batches = [b for b in p.compare_all() if b.python]
+    assert sum(len(b.python) for b in batches) == 5
+    assert not any(b.native_used for b in batches)
+    assert {r for b in batches for r in b.fallbacks} == {"unsupported"}  # the metric label
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and why in lines[0], lines
