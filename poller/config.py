@@ -143,10 +143,7 @@ class KafkaConfig(_Model):
     transaction_timeout_s: float = Field(60, gt=0)
     message_headers: bool = Field(
         True,
-        description="Send the tenant, entity and schema fingerprint as headers of every entity "
-        "message. They cost about as much as the rest of a produce() call (docs/native.md); the "
-        "key and the value carry the same facts, so consumers that do not read them can turn "
-        "them off.",
+        description="tenant, entity and schema headers on each entity message (docs/native.md)",
     )
 
     @field_validator("topic_template", "watermark_topic", "dead_letter_topic")
