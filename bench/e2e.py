@@ -114,7 +114,10 @@ def _vm_hwm_kb(pid: int) -> int:
 
 
 def run_poller(
-    raw: dict[str, Any], timeout_s: float = 3600, wrapper: list[str] | None = None
+    raw: dict[str, Any],
+    timeout_s: float = 3600,
+    wrapper: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> E2EResult:
     """Run `poller run --once` on the config; raise with its log tail if it fails.
 
@@ -130,8 +133,9 @@ def run_poller(
         try:
             with log.open("wb") as out:
                 t0 = time.time()
+                environ = {**os.environ, **(env or {})}
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                        cwd=REPO_ROOT)  # fmt: skip
+                                        cwd=REPO_ROOT, env=environ)  # fmt: skip
                 deadline = time.monotonic() + timeout_s
                 hwm = 0
                 while True:

@@ -71,6 +71,25 @@ def raw_fetch(url: str, sql: str, params: dict[str, Any]) -> tuple[int, float]:
     return n, elapsed
 
 
+def raw_copy(url: str, sql: str, params: dict[str, Any]) -> tuple[int, float]:
+    """The same SELECT as `COPY (...) TO STDOUT (FORMAT BINARY)` into memory, as the native
+    path reads a batch (the bytes only, nothing parsed): (rows, seconds)."""
+    u = make_url(url)
+    conn = psycopg2.connect(dbname=u.database, host=u.host, port=u.port, user=u.username,
+                            password=u.password)  # fmt: skip
+    try:
+        cur = conn.cursor()
+        stmt = cur.mogrify(sql, params)
+        t0 = time.perf_counter()
+        cur.copy_expert(b"COPY (" + stmt + b") TO STDOUT (FORMAT BINARY)", io.BytesIO())
+        elapsed = time.perf_counter() - t0
+        n = cur.rowcount
+        cur.close()
+    finally:
+        conn.close()
+    return n, elapsed
+
+
 def reader_fetch(
     cfg: AppConfig, schema: EntitySchema, limit: int | None = None, keep: int = 0
 ) -> tuple[int, float, list[Sequence[object]]]:

@@ -22,6 +22,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # (label, key, format) of the printed table, one column per database.
 ROWS: tuple[tuple[str, str, str], ...] = (
     ("raw fetch (driver, server-side cursor)", "raw_fetch_rows_per_s", "{:,.0f} rows/s"),
+    ("raw COPY ... (FORMAT BINARY), bytes only", "raw_copy_rows_per_s", "{:,.0f} rows/s"),
     ("poller SourceReader alone (1 thread)", "reader_fetch_rows_per_s", "{:,.0f} rows/s"),
     ("raw produce (no transactions)", "raw_produce_msgs_per_s", "{:,.0f} msgs/s"),
     ("raw produce (1 transaction/10k msgs)", "raw_produce_txn_msgs_per_s", "{:,.0f} msgs/s"),
@@ -30,6 +31,10 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("avg message value", "avg_payload_bytes", "{:.0f} B"),
     ("end to end (copy, excl. start-up)", "end_to_end_rows_per_s", "{:,.0f} rows/s"),
     ("end to end (wall, incl. start-up)", "end_to_end_wall_rows_per_s", "{:,.0f} rows/s"),
+    ("  native path (copy)", "native.end_to_end_rows_per_s", "{:,.0f} rows/s"),
+    ("  Python path, POLLER_NATIVE=0 (copy)", "python.end_to_end_rows_per_s", "{:,.0f} rows/s"),
+    ("  native / Python path", "native_to_python", "{:.2f}x"),
+    ("  native / raw COPY", "native_to_raw_copy", "{:.0%}"),
     ("end to end, Confluent wire format", "end_to_end_confluent_rows_per_s", "{:,.0f} rows/s"),
     ("  Confluent / single-object", "confluent_to_single_object", "{:.1%}"),
     ("poller start-up + shutdown", "startup_s", "{:.2f} s"),
@@ -110,6 +115,16 @@ def machine(engines: Mapping[str, sa.Engine]) -> dict[str, Any]:
     }
 
 
+def lookup(figures: Mapping[str, Any], key: str) -> Any:
+    """A figure by its dotted name (`native.end_to_end_rows_per_s`); None when absent."""
+    value: Any = figures
+    for part in key.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
 def check_targets(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The issue's targets: PASS, MISS, or n/a when the figure was not measured."""
     out: list[dict[str, Any]] = []
@@ -124,6 +139,11 @@ def check_targets(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, An
         if db == "postgresql":
             add("end_to_end >= 50% of raw fetch", db, ratio,
                 None if ratio is None else ratio >= 0.5, ">= 0.50")  # fmt: skip
+            speedup, of_copy = r.get("native_to_python"), r.get("native_to_raw_copy")
+            add("native >= 2x the Python path", db, speedup,
+                None if speedup is None else speedup >= 2, ">= 2.00")  # fmt: skip
+            add("native >= 70% of raw COPY", db, of_copy,
+                None if of_copy is None else of_copy >= 0.7, ">= 0.70")  # fmt: skip
         for key in ("peak_rss_mb", "peak_rss_mb_5x"):
             v = r.get(key)
             add(f"{key} <= 300 MB", db, v, None if v is None else v <= 300, "<= 300")
@@ -155,7 +175,7 @@ def print_table(
     for label, key, fmt in ROWS:
         cells = []
         for db in dbs:
-            v = results[db].get(key)
+            v = lookup(results[db], key)
             cells.append("n/a" if v is None else fmt.format(v))
         print(f"{label:<40}" + "".join(f"{c:>22}" for c in cells))
     print("CPU core-seconds per 1M rows: client (bench/poller) + database + kafka [+ other load]")
@@ -186,9 +206,8 @@ def markdown(payload: Mapping[str, Any]) -> str:
     dbs = list(results)
     out = ["| | " + " | ".join(dbs) + " |", "|---|" + "---:|" * len(dbs)]
     for label, key, fmt in ROWS:
-        cells = [
-            "n/a" if results[db].get(key) is None else fmt.format(results[db][key]) for db in dbs
-        ]
+        values = [lookup(results[db], key) for db in dbs]
+        cells = ["n/a" if v is None else fmt.format(v) for v in values]
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     out += ["", "CPU core-seconds per 1M rows: client + database + Kafka [+ other users' load]", "",
             "| part | " + " | ".join(dbs) + " |", "|---|" + "---:|" * len(dbs)]  # fmt: skip

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from bench import dataset, e2e, raw, report, verify
 from bench.cpu import CpuMeter, per_million
 from poller.avro.schemas import load_schema
+from poller.source import native_pg
 from poller.source.reader import make_engine
 
 log = logging.getLogger("bench")
@@ -126,6 +127,8 @@ class Bench:
         finally:
             eng.dispose()
         self.rates(db, out, "raw_fetch", lambda: raw.raw_fetch(url, sql, params))
+        if db == "postgresql":
+            self.rates(db, out, "raw_copy", lambda: raw.raw_copy(url, sql, params))
         sample: list[Sequence[object]] = []
 
         def reader() -> tuple[int, float]:
@@ -171,16 +174,25 @@ class Bench:
 
         cpu: list[dict[str, float]] = []
 
-        def run(table: str, rows: int, batch: int, fmt: str = "single_object") -> e2e.E2EResult:
+        # PostgreSQL with the accelerator installed: the default runs take the native path, and
+        # the Python path (POLLER_NATIVE=0) runs in turn with them, so both see the same load.
+        native = db == "postgresql" and native_pg.available()
+        python: list[e2e.E2EResult] = []
+
+        def run(
+            table: str, rows: int, batch: int, fmt: str = "single_object", path: str = ""
+        ) -> e2e.E2EResult:
             before = self.meter.read()
-            res = e2e.run_poller(e2e.poller_config(db, table, batch, fmt=fmt))
+            env = {"POLLER_NATIVE": "0"} if path == "python" else None
+            res = e2e.run_poller(e2e.poller_config(db, table, batch, fmt=fmt), env=env)
             if table == "customers" and batch == 10_000 and fmt == "single_object":
                 cpu.append(per_million(self.meter.delta(before, self.meter.read()), rows))
             if res.rows != rows:
                 raise RuntimeError(f"poller published {res.rows} rows, expected {rows}")
             log.info(
-                "%s: %s %s batch %d: %.1f s copy, %.1f s wall, %.1f s CPU, %.0f MB peak RSS",
-                db, table, fmt, batch, res.copy_s, res.wall_s, res.cpu_s, res.peak_rss_mb,
+                "%s: %s %s batch %d%s: %.1f s copy, %.1f s wall, %.1f s CPU, %.0f MB peak RSS",
+                db, table, fmt, batch, f" ({path} path)" if path else "", res.copy_s, res.wall_s,
+                res.cpu_s, res.peak_rss_mb,
             )  # fmt: skip
             return res
 
@@ -190,7 +202,9 @@ class Bench:
             # Both wire formats in turn, so load from other processes hits both alike.
             single = []
             for _ in range(self.args.e2e_repeat):
-                single.append(run("customers", n, 10_000))
+                single.append(run("customers", n, 10_000, path="native" if native else ""))
+                if native:
+                    python.append(run("customers", n, 10_000, path="python"))
                 if not self.args.skip_confluent:
                     confluent.append(run("customers", n, 10_000, "confluent"))
             return single
@@ -203,6 +217,19 @@ class Bench:
             if runs:
                 single_rate = n / statistics.median(x.copy_s for x in runs)
                 out["confluent_to_single_object"] = rate / single_rate
+        if runs and native:
+            out["native"] = _path_figures(n, runs)
+        if python:
+            out["python"] = _path_figures(n, python)
+        if runs and python and out.get("raw_copy_rows_per_s"):
+            out["native_to_python"] = (
+                n
+                / statistics.median(x.copy_s for x in runs)
+                / (n / statistics.median(x.copy_s for x in python))
+            )
+            out["native_to_raw_copy"] = (
+                out["native"]["end_to_end_rows_per_s"] / (out["raw_copy_rows_per_s"])
+            )
         if runs:
             copy = statistics.median(x.copy_s for x in runs)
             out["end_to_end_runs"] = [vars(x) for x in runs]
@@ -227,6 +254,16 @@ class Bench:
             if five is not None:
                 out["peak_rss_mb_5x"] = five.peak_rss_mb
                 out["end_to_end_rows_per_s_5x"] = 5 * n / five.copy_s
+
+
+def _path_figures(n: int, runs: Sequence[e2e.E2EResult]) -> dict[str, Any]:
+    """One path's end-to-end figures (medians): rows/s, the poller's CPU seconds, peak RSS."""
+    return {
+        "end_to_end_rows_per_s": n / statistics.median(x.copy_s for x in runs),
+        "poller_cpu_s": statistics.median(x.cpu_s for x in runs),
+        "peak_rss_mb": max(x.peak_rss_mb for x in runs),
+        "runs": [vars(x) for x in runs],
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

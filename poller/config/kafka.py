@@ -62,6 +62,10 @@ class KafkaConfig(_Model):
     transaction_timeout_s: float = Field(
         60, gt=0, description="transaction.timeout.ms of the producer (seconds)"
     )
+    message_headers: bool = Field(
+        True,
+        description="tenant, entity and schema headers on each entity message (docs/native.md)",
+    )
     layout: Literal["per_tenant", "shared"] | None = Field(
         None,
         description="per_tenant: every topic under {prefix}.{tenant}. (the layout for more than "

@@ -39,6 +39,15 @@ class Metrics:
             "poller_rows_dead_lettered", "Rows sent to the dead-letter topic", te, registry=r
         )
         self.batches = Counter("poller_batches", "Batches committed", te, registry=r)
+        self.native_fallbacks = Counter(
+            "poller_native_fallbacks",
+            "Batches the native PostgreSQL path handed to the Python path, by reason",
+            (*te, "reason"),
+            registry=r,
+        )
+        self.native_batches = Counter(
+            "poller_native_batches", "Batches read and encoded by the native path", te, registry=r
+        )
         self.repaired = Counter(
             "poller_repair_messages",
             "Messages the delete reconciliation (repair_interval_s) committed, by action",

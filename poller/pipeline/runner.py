@@ -28,6 +28,7 @@ from poller.kafka.backfill_state import load_all
 from poller.kafka.publisher import TransactionalPublisher
 from poller.kafka.topics import ensure_topics, wanted_topics
 from poller.ops.metrics import Health, Metrics
+from poller.pipeline import native
 from poller.pipeline.backfill import Backfiller
 from poller.pipeline.drift import DriftWatch
 from poller.pipeline.guards import ensure_progress, fit_position, start_checks, stored_mismatches
@@ -364,6 +365,10 @@ class Poller:
                 s.rows_total,
                 extra={"tenant": self.tenant, "entity": name},
             )
+        native.attach(
+            self.streams, self.readers, self.engine.dialect.name, self.engine.dialect.driver,
+            self.metrics,
+        )  # fmt: skip
         self.heartbeats.start(self.streams)
         if self.observer is not None:
             self.observer.started(self)

@@ -83,6 +83,7 @@ class EntityStream:
     # The key columns' database kinds, in key order, when known (verify, reconcile): how a key
     # read back from a topic becomes the source's typed value (poller.avro.keys.source_value).
     key_kinds: tuple[str, ...] = ()
+    message_headers: bool = True  # kafka.message_headers
     encoder: Callable[[Sequence[object]], bytes] = field(init=False)
     n_fields: int = field(init=False)
     is_deleted: Callable[[object], bool] | None = field(init=False)  # soft deletes configured
@@ -92,11 +93,13 @@ class EntityStream:
         self.encoder = build_encoder(self.schema, self.tz, header)
         self.is_deleted = deleted_matcher(self.cfg.deletes) if self.cfg.deletes else None
         self.n_fields = len(self.schema.field_names)
-        self.headers: list[tuple[str, str | bytes | None]] = [
+        self.headers: list[tuple[str, str | bytes | None]] | None = [
             ("tenant", self.tenant.encode()),
             ("entity", self.name.encode()),
             ("schema", self.schema.fingerprint_hex.encode()),
         ]
+        if not self.message_headers:
+            self.headers = None
         self.key_prefix = "[" + json.dumps(self.tenant, ensure_ascii=False) + ","
         self.layout = RowLayout(
             self.n_fields,
@@ -156,6 +159,8 @@ def publish_batch(
     """
     assert batch.last is not None
     check_forward(stream.position, batch.last, f"{stream.tenant}/{stream.name}")
+    if batch.encoded is not None:
+        return _publish_encoded(stream, batch, publisher, watermark_topic)
     # The loop below is the poller's hot path (~1M rows/s of Python work at best): everything
     # it touches is a local, the message key of an integer is formatted inline, and produce()
     # is called directly; the publisher's send() only handles a full local queue.
@@ -216,6 +221,29 @@ def publish_batch(
     return BatchOutcome(published, dead, batch.last)
 
 
+def _publish_encoded(
+    stream: EntityStream, batch: Batch, publisher: TransactionalPublisher, watermark_topic: str
+) -> BatchOutcome:
+    """The native path's batch: messages already encoded (no bad row: such a batch was read
+    through the Python path instead); same produce calls, same watermark."""
+    assert batch.encoded is not None and batch.last is not None
+    enc = batch.encoded
+    produce, send = publisher.produce_fast, publisher.send
+    topic, headers = stream.topic, stream.headers
+    stamps = enc.stamps if enc.stamps is not None else [0] * len(enc.values)
+    for value, kb, ts in zip(enc.values, enc.keys, stamps, strict=True):
+        try:
+            produce(topic, value, kb, headers=headers, timestamp=ts)
+        except BufferError:
+            send(topic, kb, value, headers, ts)
+        except KafkaException as exc:
+            raise classify(exc, f"produce to {topic} (key {kb!r})") from exc
+    publisher.poll()
+    n = len(enc.values)
+    _send_watermark(stream, batch.last, n, publisher, watermark_topic)
+    return BatchOutcome(n, 0, batch.last)
+
+
 def _send_watermark(
     stream: EntityStream,
     position: Position,
@@ -266,5 +294,6 @@ def make_streams(
             position=wm.position if wm else start_positions[name],
             rows_total=wm.rows_total if wm else 0,
             wire=(wires or {}).get(name),
+            message_headers=cfg.kafka.message_headers,
         )
     return streams

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import pymysql.cursors
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -31,9 +30,11 @@ from poller.errors import (
 )
 from poller.source import engine as _engine
 from poller.source.bounds import ReadBounds
+from poller.source.cursors import open_cursor, read_all
 from poller.source.exact import CursorType
 from poller.source.horizon import HorizonAccess
 from poller.source.horizon_writers import own_sessions
+from poller.source.native_pg import Encoded, NativeReader
 from poller.source.probe import prepare
 from poller.source.query import (
     BEGINNING,
@@ -191,6 +192,8 @@ class Batch:
     # settle delay in timestamp modes): what "caught up" means. None: not known yet.
     safe_at: float | None = None
     held_by: str = ""  # what held the bound back (an open transaction's start, its age)
+    # The native path's messages; `rows` then holds one empty placeholder per row.
+    encoded: Encoded | None = None
 
 
 class SourceReader:
@@ -224,6 +227,7 @@ class SourceReader:
         self._driver = engine.dialect.driver
         self._compiled: dict[AnySelect, SQLCompiler] = {}
         self.exact_rereads = 0  # PostgreSQL batches read again with the exact casters
+        self.native: NativeReader | None = None  # set by the pipeline where the path applies
 
     def fetch(self, position: Position) -> Batch:
         """The next batch (at most batch_size rows) after `position`, in keyset order."""
@@ -254,6 +258,13 @@ class SourceReader:
             sql, values = self._driver_statement(stmt, params)
             dbapi_conn = conn.connection.dbapi_connection
             assert dbapi_conn is not None  # an open Connection always has one
+            native = self.native.read(dbapi_conn, sql, values) if self.native else None
+            if native is not None:
+                self._full = native.rows >= self._entity.batch_size
+                rows: list[Sequence[object]] = [()] * native.rows
+                return Batch(
+                    rows, native.last, db_now, holdback, safe_at, held, encoded=native.encoded
+                )
             try:
                 rows = self._read(dbapi_conn, sql, values)
             except (ValueError, OverflowError) as exc:
@@ -313,50 +324,25 @@ class SourceReader:
 
     def _read(self, dbapi_conn: Any, sql: str, values: Any) -> list[Sequence[object]]:
         if self._driver != "psycopg2":
-            return self._read_with(self._cursor(dbapi_conn), sql, values)[0]
+            return self._read_all(dbapi_conn, sql, values)[0]
         from poller.source import pg_types  # psycopg2 is only imported for PostgreSQL
 
         # psycopg2's C casters first; the exact (slow) ones only for a batch where the C ones
         # may have changed a value ('infinity') or could not read one (year 10000, BC).
-        cur = self._cursor(dbapi_conn)
+        cur = open_cursor(dbapi_conn, self._driver, self._chunk)
         pg_types.use_c_casters(cur)
         try:
-            rows, description = self._read_with(cur, sql, values)
+            rows, description = read_all(cur, sql, values, self._chunk)
             if not pg_types.may_hold_sentinels(rows, description):
                 return rows
         except ValueError:
             pass
         self.exact_rereads += 1
-        return self._read_with(self._cursor(dbapi_conn), sql, values)[0]
+        return self._read_all(dbapi_conn, sql, values)[0]
 
-    def _cursor(self, dbapi_conn: Any) -> Any:
-        # A server-side cursor where the driver buffers the whole result otherwise, so memory
-        # stays at one chunk in the driver plus the batch itself.
-        if self._driver == "psycopg2":
-            cur = dbapi_conn.cursor(name="poller_batch")  # DECLARE ... CURSOR, FETCH chunks
-            cur.itersize = self._chunk
-        elif self._driver == "pymysql":
-            cur = dbapi_conn.cursor(pymysql.cursors.SSCursor)  # unbuffered, reads the socket
-        else:  # sqlite3, pyodbc and oracledb stream by default
-            cur = dbapi_conn.cursor()
-            cur.arraysize = self._chunk
-        return cur
-
-    def _read_with(self, cur: Any, sql: str, values: Any) -> tuple[list[Sequence[object]], Any]:
-        rows: list[Sequence[object]] = []
-        try:
-            cur.execute(sql, values)
-            while chunk := cur.fetchmany(self._chunk):
-                rows.extend(chunk)
-            description = cur.description
-        except BaseException:
-            # Closing may fail too (aborted transaction, dead socket, an unbuffered result that
-            # cannot be drained); the first error is the one that tells what happened.
-            with contextlib.suppress(Exception):
-                cur.close()
-            raise
-        cur.close()
-        return rows, description
+    def _read_all(self, dbapi_conn: Any, sql: str, values: Any) -> tuple[list[Any], Any]:
+        cur = open_cursor(dbapi_conn, self._driver, self._chunk)
+        return read_all(cur, sql, values, self._chunk)
 
     def db_now(self) -> object:
         """The database's current time as a naive datetime in `source.timezone`."""
