@@ -90,6 +90,8 @@ enum KeyMode {
     JsonText,
     AvroLong,
     AvroString,
+    // an integer key column published in a canonical `string` key field: its decimal digits
+    AvroIntString,
 }
 
 #[pyclass(frozen, module = "poller_native")]
@@ -148,6 +150,7 @@ impl Transcoder {
             "json_text" => KeyMode::JsonText,
             "avro_long" => KeyMode::AvroLong,
             "avro_string" => KeyMode::AvroString,
+            "avro_int_string" => KeyMode::AvroIntString,
             m => return Err(bad(format!("key mode {m}"))),
         };
         let n_cols = oids.len();
@@ -365,6 +368,11 @@ impl Transcoder {
                 buf.push(b']');
             }
             KeyMode::AvroLong => write_long(buf, pgbin::int(v)?),
+            KeyMode::AvroIntString => {
+                let digits = pgbin::int(v)?.to_string();
+                write_long(buf, digits.len() as i64);
+                buf.extend_from_slice(digits.as_bytes());
+            }
             KeyMode::JsonText | KeyMode::AvroString => {
                 let text: Vec<u8> = match oid {
                     UUID => pgbin::uuid(v)?.to_vec(),

@@ -35,7 +35,16 @@ def native_spec(stream: EntityStream) -> native_pg.NativeSpec:
         max_value=min(stream.max_value_bytes, (1 << 63) - 1),
         time_mode=stream.cfg.batching.mode is not Mode.ID,
         layout=stream.layout,
+        key_type=_key_type(stream),
     )
+
+
+def _key_type(stream: EntityStream) -> str | None:
+    """The canonical key field's Avro type (one key column), or None (the Python path)."""
+    wire = stream.wire
+    if wire is None or len(wire.key_fields) != 1:
+        return None
+    return wire.key_fields[0].type
 
 
 def _avro_string(text: str) -> bytes:

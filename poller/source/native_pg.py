@@ -73,6 +73,30 @@ class NativeSpec:
     max_value: int  # a longer value may be a bad row: the Python path decides
     time_mode: bool  # messages carry the cursor's time
     layout: RowLayout
+    # Avro keys: the canonical key field's type (poller.avro.keys), which the bytes follow
+    key_type: str | None = None
+
+
+_INT_OIDS = (20, 21, 23)  # int8, int2, int4
+_TEXT_OIDS = (25, 1043, 1042, 2950)  # text, varchar, bpchar, uuid
+
+
+def _key_mode(key_oid: int, spec: NativeSpec) -> str:
+    """How the extension writes the key, exactly as poller.avro.keys / the JSON key would."""
+    if not spec.avro_key:
+        if key_oid in _INT_OIDS:
+            return "json_int"
+        if key_oid in _TEXT_OIDS:
+            return "json_text"
+    elif spec.key_type == "long" and key_oid in _INT_OIDS:
+        return "avro_long"
+    elif spec.key_type == "int" and key_oid in (21, 23):  # an int8 may overflow the field
+        return "avro_long"  # int and long share Avro's zig-zag varint
+    elif spec.key_type == "string" and key_oid in _INT_OIDS:
+        return "avro_int_string"
+    elif spec.key_type == "string" and key_oid in _TEXT_OIDS:
+        return "avro_string"
+    raise Unsupported(f"a message key of type oid {key_oid} in a {spec.key_type} key field")
 
 
 @dataclass
@@ -188,13 +212,7 @@ class NativeReader:
                 raise Unsupported(f"a timestamptz cursor in session time zone {session_zone}")
         if spec.time_mode and oids[lay.n_fields] not in _TIME_CURSOR_OIDS:
             raise Unsupported(f"time mode over a column of type oid {oids[lay.n_fields]}")
-        key_oid = oids[lay.key_at]
-        if key_oid in (20, 21, 23):
-            key_mode = "avro_long" if spec.avro_key else "json_int"
-        elif key_oid in (25, 1043, 1042, 2950):
-            key_mode = "avro_string" if spec.avro_key else "json_text"
-        else:
-            raise Unsupported(f"a message key of type oid {key_oid}")
+        key_mode = _key_mode(oids[lay.key_at], spec)
         starts, zone_range = zone_table(spec.tz)
         fields = [
             (oids[i], f.kind, f.nullable, f.null_branch, f.value_branch, f.precision, f.scale)

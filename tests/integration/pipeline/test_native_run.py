@@ -61,9 +61,25 @@ def run(cfg: dict[str, Any]) -> float:
     return float(counter._value.get())
 
 
+def confluent(cfg: dict[str, Any], registry: str | None) -> dict[str, Any]:
+    """The Confluent format (Avro keys of the canonical key schema: a bigint id published in
+    the string field local_id) on the real registry; single-object without one."""
+    if registry is None:
+        return cfg
+    return {**cfg, "kafka": {**cfg["kafka"], "format": "confluent"},
+            "schema_registry": {"url": registry}}  # fmt: skip
+
+
+@pytest.mark.parametrize("wire", ["single_object", "confluent"])
 def test_native_and_python_runs_publish_the_same_bytes(
-    pg_url: str, prefix: str, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+    pg_url: str,
+    prefix: str,
+    kafka_bootstrap: str,
+    registry_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    wire: str,
 ) -> None:
+    registry = registry_url if wire == "confluent" else None
     require_native()
     execute(
         pg_url,
@@ -76,12 +92,12 @@ def test_native_and_python_runs_publish_the_same_bytes(
     )
     other = unique_prefix()
     with topics_deleted_after(kafka_bootstrap, other):
-        native_cfg = config(pg_url, "acme", kafka_bootstrap, prefix, {"customers": ENTITY},
-                            timezone="Europe/Berlin")  # fmt: skip
+        native_cfg = confluent(config(pg_url, "acme", kafka_bootstrap, prefix,
+                                      {"customers": ENTITY}, timezone="Europe/Berlin"), registry)  # fmt: skip
         assert run(native_cfg) >= 5  # every batch took the native path
         monkeypatch.setenv("POLLER_NATIVE", "0")
-        python_cfg = config(pg_url, "acme", kafka_bootstrap, other, {"customers": ENTITY},
-                            timezone="Europe/Berlin")  # fmt: skip
+        python_cfg = confluent(config(pg_url, "acme", kafka_bootstrap, other,
+                                      {"customers": ENTITY}, timezone="Europe/Berlin"), registry)  # fmt: skip
         assert run(python_cfg) == 0
         native = raw_messages(kafka_bootstrap, f"{prefix}.customers")
         python = raw_messages(kafka_bootstrap, f"{other}.customers")

@@ -20,9 +20,11 @@ import fastavro
 import pytest
 import sqlalchemy as sa
 
-from poller.avro.registry import Registered, build_key_encoder
-from poller.avro.schemas import EntitySchema, _is_nullable, schema_fingerprint
+from poller.avro.keys import KeyField, build_key_encoder
+from poller.avro.registry import Registered
+from poller.avro.schemas import EntitySchema, schema_fingerprint
 from poller.config import EntityConfig, SourceConfig
+from poller.config.catalog import is_nullable as _is_nullable
 from poller.errors import BadValueError
 from poller.pipeline.native import native_spec
 from poller.pipeline.sizes import NO_LIMIT, check_size
@@ -93,12 +95,14 @@ class TwoPaths:
         self.engine = make_engine(self.src)
         wire = None
         if confluent:
-            key_types = [("k", "long" if entity.get("key_type", "long") == "long" else "string")]
+            key_type = "long" if entity.get("key_type", "long") == "long" else "string"
+            kfields = (KeyField(self.ent.key_columns[0], "local_id", key_type),)  # type: ignore[arg-type]
             wire = EntityWire(
                 Registered("v", 7),
                 Registered("k", 8),
                 {},
-                build_key_encoder(Registered("k", 8).prefix, tenant, key_types),  # type: ignore[arg-type]
+                build_key_encoder(Registered("k", 8).prefix, tenant, kfields, self.ent.key_columns),
+                kfields,
             )
         self.stream = EntityStream(
             schema.name, self.ent, schema, "topic", tenant, ZoneInfo(timezone), BEGINNING, wire=wire
