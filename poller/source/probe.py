@@ -108,7 +108,9 @@ def _mssql_char(t: sa.types.TypeEngine[Any], dialect: sa.engine.Dialect) -> str 
     database does; None for NVARCHAR/NCHAR and everything else."""
     if not isinstance(t, sa.String) or isinstance(t, sa.Unicode | sa.UnicodeText):
         return None
-    spec = t.compile(dialect=dialect).upper()
+    # Reflection carries the column's collation; the cast takes the type only, and the
+    # comparison then follows the column's collation (a column outranks a cast).
+    spec = t.compile(dialect=dialect).upper().split(" COLLATE ")[0]
     if spec.startswith(("NVARCHAR", "NCHAR", "NTEXT")) or not spec.startswith(("VARCHAR", "CHAR")):
         return None
     return spec.replace("VARCHAR(MAX)", "VARCHAR(8000)") if "MAX" in spec else spec

@@ -155,6 +155,8 @@ def test_sql_server_varchar_keys_are_bound_as_varchar_not_nvarchar() -> None:
     The key is bound with the column's own type: CAST in the SQL (the live reader runs on the
     driver's cursor) and SQL_VARCHAR for setinputsizes (SQLAlchemy executions)."""
     assert _mssql_char(sa.VARCHAR(40), MSSQL) == "VARCHAR(40)"
+    collated = mssql.VARCHAR(40, collation="SQL_Latin1_General_CP1_CI_AS")  # as reflected
+    assert _mssql_char(collated, MSSQL) == "VARCHAR(40)"
     assert _mssql_char(mssql.CHAR(12), MSSQL) == "CHAR(12)"
     assert _mssql_char(sa.NVARCHAR(40), MSSQL) is None
     assert _mssql_char(sa.Integer(), MSSQL) is None
