@@ -76,6 +76,7 @@ class OwnMariaDB:
             f"--server-id={self.server_id}", "--skip-name-resolve",
             "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M",
             "--performance-schema=OFF", f"--log-error={self.root / 'error.log'}",
+            f"--tmpdir={self.root}",  # its own: nothing else cleans it
         ]  # fmt: skip
         if self.log_bin:
             argv += [f"--log-bin={self.root / 'binlog'}", "--binlog-format=ROW"]
