@@ -178,3 +178,10 @@ def replica_pair(tmp: Path) -> Iterator[tuple[OwnMariaDB, OwnMariaDB]]:
     finally:
         replica.stop()
         primary.stop()
+
+
+@pytest.fixture
+def mariadb_pair(tmp_path: Path) -> Iterator[tuple[OwnMariaDB, OwnMariaDB]]:
+    """A private primary and a real replica of it (import this fixture into a test module)."""
+    with replica_pair(tmp_path) as pair:
+        yield pair

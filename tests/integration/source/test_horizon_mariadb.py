@@ -35,9 +35,11 @@ from poller.source.horizon import HorizonAccess
 from poller.source.horizon_writers import _MY_LOCAL_TO_UTC
 from poller.source.query import BEGINNING, EntityQuery, Position
 from poller.source.reader import SourceReader, make_engine
-from tests.integration.own_mariadb import own_server, replica_pair
+from tests.integration import own_mariadb
+from tests.integration.own_mariadb import OwnMariaDB, own_server
 
 pytestmark = pytest.mark.integration
+mariadb_pair = own_mariadb.mariadb_pair  # the fixture: a private primary and its replica
 
 TABLE_T = "CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(20), updated_at DATETIME(6))"
 STAMP = "UTC_TIMESTAMP(6)"  # the statement's start, as naive UTC like the column
@@ -314,30 +316,30 @@ def test_a_transaction_in_another_database_holds_nothing_back(
         nodb.dispose()
 
 
-def test_a_replica_refuses_the_horizon(tmp_path: Path) -> None:
+def test_a_replica_refuses_the_horizon(mariadb_pair: tuple[OwnMariaDB, OwnMariaDB]) -> None:
     """On a real replica the transaction lists show only the replica's own sessions. The
     horizon is refused there with the reason, `poller check` says so, and the reader falls back
     to the settle delay; the primary keeps it."""
-    with replica_pair(tmp_path) as (primary, replica):
-        primary.execute(
-            "CREATE TABLE horizon.t (id INT PRIMARY KEY, name VARCHAR(20), updated_at DATETIME(6))"
-        )
-        cfg = {
-            "tenant": "acme",
-            "kafka": {"format": "single_object"},
-            "entities": {"customers": _entity("timestamp")},
-        }
-        assert horizon_warnings(parse_config({**cfg, "source": {"url": primary.url}})) == []
-        warnings = horizon_warnings(parse_config({**cfg, "source": {"url": replica.url}}))
-        assert len(warnings) == 2, warnings
-        assert all("this server is a replica" in w and "settle_delay_s" in w for w in warnings)
-        turns = Turns(replica.url)
-        try:
-            assert not turns.reader.horizon_active
-            default = EntityConfig.model_validate({**_entity("timestamp"), "settle_delay_s": None})
-            assert default.settle_s(turns.reader.horizon_active) == 30.0
-        finally:
-            turns.close()
+    primary, replica = mariadb_pair
+    primary.execute(
+        "CREATE TABLE horizon.t (id INT PRIMARY KEY, name VARCHAR(20), updated_at DATETIME(6))"
+    )
+    cfg = {
+        "tenant": "acme",
+        "kafka": {"format": "single_object"},
+        "entities": {"customers": _entity("timestamp")},
+    }
+    assert horizon_warnings(parse_config({**cfg, "source": {"url": primary.url}})) == []
+    warnings = horizon_warnings(parse_config({**cfg, "source": {"url": replica.url}}))
+    assert len(warnings) == 2, warnings
+    assert all("this server is a replica" in w and "settle_delay_s" in w for w in warnings)
+    turns = Turns(replica.url)
+    try:
+        assert not turns.reader.horizon_active
+        default = EntityConfig.model_validate({**_entity("timestamp"), "settle_delay_s": None})
+        assert default.settle_s(turns.reader.horizon_active) == 30.0
+    finally:
+        turns.close()
 
 
 def test_local_start_times_are_read_as_their_earliest_utc_instant_across_dst(
