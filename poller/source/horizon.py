@@ -80,11 +80,13 @@ _OPEN = {
     # trx_id alone may be reused by a read-only transaction; with the thread and start time a
     # reused identity can only make the poller wait one poll longer, never less. Transactions
     # that have not written still count (a MariaDB sequence's NEXTVAL hands out an id without
-    # writing); only sessions in the polled database (or none) do (horizon_writers).
+    # writing); only sessions in the polled database (or none) do (horizon_writers). The LIMIT
+    # reads PROCESSLIST once (a derived table), not once per transaction.
     "mysql": (
         "SELECT CONCAT(t.trx_id, '/', t.trx_mysql_thread_id, '/', t.trx_started) AS ident "  # noqa: S608 - constants only
         "FROM information_schema.innodb_trx t "
-        "LEFT JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
+        "LEFT JOIN (SELECT ID, DB FROM information_schema.PROCESSLIST "
+        "LIMIT 18446744073709551615) p ON p.ID = t.trx_mysql_thread_id "
         "WHERE t.trx_mysql_thread_id <> CONNECTION_ID() AND t.trx_is_read_only = 0 "
         f"AND {MYSQL_SCOPE}"
     ),

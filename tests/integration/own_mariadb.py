@@ -76,6 +76,7 @@ class OwnMariaDB:
             f"--server-id={self.server_id}", "--skip-name-resolve",
             "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M",
             "--performance-schema=OFF", f"--log-error={self.root / 'error.log'}",
+            f"--tmpdir={self.root}",  # its own: nothing else cleans it
         ]  # fmt: skip
         if self.log_bin:
             argv += [f"--log-bin={self.root / 'binlog'}", "--binlog-format=ROW"]
@@ -177,3 +178,10 @@ def replica_pair(tmp: Path) -> Iterator[tuple[OwnMariaDB, OwnMariaDB]]:
     finally:
         replica.stop()
         primary.stop()
+
+
+@pytest.fixture
+def mariadb_pair(tmp_path: Path) -> Iterator[tuple[OwnMariaDB, OwnMariaDB]]:
+    """A private primary and a real replica of it (import this fixture into a test module)."""
+    with replica_pair(tmp_path) as pair:
+        yield pair

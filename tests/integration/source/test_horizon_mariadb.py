@@ -15,6 +15,7 @@ poller's batch reads, settle_delay_s 0 so only the horizon holds anything back):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import time
@@ -34,9 +35,11 @@ from poller.source.horizon import HorizonAccess
 from poller.source.horizon_writers import _MY_LOCAL_TO_UTC
 from poller.source.query import BEGINNING, EntityQuery, Position
 from poller.source.reader import SourceReader, make_engine
-from tests.integration.own_mariadb import own_server, replica_pair
+from tests.integration import own_mariadb
+from tests.integration.own_mariadb import OwnMariaDB, own_server
 
 pytestmark = pytest.mark.integration
+mariadb_pair = own_mariadb.mariadb_pair  # the fixture: a private primary and its replica
 
 TABLE_T = "CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(20), updated_at DATETIME(6))"
 STAMP = "UTC_TIMESTAMP(6)"  # the statement's start, as naive UTC like the column
@@ -127,11 +130,54 @@ def _seconds_since(engine: sa.Engine, stamp: object) -> float:
     return float(value or 0) / 1e6
 
 
-def test_writer_queued_behind_a_table_lock_is_not_passed(db: sa.Engine, mariadb_url: str) -> None:
-    """W's INSERT ... SELECT FROM lockme waits 2.5 s behind L's LOCK TABLES lockme WRITE: its
-    stamp is taken, InnoDB does not list it. X commits a newer row meanwhile. Then W writes and
-    stays open 1 s more (listed from after its wait). Before: the reader published X's row at
-    once and W's row, committed behind it, never. Now X's row waits for W; both are published."""
+@contextlib.contextmanager
+def blocking_lockme(db: sa.Engine, kind: str) -> Iterator[Callable[[], None]]:
+    """A lock on table lockme that writers reading it queue behind; yields its release.
+    lock_tables: LOCK TABLES lockme WRITE. alter_queue: an ALTER TABLE waits for a reader's
+    metadata lock, and everything after it queues behind the ALTER."""
+    with db.connect() as holder:
+
+        def run(stmt: str) -> Callable[[], None]:
+            def release() -> None:
+                holder.execute(sa.text(stmt))
+
+            return release
+
+        if kind == "lock_tables":
+            holder.execute(sa.text("LOCK TABLES lockme WRITE"))
+            yield run("UNLOCK TABLES")
+            return
+        holder.execute(sa.text("BEGIN"))
+        holder.execute(sa.text("SELECT * FROM lockme")).all()
+
+        def alter() -> None:
+            with db.connect() as conn:
+                conn.execute(sa.text("ALTER TABLE lockme ADD COLUMN y INT"))
+
+        thread = threading.Thread(target=alter, daemon=True)
+        thread.start()
+        waiting = sa.text(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+            "WHERE INFO LIKE 'ALTER TABLE lockme%' AND STATE LIKE '%metadata lock%'"
+        )
+        with db.connect() as conn:
+            _wait(lambda: bool(conn.execute(waiting).scalar()), 30, "the ALTER to queue")
+        try:
+            yield run("COMMIT")
+        finally:
+            holder.execute(sa.text("COMMIT"))
+            thread.join(30)
+
+
+@pytest.mark.parametrize("kind", ["lock_tables", "alter_queue"])
+def test_writer_queued_behind_a_table_lock_is_not_passed(
+    db: sa.Engine, mariadb_url: str, kind: str
+) -> None:
+    """W's INSERT ... SELECT FROM lockme queues 2.5 s behind a lock on lockme (LOCK TABLES, or
+    the queue behind an ALTER TABLE): its stamp is taken, InnoDB does not list it. X commits a
+    newer row meanwhile. Then W writes and stays open (listed from after its wait). Before: the
+    reader published X's row at once and W's row, committed behind it, never. Now X's row waits
+    for W; both are published."""
     turns = Turns(mariadb_url)
     tx = sa.create_engine(mariadb_url, poolclass=NullPool)
     written, release, failed = threading.Event(), threading.Event(), []
@@ -149,8 +195,7 @@ def test_writer_queued_behind_a_table_lock_is_not_passed(db: sa.Engine, mariadb_
 
     try:
         assert turns.turn() == []
-        with db.connect() as lock:
-            lock.execute(sa.text("LOCK TABLES lockme WRITE"))
+        with blocking_lockme(db, kind) as unlock:
             w_thread = threading.Thread(target=writer, daemon=True)
             w_thread.start()
             with db.connect() as conn:
@@ -161,7 +206,8 @@ def test_writer_queued_behind_a_table_lock_is_not_passed(db: sa.Engine, mariadb_
                 _wait(lambda: (conn.execute(waiting).scalar() or 0) > 2_500, 30, "W to queue")
                 _insert(conn, 2)  # X: newer stamp, committed
             assert 2 not in turns.turn(), "X's row was published while W (stamped) waited"
-            lock.execute(sa.text("UNLOCK TABLES"))
+            unlock()
+            assert written.wait(30) and not failed, failed
         assert written.wait(30) and not failed, failed
         time.sleep(0.3)  # innodb_trx's cache now lists W, registered after its wait
         assert 2 not in turns.turn(), "X's row was published while W (written, open) was open"
@@ -270,30 +316,30 @@ def test_a_transaction_in_another_database_holds_nothing_back(
         nodb.dispose()
 
 
-def test_a_replica_refuses_the_horizon(tmp_path: Path) -> None:
+def test_a_replica_refuses_the_horizon(mariadb_pair: tuple[OwnMariaDB, OwnMariaDB]) -> None:
     """On a real replica the transaction lists show only the replica's own sessions. The
     horizon is refused there with the reason, `poller check` says so, and the reader falls back
     to the settle delay; the primary keeps it."""
-    with replica_pair(tmp_path) as (primary, replica):
-        primary.execute(
-            "CREATE TABLE horizon.t (id INT PRIMARY KEY, name VARCHAR(20), updated_at DATETIME(6))"
-        )
-        cfg = {
-            "tenant": "acme",
-            "kafka": {"format": "single_object"},
-            "entities": {"customers": _entity("timestamp")},
-        }
-        assert horizon_warnings(parse_config({**cfg, "source": {"url": primary.url}})) == []
-        warnings = horizon_warnings(parse_config({**cfg, "source": {"url": replica.url}}))
-        assert len(warnings) == 1, warnings  # the family in use only (timestamp)
-        assert all("this server is a replica" in w and "settle_delay_s" in w for w in warnings)
-        turns = Turns(replica.url)
-        try:
-            assert not turns.reader.horizon_active
-            default = EntityConfig.model_validate({**_entity("timestamp"), "settle_delay_s": None})
-            assert default.settle_s(turns.reader.horizon_active) == 30.0
-        finally:
-            turns.close()
+    primary, replica = mariadb_pair
+    primary.execute(
+        "CREATE TABLE horizon.t (id INT PRIMARY KEY, name VARCHAR(20), updated_at DATETIME(6))"
+    )
+    cfg = {
+        "tenant": "acme",
+        "kafka": {"format": "single_object"},
+        "entities": {"customers": _entity("timestamp")},
+    }
+    assert horizon_warnings(parse_config({**cfg, "source": {"url": primary.url}})) == []
+    warnings = horizon_warnings(parse_config({**cfg, "source": {"url": replica.url}}))
+    assert len(warnings) == 1, warnings  # the family in use only (timestamp)
+    assert all("this server is a replica" in w and "settle_delay_s" in w for w in warnings)
+    turns = Turns(replica.url)
+    try:
+        assert not turns.reader.horizon_active
+        default = EntityConfig.model_validate({**_entity("timestamp"), "settle_delay_s": None})
+        assert default.settle_s(turns.reader.horizon_active) == 30.0
+    finally:
+        turns.close()
 
 
 def test_local_start_times_are_read_as_their_earliest_utc_instant_across_dst(
