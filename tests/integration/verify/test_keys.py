@@ -220,15 +220,15 @@ def test_tenants_with_differently_named_and_typed_keys_share_one_key_schema(
 
 
 def test_verify_checks_the_framing_a_consumer_needs(
-    scenario: Scenario, pg: SourceDB, registry_url: str, kafka_bootstrap: str
+    scenario: Scenario, db: SourceDB, registry_url: str, kafka_bootstrap: str
 ) -> None:
-    """Item 10b: a right body re-published under a schema id that does not exist, or under
-    another subject's id, fails every stock consumer: verify reports both keys as different
-    (exit 1) and `--repair` republishes them."""
-    pg.create_customers()
-    pg.seed_customers(50)
+    """Item 10b, on PostgreSQL and MariaDB: a right body re-published under a schema id that
+    does not exist, or under another subject's id, fails every stock consumer: verify reports
+    both keys as different (exit 1) and `--repair` republishes them."""
+    db.create_customers()
+    db.seed_customers(50)
     entity = customers_entity("timestamp", batch_size=100, settle_delay_s=0)
-    config = scenario.write_config(confluent(scenario, pg, {"customers": entity}, registry_url))
+    config = scenario.write_config(confluent(scenario, db, {"customers": entity}, registry_url))
     scenario.run_once(config, timeout=120)
     topic = scenario.topic("customers")
     kept = latest(scenario.records("customers"))
