@@ -288,6 +288,20 @@ def test_verify_repair_moves_keys_of_the_old_format_to_the_canonical_key(
     assert producer.flush(30) == 0
     # The poller sets FULL_TRANSITIVE at start; the subject keeps both versions.
     raw["schema_registry"]["compatibility"] = None
+    # The delete reconciliation (no share limit here) leaves the old keys alone: their rows
+    # exist, and a tombstone would delete them downstream.
+    ent = raw["entities"]["customers"]
+    ent.update(repair_interval_s=1, repair_rows_per_s=5000, repair_max_tombstone_share=1)
+    proc = scenario.start(scenario.write_config(raw, "live.yaml"), label="live")
+    wait_for(lambda: proc.log().count("delete reconciliation: ") >= 2, 90,
+             "two reconciliation rounds", interval=0.5, watch=[proc])  # fmt: skip
+    proc.terminate()
+    assert proc.wait(60) == 0, proc.describe()
+    assert "0 tombstones" in proc.log() and not any(
+        r.value is None for r in scenario.records("customers")
+    ), proc.describe()
+    for k in ("repair_interval_s", "repair_rows_per_s", "repair_max_tombstone_share"):
+        del ent[k]
     config = scenario.write_config(raw)
 
     code, report = verify(scenario, config)
