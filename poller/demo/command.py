@@ -112,7 +112,7 @@ def _source_checks(engine: sa.Engine, cfg: AppConfig, other: str) -> dict[str, E
             n_other = conn.execute(
                 sa.select(sa.func.count()).select_from(table).where(table.c.user_id == other)
             ).scalar_one()
-            checks[name] = EntityCheck(name, [json.dumps(k) for k in keys], int(n_other))
+            checks[name] = EntityCheck(name, [str(k) for k in keys], int(n_other))
     return checks
 
 
@@ -134,13 +134,14 @@ def _read_back(cfg: AppConfig, check: EntityCheck) -> None:
         for msg in read_topic(cfg.kafka, topic, READ_TIMEOUT_S):
             check.messages += 1
             decoded = decoder.key(msg.key())
-            # An Avro key record {tenant, <key column>}, or the JSON key [tenant, key].
+            # An Avro key record {tenant, local_id} (the demo's integer key as its text,
+            # docs/keys.md), or the JSON key [tenant, key]: compared as text.
             parts = list(decoded.values() if isinstance(decoded, dict) else decoded or ())  # type: ignore[call-overload]
             tenant, key = parts[0], parts[1]
             if tenant != cfg.tenant:
                 check.foreign += 1
                 continue
-            check.keys[json.dumps(key)] += 1
+            check.keys[str(key)] += 1
             _name, record = decoder.value(msg.value())
             check.sample = _richest(check.sample, record)
     finally:

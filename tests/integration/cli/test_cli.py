@@ -77,7 +77,8 @@ def test_check_run_tail_offsets_and_reset(demo: tuple[Path, dict[str, Any]]) -> 
     assert len(records) == 3
     for rec in records:
         # The Avro key record, decoded with the schema the registry holds for its id.
-        assert rec["_key"] == {"tenant": "acme-corp", "customer_id": int(rec["local_id"])}
+        # The canonical key record (docs/keys.md): the tenant and the row's local_id.
+        assert rec["_key"] == {"tenant": "acme-corp", "local_id": rec["local_id"]}
         assert isinstance(rec["_partition"], int) and isinstance(rec["_offset"], int)
         assert rec["first_name"]
 
@@ -90,7 +91,7 @@ def test_check_run_tail_offsets_and_reset(demo: tuple[Path, dict[str, Any]]) -> 
     topic = f"{cfg['kafka']['topic_prefix']}.customers"
     keys = Counter(m.key() for m in read_topic(cfg["kafka"]["bootstrap_servers"], topic))
     decoder = MessageDecoder(load_config(cwd / "c.yaml").schema_registry)
-    twice = sorted(decoder.key(k)["customer_id"] for k, n in keys.items() if n == 2)
+    twice = sorted(int(decoder.key(k)["local_id"]) for k, n in keys.items() if n == 2)
     assert len(keys) == 300 and twice == list(range(251, 301)), twice
 
 

@@ -220,15 +220,15 @@ def test_tenants_with_differently_named_and_typed_keys_share_one_key_schema(
 
 
 def test_verify_checks_the_framing_a_consumer_needs(
-    scenario: Scenario, pg: SourceDB, registry_url: str, kafka_bootstrap: str
+    scenario: Scenario, db: SourceDB, registry_url: str, kafka_bootstrap: str
 ) -> None:
-    """Item 10b: a right body re-published under a schema id that does not exist, or under
-    another subject's id, fails every stock consumer: verify reports both keys as different
-    (exit 1) and `--repair` republishes them."""
-    pg.create_customers()
-    pg.seed_customers(50)
+    """Item 10b, on PostgreSQL and MariaDB: a right body re-published under a schema id that
+    does not exist, or under another subject's id, fails every stock consumer: verify reports
+    both keys as different (exit 1) and `--repair` republishes them."""
+    db.create_customers()
+    db.seed_customers(50)
     entity = customers_entity("timestamp", batch_size=100, settle_delay_s=0)
-    config = scenario.write_config(confluent(scenario, pg, {"customers": entity}, registry_url))
+    config = scenario.write_config(confluent(scenario, db, {"customers": entity}, registry_url))
     scenario.run_once(config, timeout=120)
     topic = scenario.topic("customers")
     kept = latest(scenario.records("customers"))
@@ -288,6 +288,20 @@ def test_verify_repair_moves_keys_of_the_old_format_to_the_canonical_key(
     assert producer.flush(30) == 0
     # The poller sets FULL_TRANSITIVE at start; the subject keeps both versions.
     raw["schema_registry"]["compatibility"] = None
+    # The delete reconciliation (no share limit here) leaves the old keys alone: their rows
+    # exist, and a tombstone would delete them downstream.
+    ent = raw["entities"]["customers"]
+    ent.update(repair_interval_s=1, repair_rows_per_s=5000, repair_max_tombstone_share=1)
+    proc = scenario.start(scenario.write_config(raw, "live.yaml"), label="live")
+    wait_for(lambda: proc.log().count("delete reconciliation: ") >= 2, 90,
+             "two reconciliation rounds", interval=0.5, watch=[proc])  # fmt: skip
+    proc.terminate()
+    assert proc.wait(60) == 0, proc.describe()
+    assert "0 tombstones" in proc.log() and not any(
+        r.value is None for r in scenario.records("customers")
+    ), proc.describe()
+    for k in ("repair_interval_s", "repair_rows_per_s", "repair_max_tombstone_share"):
+        del ent[k]
     config = scenario.write_config(raw)
 
     code, report = verify(scenario, config)
