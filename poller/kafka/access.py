@@ -9,6 +9,8 @@ only through the client's error callback, while the call itself fails with a bar
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
@@ -16,9 +18,15 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from poller.config import AppConfig, KafkaConfig
-from poller.errors import KafkaAuthenticationError, KafkaAuthorizationError
+from poller.errors import (
+    BrokerUnavailableError,
+    KafkaAuthenticationError,
+    KafkaAuthorizationError,
+)
 from poller.kafka.acls import AclEntry, principal_of, tenant_acls
 from poller.kafka.topics import KAFKA_LOGGER
+
+log = logging.getLogger(__name__)
 
 _CAUSE_CODES = frozenset(
     {KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED}
@@ -120,7 +128,7 @@ def access_problems(cfg: AppConfig, timeout_s: float = 10.0) -> list[str]:
                     missing_topics.append(topic)
                     continue
                 if code != KafkaError.TOPIC_AUTHORIZATION_FAILED:
-                    raise
+                    raise  # transient below: the run loop checks again
                 ops = []
             problems += [
                 f"missing ACL: {a.describe(principal(k))}"
@@ -130,20 +138,33 @@ def access_problems(cfg: AppConfig, timeout_s: float = 10.0) -> list[str]:
         if missing_topics:
             problems += _create_problems(cfg, admin, missing_topics, timeout_s)
         group = next(a for a in tenant_acls(cfg, ("run",)) if a.resource_type == "GROUP")
-        try:
-            admin.describe_consumer_groups([group.resource_name], request_timeout=timeout_s)[
-                group.resource_name
-            ].result()
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.GROUP_AUTHORIZATION_FAILED:
-                raise
+        if not _group_allowed(admin, group.resource_name, timeout_s):
             problems.append(f"missing ACL: {group.describe(principal(k))}")
-    except KafkaException:
+    except KafkaException as exc:
         admin.poll(0)
         if watch.cause is not None:
             raise authentication_error(k, watch.cause) from None
-        raise
+        raise BrokerUnavailableError(f"checking the ACLs on {k.bootstrap_servers}: {exc}") from exc
     return problems
+
+
+def _group_allowed(admin: AdminClient, group: str, timeout_s: float) -> bool:
+    """False only when the broker refuses to describe the group. A coordinator still loading
+    (a fresh broker) is asked again until the timeout, then the check is left to the reader,
+    which names a denial itself."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin.describe_consumer_groups([group], request_timeout=timeout_s)[group].result()
+            return True
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+                return False
+            if time.monotonic() > deadline:
+                log.warning("could not check the ACL of group %s: %s", group, err.str())
+                return True
+            time.sleep(0.5)
 
 
 def _create_problems(

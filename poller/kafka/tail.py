@@ -9,7 +9,13 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, KafkaError, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from poller.avro.decoder import Decoder
 from poller.avro.registry import WIRE_MAGIC, ConfluentDecoder, Registry
@@ -37,7 +43,22 @@ def read_topic(
     # assigns partitions and never commits, so several readers may share it.
     consumer = committed_consumer(kafka, group_id or f"poller-tail-{uuid.uuid4().hex}")
     try:
-        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        try:
+            meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        except KafkaException as exc:
+            from poller.kafka.access import reach
+
+            reach(kafka, 5.0)  # a refused login or certificate: named, exit 5
+            raise BrokerUnavailableError(f"cannot list topic {topic}: {exc}") from exc
+        denied = meta is not None and meta.error is not None
+        if denied and meta.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            from poller.errors import KafkaAuthorizationError
+
+            raise KafkaAuthorizationError(
+                f"Kafka denied READ on TOPIC {topic!r} (LITERAL) for "
+                f"{kafka.options.get('sasl.username') or 'this principal'}: "
+                f"{meta.error.str()}. Grant it (see `poller acl --config ...`)."
+            )
         if meta is None or (
             meta.error is not None and meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
         ):

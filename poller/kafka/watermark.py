@@ -234,6 +234,9 @@ def read_records(
         try:
             meta = consumer.list_topics(topic, timeout=timeout_s)
         except KafkaException as exc:
+            from poller.kafka.access import reach
+
+            reach(kafka, 5.0)  # a refused login or certificate: named, exit 5
             raise BrokerUnavailableError(f"cannot list topic {topic}: {exc}") from exc
         tmeta = meta.topics.get(topic)
         missing = tmeta is None or (

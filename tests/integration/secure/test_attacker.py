@@ -150,6 +150,9 @@ def test_tenant_b_cannot_read_write_fence_or_join_tenant_a(
     out = b.poller("run", "--once", "--config", str(forged), timeout=RUN_TIMEOUT)
     assert out.returncode == 5, out.stderr[-3000:]
     assert a.topic in out.stderr and "WRITE" in out.stderr
+    out = b.poller("tail", "--config", str(forged), "--entity", "customers", timeout=60)
+    assert out.returncode == 5 and not out.stdout, out.stdout + out.stderr[-3000:]
+    assert a.topic in out.stderr and "READ" in out.stderr
 
     # A's stream and watermarks are as they were, and A goes on from where it was
     assert {t: _ends(sk, t) for t in before} == before
@@ -201,7 +204,7 @@ def test_wrong_password_and_untrusted_ca_name_their_cause(tenants: tuple[Tenant,
         "utf-8",
     )
     cases = (
-        (bad_pw, "SASL authentication", ("check", "run")),
+        (bad_pw, "SASL authentication", ("check", "run", "status")),
         (bad_ca, "certificate verify failed", ("check",)),
     )
     for path, cause, commands in cases:

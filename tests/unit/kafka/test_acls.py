@@ -149,3 +149,24 @@ def test_per_tenant_layout_refuses_overlapping_tenant_ids_and_foreign_templates(
         parse_config(_raw("acme.eu", layout="per_tenant"))
     with pytest.raises(ConfigError, match=r"must start with \{prefix\}\.\{tenant\}\."):
         parse_config(_raw("acme", layout="per_tenant", watermark_topic="{prefix}.watermarks"))
+
+
+def test_poller_acl_prints_commands_json_and_the_migration(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from poller.cli.main import main
+
+    raw = _raw("acme", options={"sasl.username": "acme", "sasl.password": "${NOT_SET}"})
+    raw["kafka"]["layout"] = "shared"
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    assert main(["acl", "--config", str(path), "--feature", "run"]) == 0
+    out = capsys.readouterr().out
+    assert "--allow-principal User:acme --operation Write --topic retail.customers" in out
+    assert "#   retail.watermarks  ->  retail.acme.watermarks" in out
+    assert main(["acl", "--config", str(path), "--json", "--tenant", "acme"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["feature"] for r in rows} == set(acls.FEATURES)
+    assert main(["acl", "--config", str(path), "--tenant", "other"]) == 2
