@@ -92,12 +92,17 @@ def test_native_and_python_runs_publish_the_same_bytes(
     )
     other = unique_prefix()
     with topics_deleted_after(kafka_bootstrap, other):
-        native_cfg = confluent(config(pg_url, "acme", kafka_bootstrap, prefix,
-                                      {"customers": ENTITY}, timezone="Europe/Berlin"), registry)  # fmt: skip
+        entities = {"customers": ENTITY}
+        native_cfg = confluent(
+            config(pg_url, "acme", kafka_bootstrap, prefix, entities, timezone="Europe/Berlin"),
+            registry,
+        )
         assert run(native_cfg) >= 5  # every batch took the native path
         monkeypatch.setenv("POLLER_NATIVE", "0")
-        python_cfg = confluent(config(pg_url, "acme", kafka_bootstrap, other,
-                                      {"customers": ENTITY}, timezone="Europe/Berlin"), registry)  # fmt: skip
+        python_cfg = confluent(
+            config(pg_url, "acme", kafka_bootstrap, other, entities, timezone="Europe/Berlin"),
+            registry,
+        )
         assert run(python_cfg) == 0
         native = raw_messages(kafka_bootstrap, f"{prefix}.customers")
         python = raw_messages(kafka_bootstrap, f"{other}.customers")
