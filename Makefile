@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 
 help:
 	@echo "make venv           create $(VENV) and pip install -e '.[dev]'"
-	@echo "make services-up    start Kafka, the schema registry, PostgreSQL, MariaDB (127.0.0.1) and install Prometheus"
+	@echo "make services-up    start Kafka (plain :9092, secured :9190), the schema registry, PostgreSQL, MariaDB (127.0.0.1) and install Prometheus"
 	@echo "make services-down  stop them"
 	@echo "make test           venv + services-up + pytest"
 	@echo "make demo           venv + Kafka + schema registry + poller demo"
