@@ -16,7 +16,7 @@ BENCH_ARGS ?=
 
 help:
 	@echo "make venv           create $(VENV) and pip install -e '.[dev]'"
-	@echo "make services-up    start Kafka, the schema registry, PostgreSQL, MariaDB (127.0.0.1) and install Prometheus"
+	@echo "make services-up    start Kafka (plain :9092, secured :9190), the schema registry, PostgreSQL, MariaDB (127.0.0.1) and install Prometheus"
 	@echo "make services-down  stop them"
 	@echo "make test           venv + services-up + pytest, then the native-path tests without it"
 	@echo "make test-no-native the tests of the native path's fallback with POLLER_NATIVE=0"

@@ -6,6 +6,7 @@ A's `run` set is removed in turn: the poller must stop with exit 5 naming it, no
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -215,3 +216,27 @@ def test_wrong_password_and_untrusted_ca_name_their_cause(tenants: tuple[Tenant,
             assert out.returncode == 5, f"{cmd} {path.name}: exit {out.returncode}\n{both[-3000:]}"
             assert cause in both and "not reachable" not in both, both[-3000:]
             assert a.password not in both
+
+
+def test_no_schema_is_registered_before_kafka_accepts_the_tenant(
+    sk: SecureKafka, tmp_path: Path
+) -> None:
+    """Issue 17: schemas were registered before any Kafka permission check."""
+    import urllib.request
+
+    from tests.integration.conftest import REGISTRY_URL
+
+    t = make_tenant(sk, tmp_path, "reg")
+    raw = yaml.safe_load(t.config.read_text(encoding="utf-8"))
+    raw["kafka"]["format"] = "confluent"
+    raw["schema_registry"] = {"url": REGISTRY_URL}
+    t.config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    granted = t.acls("run", "create_topics")
+    sk.grant(a for a in granted if a.resource_type != "TRANSACTIONAL_ID")
+    t.add_rows(1, 2)
+    out = t.poller("run", "--once", "--config", str(t.config), timeout=RUN_TIMEOUT)
+    assert out.returncode == 5, out.stderr[-3000:]
+    assert t.transactional_id in out.stderr
+    with urllib.request.urlopen(f"{REGISTRY_URL}/subjects", timeout=10) as resp:
+        subjects = json.loads(resp.read())
+    assert not [s for s in subjects if s.startswith(t.prefix)], subjects

@@ -170,3 +170,31 @@ def test_poller_acl_prints_commands_json_and_the_migration(
     rows = json.loads(capsys.readouterr().out)
     assert {r["feature"] for r in rows} == set(acls.FEATURES)
     assert main(["acl", "--config", str(path), "--tenant", "other"]) == 2
+
+
+class _FakeGroups:
+    """describe_consumer_groups answering the given error codes in turn, then success."""
+
+    def __init__(self, codes: list[int]) -> None:
+        self.codes, self.calls = list(codes), 0
+
+    def describe_consumer_groups(self, groups: list[str], request_timeout: float) -> Any:
+        import concurrent.futures
+
+        self.calls += 1
+        fut: concurrent.futures.Future[None] = concurrent.futures.Future()
+        if self.codes:
+            fut.set_exception(KafkaException(KafkaError(self.codes.pop(0))))
+        else:
+            fut.set_result(None)
+        return {groups[0]: fut}
+
+
+def test_group_check_waits_for_a_loading_coordinator_and_names_a_denial() -> None:
+    from poller.kafka.access import _group_allowed
+
+    loading = _FakeGroups([KafkaError.COORDINATOR_LOAD_IN_PROGRESS] * 2)
+    assert _group_allowed(loading, "g", timeout_s=10) is True  # type: ignore[arg-type]
+    assert loading.calls == 3
+    denied = _FakeGroups([KafkaError.GROUP_AUTHORIZATION_FAILED])
+    assert _group_allowed(denied, "g", timeout_s=10) is False  # type: ignore[arg-type]
