@@ -85,8 +85,9 @@ def cmd_acl(args: argparse.Namespace) -> int:
         topic = worker.tenants_topic_name()
         wp = acls.principal_of(dict(worker.kafka.options)) or "User:WORKER"
         boot = worker.kafka.bootstrap_servers
-        sets.append(("fleet worker", acls.worker_acls(topic, worker.group), wp, boot))
-        sets.append(("operator", acls.operator_acls(topic), "User:OPERATOR", boot))
+        status = worker.status_topic_name()
+        sets.append(("fleet worker", acls.worker_acls(topic, worker.group, status), wp, boot))
+        sets.append(("operator", acls.operator_acls(topic, status), "User:OPERATOR", boot))
     if args.json:
         rows = [
             {**asdict(a), "principal": p, "permission": "ALLOW", "set": name}

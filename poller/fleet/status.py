@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Producer
 
 from poller.errors import TerminalError
 from poller.fleet.settings import WorkerConfig
@@ -60,6 +60,7 @@ class StatusWriter:
         self._producer = Producer(
             {**cfg.kafka.client_options(), "enable.idempotence": True, "logger": KAFKA_LOGGER}
         )
+        self._warned = False
 
     def write(
         self, tenant: str, state: str, exit: str | None = None, error: str | None = None
@@ -72,10 +73,17 @@ class StatusWriter:
 
     def _send(self, tenant: str, value: bytes | None) -> None:
         try:
-            self._producer.produce(self.topic, key=tenant.encode(), value=value)
+            self._producer.produce(
+                self.topic, key=tenant.encode(), value=value, on_delivery=self._delivered
+            )
         except BufferError:
             log.warning("status of tenant %s not written: the producer's queue is full", tenant)
         self._producer.poll(0)
+
+    def _delivered(self, err: KafkaError | None, _msg: object) -> None:
+        if err is not None and not self._warned:  # e.g. WRITE not granted: say it once
+            self._warned = True
+            log.warning("tenant states are not written to %s: %s", self.topic, err.str())
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._producer.flush(timeout_s)

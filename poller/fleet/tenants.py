@@ -21,6 +21,8 @@ from confluent_kafka.cimpl import NewTopic
 
 from poller.errors import BrokerUnavailableError, ConfigError, KafkaFatalError
 from poller.fleet.settings import WorkerConfig
+from poller.kafka.access import denied
+from poller.kafka.acls import AclEntry
 from poller.kafka.tail import read_topic
 from poller.kafka.topics import KAFKA_LOGGER
 
@@ -105,6 +107,14 @@ def tenants_partitions(
             log.info("created topic %s (%d partitions, compacted)", topic, n_partitions)
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
+            if err.code() in (
+                KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+            ):
+                acl = AclEntry("worker", "TOPIC", topic, "LITERAL", "CREATE")
+                raise denied(
+                    cfg.kafka, acl, "the topic does not exist; create it or grant CREATE"
+                ) from exc
             if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise BrokerUnavailableError(f"creating {topic} failed: {err.str()}") from exc
         time.sleep(0.5)  # metadata of a new topic takes a moment to reach every broker

@@ -104,17 +104,22 @@ def tenant_acls(cfg: AppConfig, features: tuple[str, ...] = FEATURES) -> list[Ac
     )
 
 
-def worker_acls(tenants_topic: str, group: str) -> list[AclEntry]:
-    """The fleet worker's own principal: read the tenants topic in its consumer group."""
+def worker_acls(tenants_topic: str, group: str, status_topic: str) -> list[AclEntry]:
+    """The fleet worker's own principal: read the tenants topic in its consumer group, and
+    write each tenant's state to the status topic (created by the first worker)."""
     return [
         *_entries("worker", "TOPIC", tenants_topic, ("READ",)),
+        *_entries("worker", "TOPIC", status_topic, ("CREATE", "WRITE")),
         *_entries("worker", "GROUP", group, ("READ",)),
     ]
 
 
-def operator_acls(tenants_topic: str) -> list[AclEntry]:
-    """The operator's principal for `poller tenants put/remove/list`."""
-    return _entries("operator", "TOPIC", tenants_topic, ("CREATE", "WRITE", "READ"))
+def operator_acls(tenants_topic: str, status_topic: str) -> list[AclEntry]:
+    """The operator's principal for `poller tenants put/remove/list/restart`."""
+    return [
+        *_entries("operator", "TOPIC", tenants_topic, ("CREATE", "WRITE", "READ")),
+        *_entries("operator", "TOPIC", status_topic, ("READ",)),
+    ]
 
 
 def principal_of(cfg_options: dict[str, object]) -> str | None:

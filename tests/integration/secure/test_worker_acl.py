@@ -63,6 +63,8 @@ def test_a_worker_without_its_group_acl_exits_5_naming_it(
         worker_acls = [Acl.from_json(r, f"User:{user}") for r in rows]
         assert {(a.resource_type, a.name, a.operation) for a in worker_acls} == {
             ("TOPIC", topic, "READ"),
+            ("TOPIC", f"{prefix}.tenant_status", "CREATE"),
+            ("TOPIC", f"{prefix}.tenant_status", "WRITE"),
             ("GROUP", group, "READ"),
         }
         secure_kafka.grant(a for a in worker_acls if a.resource_type == "TOPIC")
