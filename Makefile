@@ -5,9 +5,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
-BENCH_ARGS ?=
+BENCH_ARGS ?= --peer debezium
+PEER_ARGS ?=
 
-.PHONY: help venv services-up services-down test demo lint bench
+.PHONY: help venv services-up services-down test demo lint bench bench-peer
 
 help:
 	@echo "make venv           create $(VENV) and pip install -e '.[dev]'"
@@ -17,6 +18,7 @@ help:
 	@echo "make demo           venv + Kafka + schema registry + poller demo"
 	@echo "make lint           ruff check, ruff format --check, mypy"
 	@echo "make bench          venv + services-up + python -m bench.run \$$(BENCH_ARGS)"
+	@echo "make bench-peer     only the Debezium side-by-side (bench/peer/), into bench/results/latest.json"
 
 venv: $(STAMP)
 
@@ -49,3 +51,6 @@ lint: venv
 
 bench: venv services-up
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+bench-peer: venv services-up
+	$(VENV)/bin/python -m bench.run --peer debezium --peer-only $(PEER_ARGS)
