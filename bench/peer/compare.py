@@ -119,3 +119,32 @@ def run_only(args: argparse.Namespace, bootstrap: str, registry: str) -> int:
     print(table(peer))
     print(f"\nwritten: {merge(RESULTS / 'latest.json', peer)}")
     return 0
+
+
+def markdown(peer: dict[str, Any]) -> str:
+    """The peer figures of a latest.json as a Markdown table (for docs/performance.md)."""
+    tools = ("poller", "debezium")
+    out = ["| | poller | Debezium |", "|---|---:|---:|"]
+    for label, key, fmt in LABELS:
+        out.append(f"| {label} | " + " | ".join(fmt.format(peer[t][key]) for t in tools) + " |")
+    for phase, label in (("cpu_s", "CPU s, snapshot"), ("catch_up_cpu_s", "CPU s, catch-up")):
+        cells = [f"{peer[t][phase][TOOL_CPU[t]]:.1f} + {peer[t][phase]['database']:.1f}"
+                 for t in tools]  # fmt: skip
+        out.append(f"| {label} (tool + database) | " + " | ".join(cells) + " |")
+    ratio = peer["poller_over_debezium"]
+    rows = peer["poller"]["rows"]
+    out += ["", "poller / Debezium: " + ", ".join(f"{k} {v:.2f}" for k, v in ratio.items()),
+            "", f"{rows:,} rows + {peer['poller']['catch_up_rows']:,} catch-up rows, medians of "
+            f"{peer['repeat']} alternated runs; load average (1, 5, 15 min) before "
+            f"{peer['load_average']['before']}, after {peer['load_average']['after']} on "
+            f"{peer['cores']} cores."]  # fmt: skip
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    import sys
+
+    doc = json.loads(
+        Path(sys.argv[1] if len(sys.argv) > 1 else RESULTS / "latest.json").read_text()
+    )
+    print(markdown(doc["databases"]["postgresql"]["peer"]))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.peer.broker import parse_log_dirs
-from bench.peer.compare import merge, table
+from bench.peer.compare import markdown, merge, table
 from bench.peer.figures import Phase, ToolRun, compare, summarize
 
 LOG_DIRS = """Querying brokers for log directories information
@@ -71,7 +71,9 @@ def test_compare_and_table_read_the_layout(tmp_path: Path) -> None:
     assert ratio["peak_rss_share"] == pytest.approx(0.1)
     peer = {"debezium": deb, "poller": pol, "repeat": 1, "poller_over_debezium": ratio,
             "load_average": {"before": [1.0, 1.0, 1.0], "after": [1.0, 1.0, 1.0]}}  # fmt: skip
+    peer |= {"cores": 2}
     assert "3.0+1.0" in table(peer) and "30.0+1.0" in table(peer)
+    assert "| snapshot (first to last record) | 250 rows/s | 50 rows/s |" in markdown(peer)
 
     # make bench-peer: merged beside the other figures, which stay.
     path = tmp_path / "latest.json"
