@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import time
+from datetime import UTC, datetime
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ def measure(rows: int, catch_up: int, repeat: int, bootstrap: str, registry: str
         ),
         "poller": summarize(runs["poller"], {"format": "confluent"}),
         "repeat": repeat,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "elapsed_s": round(time.monotonic() - t0, 1),
         "load_average": {"before": load_before, "after": _load()},
         "cores": os.cpu_count(),
