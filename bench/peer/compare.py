@@ -9,8 +9,8 @@ import json
 import logging
 import os
 import time
-from datetime import UTC, datetime
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
