@@ -115,13 +115,12 @@ def run(setup: Setup, pg: LogicalPostgres, rows: int, catch_up: int) -> ToolRun:
             catch = Phase(catch_up, last - first, last - t1,
                           {"connect": w.cpu_s() - cpu1, "database": pg.cpu_s() - db1})  # fmt: skip
             peak = w.peak_rss_mb
+            w.stop()
+            size = broker.topic_bytes(setup.bootstrap, topic)
         finally:
             if w is not None:
                 w.stop()
                 shutil.copyfile(w.log, LAST_LOG)  # to read after the run (it is not cleaned)
             counter.close()
-        try:
-            size = broker.topic_bytes(setup.bootstrap, topic)
-        finally:
-            broker.delete(setup.bootstrap, [topic])
+            broker.delete(setup.bootstrap, [topic])  # also after a failed run: it is big
     return ToolRun("debezium", snap, catch, peak, size)
