@@ -9,10 +9,11 @@ NATIVE_STAMP := $(VENV)/.native-installed
 NATIVE_SRC := $(wildcard native/Cargo.toml native/Cargo.lock native/pyproject.toml native/src/*.rs)
 # cargo's build cache, kept between `make venv` runs (a rebuild after an edit takes seconds)
 export CARGO_TARGET_DIR ?= $(CURDIR)/native/target
-BENCH_ARGS ?=
+BENCH_ARGS ?= --peer debezium
+PEER_ARGS ?=
 
 .PHONY: help venv native services-up services-down test test-no-native demo lint bench docs \
-	docs-build docs-reference
+	docs-build docs-reference bench-peer
 
 help:
 	@echo "make venv           create $(VENV) and pip install -e '.[dev]'"
@@ -27,6 +28,7 @@ help:
 	@echo "make docs           serve the docs site on http://127.0.0.1:8000 (mkdocs serve)"
 	@echo "make docs-build     mkdocs build --strict into site/ (also part of make test)"
 	@echo "make docs-reference regenerate docs/reference/ and the exit-code table from the code"
+	@echo "make bench-peer     only the Debezium side-by-side (bench/peer/), into bench/results/latest.json"
 
 venv: $(STAMP) $(NATIVE_STAMP)
 
@@ -97,3 +99,5 @@ docs-build: venv
 
 docs-reference: venv
 	$(VENV)/bin/python -m poller.cli.reference
+bench-peer: venv services-up
+	$(VENV)/bin/python -m bench.run --peer debezium --peer-only $(PEER_ARGS)

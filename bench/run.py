@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from bench import dataset, e2e, raw, report, verify
 from bench.cpu import CpuMeter, per_million
+from bench.peer import compare as peer_compare
 from poller.avro.schemas import load_schema
 from poller.source import native_pg
 from poller.source.reader import make_engine
@@ -45,6 +46,19 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-confluent", action="store_true",
                    help="end to end in single-object encoding only")  # fmt: skip
     p.add_argument("--skip-verify", action="store_true", help="skip `poller verify`")
+    p.add_argument(
+        "--peer",
+        choices=["debezium"],
+        default=None,
+        help="also measure a peer on a private logical PostgreSQL (bench/peer/)",
+    )
+    p.add_argument(
+        "--peer-only",
+        action="store_true",
+        help="only the peer comparison, merged into results/latest.json",
+    )
+    p.add_argument("--peer-catch-up", type=int, default=200_000,
+                   help="rows inserted after the peer's snapshot (default 200k)")  # fmt: skip
     a = p.parse_args(argv)
     a.databases = [d.strip() for d in a.databases.split(",") if d.strip()]
     bad = set(a.databases) - {"postgresql", "mariadb"}
@@ -269,6 +283,8 @@ def _path_figures(n: int, runs: Sequence[e2e.E2EResult]) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = _args(argv)
+    if args.peer_only:
+        return peer_compare.run_only(args, e2e.BOOTSTRAP, e2e.REGISTRY)
     bench = Bench(args)
     t0 = time.monotonic()
     results: dict[str, dict[str, Any]] = {}
@@ -278,6 +294,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as exc:  # the table could not be made: nothing else to measure
             log.error("%s: %s", db, exc)
             bench.errors.append(f"{db}: {exc}")
+    if args.peer:  # the same --rows, medians of --e2e-repeat alternated runs per tool
+        peer = bench.part(
+            "postgresql",
+            f"peer {args.peer}",
+            lambda: peer_compare.measure(
+                args.rows, args.peer_catch_up, args.e2e_repeat, e2e.BOOTSTRAP, e2e.REGISTRY
+            ),
+        )
+        if peer is not None:
+            results.setdefault("postgresql", {})["peer"] = peer
+            print(peer_compare.table(peer))
     engines = {db: dataset.ensure_database(db) for db in args.databases}
     try:
         machine = report.machine(engines)

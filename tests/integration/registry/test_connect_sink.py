@@ -6,13 +6,9 @@ topic into a PostgreSQL table keyed on the Avro key, which then equals the sourc
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import os
-import shutil
 import socket
 import subprocess
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -20,74 +16,36 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from bench.peer.connect import (
+    LIBS,
+    PluginFetchError,
+    converter,
+    fetch_plugins,
+    properties,
+    standalone_command,
+)
 from tests.integration.pipeline.helpers import PEOPLE_DDL, TENANT, execute, run_once
 from tests.integration.registry.test_registry_failures import confluent_config, insert_people
 
 pytestmark = pytest.mark.integration
 
-STACK = Path(os.environ.get("POLLER_STACK_HOME") or Path.home() / ".cache" / "poller-stack")
-KAFKA_HOME = STACK / "kafka-4.1.1"
 POM = Path(__file__).resolve().parent / "connect" / "pom.xml"
-# What the worker itself already has (Kafka's own jars, its Jackson, logging, compression): a
-# second copy inside the plugin clashes with it (Jackson modules found twice, "not a subtype").
-SHARED = ("kafka-clients-", "connect-", "jackson-", "slf4j-", "lz4-java-", "snappy-java-", "zstd")
 ROWS = 20
 EPOCH = dt.datetime(1970, 1, 1)  # the source's naive timestamps are UTC
 
 
 def plugin_dir() -> Path:
     """The sink and converter jars, fetched once per POM version into the stack cache."""
-    root = STACK / f"connect-plugins-{hashlib.sha256(POM.read_bytes()).hexdigest()[:12]}"
-    if (root / ".complete").exists():
-        return root
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    jars = tmp / "debezium-jdbc-apicurio"
-    proc = subprocess.run(
-        ["mvn", "-q", "-B", "-Dstyle.color=never", "-f", str(POM),
-         "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={jars}"],
-        capture_output=True, text=True, timeout=1200, check=False,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        pytest.fail(f"mvn could not fetch the Connect plugin jars:\n{proc.stdout[-3000:]}")
-    for jar in jars.glob("*.jar"):
-        if jar.name.startswith(SHARED):
-            jar.unlink()
-    # Apicurio's converter jar has no ServiceLoader entry; the worker runs with
-    # plugin.discovery=service_load (no minute-long reflective scan), so give it one.
-    with zipfile.ZipFile(jars / "poller-apicurio-converter-service.jar", "w") as z:
-        z.writestr(
-            "META-INF/services/org.apache.kafka.connect.storage.Converter",
-            "io.apicurio.registry.utils.converter.AvroConverter\n",
-        )
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
-    (root / ".complete").touch()
-    return root
+    try:
+        return fetch_plugins(POM, "debezium-jdbc-apicurio")
+    except PluginFetchError as exc:
+        pytest.fail(str(exc))
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def properties(path: Path, values: dict[str, str]) -> Path:
-    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()), encoding="utf-8")
-    return path
-
-
-def converter(side: str, registry_v2: str) -> dict[str, str]:
-    """Apicurio's AvroConverter reading the Confluent wire format: the 4-byte id in the payload
-    is the content id that the registry's Confluent API hands out."""
-    c = f"{side}.converter"
-    return {
-        c: "io.apicurio.registry.utils.converter.AvroConverter",
-        f"{c}.apicurio.registry.url": registry_v2,
-        f"{c}.apicurio.registry.headers.enabled": "false",
-        f"{c}.apicurio.registry.id-handler": "io.apicurio.registry.serde.Legacy4ByteIdHandler",
-        f"{c}.apicurio.registry.use-id": "contentId",
-    }
 
 
 def sink_rows(url: str) -> list[tuple[object, ...]]:
@@ -107,9 +65,8 @@ def sink_rows(url: str) -> list[tuple[object, ...]]:
 def test_debezium_jdbc_sink_loads_the_topic_into_a_table_equal_to_the_source(
     pg_url: str, kafka_bootstrap: str, prefix: str, registry_url: str, tmp_path: Path
 ) -> None:
-    libs = KAFKA_HOME / "libs"
-    if not (libs / "connect-runtime-4.1.1.jar").exists():
-        pytest.fail(f"no Kafka jars in {libs}: start the stack with `scripts/services up`")
+    if not (LIBS / "connect-runtime-4.1.1.jar").exists():
+        pytest.fail(f"no Kafka jars in {LIBS}: start the stack with `scripts/services up`")
     plugins = plugin_dir()
     execute(pg_url, *PEOPLE_DDL)
     insert_people(pg_url, range(1, ROWS + 1))
@@ -145,10 +102,8 @@ def test_debezium_jdbc_sink_loads_the_topic_into_a_table_equal_to_the_source(
     log = tmp_path / "connect.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            ["java", "-Xmx384m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-             f"-Dlog4j2.configurationFile={KAFKA_HOME / 'config' / 'log4j2.properties'}",
-             "-cp", f"{libs}/*", "org.apache.kafka.connect.cli.ConnectStandalone",
-             str(worker), str(sink)],
+            standalone_command(worker, sink, jvm=("-Xmx384m", "-XX:+UseSerialGC",
+                                                  "-XX:TieredStopAtLevel=1")),
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
