@@ -121,6 +121,7 @@ def test_kustomization_lists_every_manifest_without_namespaces() -> None:
             "NetworkPolicy",
             "PodDisruptionBudget",
             "Secret",
+            "Secret",
             "Service",
             "ServiceAccount",
             "StatefulSet",
@@ -196,38 +197,73 @@ def test_every_mount_has_a_volume_and_every_volume_an_object() -> None:
     volumes = {v["name"]: v for v in pod_spec()["volumes"]}
     mounts = container()["volumeMounts"]
     assert {m["name"] for m in mounts} == set(volumes), "mounts and volumes match one to one"
-    assert volumes.keys() >= {"config", "secrets", "tmp"}
+    assert volumes.keys() >= {"config", "worker-secrets", "tenant-secrets", "tmp"}
     objects = {(d["kind"], d["metadata"]["name"]) for _, d in manifests()}
     for v in volumes.values():
         if "configMap" in v:
             assert ("ConfigMap", v["configMap"]["name"]) in objects
         if "secret" in v:
             assert ("Secret", v["secret"]["secretName"]) in objects
+        for source in v.get("projected", {}).get("sources", []):
+            assert ("Secret", source["secret"]["name"]) in objects
     assert ("ServiceAccount", pod_spec()["serviceAccountName"]) in objects
     # The root filesystem is read-only: /tmp is the one writable place.
     assert {m["mountPath"] for m in mounts if m["name"] == "tmp"} == {"/tmp"}
     assert "emptyDir" in volumes["tmp"]
 
 
+def _secrets() -> dict[str, Doc]:
+    return {d["metadata"]["name"]: d for _, d in manifests() if d["kind"] == "Secret"}
+
+
+def _mount(volume: str) -> Doc:
+    found: Doc = next(m for m in container()["volumeMounts"] if m["name"] == volume)
+    return found
+
+
 def test_secret_references_point_at_mounted_placeholder_keys() -> None:
-    secret = one("Secret")
-    data = secret["stringData"]
-    assert data and "data" not in secret
-    for key, value in data.items():
-        assert value.startswith("CHANGE-ME"), f"{key}: example values must be placeholders"
-    secret_volume = next(v["name"] for v in pod_spec()["volumes"] if "secret" in v)
-    mount = next(m for m in container()["volumeMounts"] if m["name"] == secret_volume)
-    assert mount["mountPath"] == "/var/run/secrets/poller"  # what tenants' configs reference
-    assert mount.get("readOnly") is True
+    secrets = _secrets()
+    for name, secret in secrets.items():
+        assert secret["stringData"] and "data" not in secret, name
+        for key, value in secret["stringData"].items():
+            assert value.startswith("CHANGE-ME"), f"{name}.{key}: example values are placeholders"
+    volumes = {v["name"]: v for v in pod_spec()["volumes"]}
+    worker_mount = _mount("worker-secrets")
+    assert worker_mount["mountPath"] == "/var/run/secrets/poller/worker"
+    assert worker_mount.get("readOnly") is True
+    worker_secret = secrets[volumes["worker-secrets"]["secret"]["secretName"]]
     refs = re.findall(r"\$\{file:([^}]+)\}", str(worker_yaml()))  # values, not comments
     assert refs, "the worker's Kafka password comes from a secret file"
     for ref in refs:
         path = Path(ref)
-        assert path.parent == Path(mount["mountPath"]), ref
-        assert path.name in data, f"{ref}: no such key in the Secret"
+        assert path.parent == Path(worker_mount["mountPath"]), ref
+        assert path.name in worker_secret["stringData"], f"{ref}: no such key in the Secret"
     for key, value in worker_yaml()["kafka"]["options"].items():
         if re.search("password|secret|key$", key):
             assert re.fullmatch(r"\$\{[^}]+\}", str(value)), f"{key}: a literal secret"
+
+
+def test_each_tenant_has_its_own_secret_and_directory() -> None:
+    """Issue 17: one Secret per tenant, projected under the tenant's own directory, and the
+    worker restricts each tenant to that directory (tenant_secrets.file_dir)."""
+    secrets = _secrets()
+    tenant_mount = _mount("tenant-secrets")
+    assert tenant_mount.get("readOnly") is True
+    file_dir = worker_yaml()["tenant_secrets"]["file_dir"]
+    assert file_dir == tenant_mount["mountPath"] + "/{tenant}"
+    assert worker_yaml()["tenant_secrets"]["allow_env"] == []
+    volumes = {v["name"]: v for v in pod_spec()["volumes"]}
+    sources = volumes["tenant-secrets"]["projected"]["sources"]
+    assert sources
+    for source in sources:
+        secret = secrets[source["secret"]["name"]]
+        tenant = secret["metadata"]["labels"]["poller.example/tenant"]
+        for item in source["secret"]["items"]:
+            assert item["key"] in secret["stringData"], item
+            assert item["path"].split("/")[0] == tenant, f"{item}: outside {tenant}'s directory"
+    worker_keys = set(secrets["poller-worker-secrets"]["stringData"])
+    assert worker_keys == {"kafka-sasl-password"}, "the worker's Secret holds no tenant's secret"
+    assert worker_config().tenant_secrets is not None  # the worker accepts it as written
 
 
 def test_selectors_match_the_pods() -> None:
