@@ -29,6 +29,7 @@ class Dialect:
     session_id_sql: str
     waiting_sql: str  # one row (state) for a session id: is it waiting for a lock?
     others_waiting_sql: str  # sessions of this database waiting for a lock, writers excluded
+    open_sql: str  # open transactions the poller's horizon sees, for a failure's report
 
     def insert_sql(self, n_rows: int, with_ids: bool, stamp: str) -> str:
         expr = self.stamp_sql[stamp]
@@ -84,6 +85,11 @@ POSTGRES = Dialect(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
         "AND wait_event_type = 'Lock' AND pid <> ALL(%s)"
     ),
+    open_sql=(
+        "SELECT concat_ws(' ', 'pid', pid, 'xid', backend_xid, 'since', xact_start, state, "
+        "left(query, 60)) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND xact_start IS NOT NULL AND pid <> pg_backend_pid()"
+    ),
 )
 
 MARIADB = Dialect(
@@ -119,6 +125,12 @@ MARIADB = Dialect(
     others_waiting_sql=(
         "SELECT count(*) FROM information_schema.processlist WHERE db = DATABASE() "
         "AND state LIKE 'Waiting for table%%' AND NOT FIND_IN_SET(id, %s)"
+    ),
+    open_sql=(
+        "SELECT concat_ws(' ', 'thread', t.trx_mysql_thread_id, 'db', p.db, 'since', "
+        "t.trx_started, 'read_only', t.trx_is_read_only, left(p.info, 60)) "
+        "FROM information_schema.innodb_trx t LEFT JOIN information_schema.processlist p "
+        "ON p.id = t.trx_mysql_thread_id WHERE t.trx_mysql_thread_id <> CONNECTION_ID()"
     ),
 )
 

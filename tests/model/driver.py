@@ -236,6 +236,8 @@ class ModelRun:
     def _drain(self, cli: bool) -> None:
         # Every writer has ended; rows stamped in the last settle_delay_s wait by design.
         time.sleep(SETTLE_S + 0.1)
+        sql = self.dialect.open_sql
+        held = self.admin.call(lambda c: self.admin.column(c, sql))
         if cli:
             rc, log = self.host.run_once_process()
             if rc != 0:
@@ -248,7 +250,11 @@ class ModelRun:
             shown = "\n  ".join(problems[:30])
             more = f"\n  ... {len(problems)} problems in all" if len(problems) > 30 else ""
             how = "`poller run --once` (exit 0)" if cli else "the final drain (caught up)"
-            raise ScheduleFailed(f"after {how}:\n  {shown}{more}")
+            seen = "\n  ".join(held) or "none"
+            raise ScheduleFailed(
+                f"after {how}:\n  {shown}{more}\nopen transactions the horizon saw at the drain "
+                f"(every writer of the schedule had ended):\n  {seen}"
+            )
 
     # -- cleanup ----------------------------------------------------------------------------------
 

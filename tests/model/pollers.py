@@ -172,7 +172,7 @@ class PollerHost:
                     break
                 if ready is None and b"resumes after" in log.read_bytes():
                     ready = time.monotonic()
-                if done >= after_batches + 3 or (ready and time.monotonic() - ready > 1.0):
+                if done >= after_batches + 3 or (ready and time.monotonic() - ready > 0.4):
                     what = f"{done} committed batch(es), no transaction seen open"
                     break
                 time.sleep(0.003)

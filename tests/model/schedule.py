@@ -24,7 +24,7 @@ class Knobs:
 
     writers: int = 3
     steps: int = 28
-    sleep_budget_ms: int = 700  # total time the writers may stand still (long transactions)
+    sleep_budget_ms: int = 800  # total time the writers may stand still (long transactions)
     kill_chance: float = 0.08  # per schedule: one SIGKILLed `poller run` in the middle
     restart_chance: float = 0.15  # per schedule: one in-process poller replaced by a new one
 
@@ -87,6 +87,9 @@ class _Gen:
     def candidates(self) -> list[tuple[float, Any]]:
         c: list[tuple[float, Any]] = []
         lock_kind = self.lock[1] if self.lock else None
+        # While the lock is held, writers mostly write (and queue) rather than commit: a queue
+        # behind a table lock is what this test is after.
+        q = 1.6 if self.lock else 1.0
         for i, w in enumerate(self.w):
             if w.blocked:
                 continue
@@ -94,27 +97,28 @@ class _Gen:
                 c.append((3.0, lambda i=i: self.begin(i)))
                 if lock_kind != "all":
                     c.append((0.8, lambda i=i: self.begin_ro(i)))
-                c.append((1.0, lambda i=i: self.insert(i, autocommit=True)))
+                c.append((1.0 * q, lambda i=i: self.insert(i, autocommit=True)))
                 if self.lock is None and not self.pass_pending and self._lockable(i):
-                    c.append((0.7, lambda i=i: self.take_lock(i)))
+                    c.append((1.0, lambda i=i: self.take_lock(i)))
             elif w.txn == "rw":
-                c.append((1.5, lambda i=i: self.take_id(i)))
-                c.append((3.0, lambda i=i: self.insert(i, autocommit=False)))
+                # JPA/Hibernate: ids are taken at persist(), before the first write (flush)
+                c.append((3.0 if not w.touched else 1.0, lambda i=i: self.take_id(i)))
+                c.append((3.0 * q, lambda i=i: self.insert(i, autocommit=False)))
                 if self._updatable(i):
-                    c.append((2.0, lambda i=i: self.update(i)))
-                c.append((1.6, lambda i=i: self.end(i, "commit")))
-                c.append((0.6, lambda i=i: self.end(i, "rollback")))
+                    c.append((2.0 * q, lambda i=i: self.update(i)))
+                c.append((2.2 / q, lambda i=i: self.end(i, "commit")))
+                c.append((0.6 / q, lambda i=i: self.end(i, "rollback")))
             elif w.txn == "ro":
                 c.append((1.5, lambda i=i: self.end(i, "commit")))
             elif w.txn == "lock":
                 if lock_kind == "all":
-                    c.append((1.0, lambda i=i: self.insert(i, autocommit=self.db == "mariadb")))
+                    c.append((2.5, lambda i=i: self.insert(i, autocommit=self.db == "mariadb")))
                 waiting = sum(x.blocked for x in self.w)
-                c.append((1.0 + waiting, lambda i=i: self.unlock(i)))
-        if not self.pass_pending:
-            c.append((2.2, self.poller_pass))
-        if self.sleep_left >= 10:
-            c.append((1.0, self.sleep))
+                c.append((0.4 + 0.6 * waiting, lambda i=i: self.unlock(i)))
+        if not self.pass_pending:  # a pass behind an "all" lock waits for the rest of it
+            c.append((1.0 if lock_kind == "all" else 3.0, self.poller_pass))
+        if self.sleep_left >= 10:  # a lock held for a while is what makes writers queue
+            c.append((2.5 if self.lock else 1.0, self.sleep))
         return c
 
     def _lockable(self, holder: int) -> bool:
@@ -230,9 +234,13 @@ class _Gen:
         self.pass_pending = blocks
 
     def sleep(self) -> None:
-        ms = min(self.sleep_left, self.rng.choice([10, 30, 60, 120, 250, 400]))
+        lengths = [250, 400] if self.lock else [10, 30, 60, 120, 250, 400]
+        ms = min(self.sleep_left, self.rng.choice(lengths))
         self.sleep_left -= ms
         self.emit({"op": "sleep", "ms": ms})
+        # The poller polls on its own clock: time passing is when a pass tends to come.
+        if ms >= 100 and not self.pass_pending and self.rng.random() < 0.6:
+            self.poller_pass()
 
     # -- the whole schedule ----------------------------------------------------------------------
 
