@@ -7,7 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 BENCH_ARGS ?=
 
-.PHONY: help venv services-up services-down test demo lint bench
+.PHONY: help venv services-up services-down test demo lint bench soak
 
 help:
 	@echo "make venv           create $(VENV) and pip install -e '.[dev]'"
@@ -17,6 +17,7 @@ help:
 	@echo "make demo           venv + Kafka + schema registry + poller demo"
 	@echo "make lint           ruff check, ruff format --check, mypy"
 	@echo "make bench          venv + services-up + python -m bench.run \$$(BENCH_ARGS)"
+	@echo "make soak           the model-based interleaving test at length: SOAK_SCHEDULES (5000) from SOAK_SEED (1000)"
 
 venv: $(STAMP)
 
@@ -46,6 +47,14 @@ lint: venv
 	$(VENV)/bin/ruff check poller tests bench
 	$(VENV)/bin/ruff format --check poller tests bench
 	$(VENV)/bin/mypy
+
+# The model test (tests/model) with SOAK_SCHEDULES schedules in all, spread over its 6 cases
+# (2 databases x 3 batching modes), seeds SOAK_SEED...; every failing seed is listed at the end.
+SOAK_SCHEDULES ?= 5000
+SOAK_SEED ?= 1000
+soak: venv services-up
+	MODEL_SCHEDULES=$$(( ($(SOAK_SCHEDULES) + 5) / 6 )) MODEL_SEED=$(SOAK_SEED) MODEL_KEEP_GOING=1 \
+	  $(VENV)/bin/pytest tests/model/test_interleavings.py -p no:cacheprovider --timeout=0 -s -q
 
 bench: venv services-up
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)

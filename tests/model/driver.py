@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ class ModelRun:
         self.host.drain()  # creates the topics; nothing to read yet
         self.reader = TopicReader(bootstrap, self.host.topic)
         self.schedules = 0
+        self.figures: Counter[str] = Counter()  # what the runs did, for the summary line
 
     # -- one schedule ---------------------------------------------------------------------------
 
@@ -69,6 +71,7 @@ class ModelRun:
                 else:
                     self._step(step)
                 done += 1
+                self.figures[step["op"] + ("(blocked)" if step.get("blocks") else "")] += 1
         except ScheduleFailed as exc:
             self._abandon()
             raise ScheduleFailed(self._report(seed, steps, done, str(exc))) from None
@@ -244,7 +247,10 @@ class ModelRun:
                 raise ScheduleFailed(f"`poller run --once` exited {rc}:\n{log}")
         else:
             self.host.drain()
+        before = len(self.reader.messages)
         self.reader.read_new()
+        self.figures["messages"] += len(self.reader.messages) - before
+        self.figures["cli drains"] += cli
         problems = check(self.ledger, self.reader.messages, self.tenants[MINE], self.mode)
         if problems:
             shown = "\n  ".join(problems[:30])

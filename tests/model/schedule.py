@@ -51,7 +51,8 @@ class _Gen:
     def __init__(self, db: str, mode: str, seed: int, knobs: Knobs) -> None:
         self.db, self.mode, self.seed, self.k = db, mode, seed, knobs
         self.rng = random.Random(f"{db}:{mode}:{seed}")
-        self.w = [_Writer() for _ in range(knobs.writers)]
+        # Two writers let the horizon settle more often (fewer transactions open at a time).
+        self.w = [_Writer() for _ in range(self.rng.choice([2, knobs.writers]))]
         self.rows: dict[str, _Row] = {}
         self.lock: tuple[int, str] | None = None  # (holder, kind)
         self.pass_pending = False

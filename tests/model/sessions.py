@@ -4,6 +4,7 @@ waits behind a lock blocks only that session while the schedule goes on."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -92,10 +93,8 @@ class Session:
         self.call(run)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # the database may have dropped it already
             self._pool.submit(self.conn.close).result(timeout=10)
-        except Exception:  # noqa: S110 - the database may have dropped it already
-            pass
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 

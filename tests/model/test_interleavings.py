@@ -10,6 +10,7 @@ Budget (make test): MODEL_SCHEDULES schedules per (database, mode), seeds MODEL_
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -34,11 +35,14 @@ def db(request: pytest.FixtureRequest) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_interleavings(db: tuple[str, str], mode: str, kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_interleavings(
+    db: tuple[str, str], mode: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
     name, url = db
     knobs = Knobs(steps=STEPS)
     run = ModelRun(name, mode, url, kafka_bootstrap, tmp_path)
     failures: list[str] = []
+    figures: Counter[str] = Counter()
     try:
         for n, seed in enumerate(range(FIRST_SEED, FIRST_SEED + SCHEDULES)):
             steps = generate(name, mode, seed, knobs)
@@ -49,12 +53,20 @@ def test_interleavings(db: tuple[str, str], mode: str, kafka_bootstrap: str, tmp
                 if not KEEP_GOING:
                     raise
                 failures.append(str(exc))
-                print(f"FAILED seed {seed}: {str(exc).splitlines()[1][:300]}", flush=True)
+                print(f"FAILED seed {seed}: {' / '.join(str(exc).splitlines()[1:4])[:400]}")
+                figures += run.figures
                 run.close()
                 run = ModelRun(name, mode, url, kafka_bootstrap, tmp_path / f"after-{seed}")
     finally:
+        figures += run.figures
         run.close()
-    print(f"{name} {mode}: {SCHEDULES} schedules from seed {FIRST_SEED}, {len(failures)} failed")
+    committed = sum(1 for r in run.ledger.rows.values() if r.final is not None)
+    last = FIRST_SEED + SCHEDULES - 1
+    print(
+        f"\n{name} {mode}: {SCHEDULES} schedules, seeds {FIRST_SEED}..{last}, "
+        f"{len(failures)} failed; last table: {committed} committed rows; steps and messages: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(figures.items()))
+    )
     if failures:
         seeds = [f.split("seed ")[1].split(" ")[0] for f in failures]
         pytest.fail(f"{len(failures)} failing seeds: {seeds}\n\nfirst:\n{failures[0]}")
