@@ -24,8 +24,9 @@ class Knobs:
 
     writers: int = 3
     steps: int = 28
-    sleep_budget_ms: int = 800  # total time the writers may stand still (long transactions)
-    kill_chance: float = 0.08  # per schedule: one SIGKILLed `poller run` in the middle
+    sleep_budget_ms: int = 400  # total time the writers may stand still (long transactions)
+    lock_sleep_budget_ms: int = 650  # and the lock holders (long lock waits)
+    kill_chance: float = 0.05  # per schedule: one SIGKILLed `poller run` in the middle
     restart_chance: float = 0.15  # per schedule: one in-process poller replaced by a new one
 
 
@@ -57,6 +58,7 @@ class _Gen:
         self.lock: tuple[int, str] | None = None  # (holder, kind)
         self.pass_pending = False
         self.sleep_left = knobs.sleep_budget_ms
+        self.lock_sleep_left = knobs.lock_sleep_budget_ms
         self.steps: list[Step] = []
         self.n_rows = self.n_ids = 0
         self.kill_at = self._maybe(knobs.kill_chance)
@@ -118,8 +120,10 @@ class _Gen:
                 c.append((0.4 + 0.6 * waiting, lambda i=i: self.unlock(i)))
         if not self.pass_pending:  # a pass behind an "all" lock waits for the rest of it
             c.append((1.0 if lock_kind == "all" else 3.0, self.poller_pass))
-        if self.sleep_left >= 10:  # a lock held for a while is what makes writers queue
-            c.append((2.5 if self.lock else 1.0, self.sleep))
+        if self.lock and self.lock_sleep_left >= 250:  # writers queue behind a lock held long
+            c.append((2.5, self.sleep))
+        elif not self.lock and self.sleep_left >= 10:
+            c.append((1.0, self.sleep))
         return c
 
     def _lockable(self, holder: int) -> bool:
@@ -235,9 +239,12 @@ class _Gen:
         self.pass_pending = blocks
 
     def sleep(self) -> None:
-        lengths = [250, 400] if self.lock else [10, 30, 60, 120, 250, 400]
-        ms = min(self.sleep_left, self.rng.choice(lengths))
-        self.sleep_left -= ms
+        if self.lock:
+            ms = min(self.lock_sleep_left, self.rng.choice([250, 400]))
+            self.lock_sleep_left -= ms
+        else:
+            ms = min(self.sleep_left, self.rng.choice([10, 30, 60, 120, 250, 400]))
+            self.sleep_left -= ms
         self.emit({"op": "sleep", "ms": ms})
         # The poller polls on its own clock: time passing is when a pass tends to come.
         if ms >= 100 and not self.pass_pending and self.rng.random() < 0.6:

@@ -18,9 +18,9 @@ import pytest
 from tests.model.driver import ModelRun, ScheduleFailed
 from tests.model.schedule import Knobs, generate
 
-SCHEDULES = int(os.environ.get("MODEL_SCHEDULES", "30"))
+SCHEDULES = int(os.environ.get("MODEL_SCHEDULES", "35"))
 FIRST_SEED = int(os.environ.get("MODEL_SEED", "1"))
-CLI_EVERY = int(os.environ.get("MODEL_CLI_EVERY", "15"))  # `poller run --once` as the drain
+CLI_EVERY = int(os.environ.get("MODEL_CLI_EVERY", "20"))  # `poller run --once` as the drain
 KEEP_GOING = os.environ.get("MODEL_KEEP_GOING", "") not in ("", "0")
 STEPS = int(os.environ.get("MODEL_STEPS", str(Knobs.steps)))
 
