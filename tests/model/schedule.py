@@ -105,11 +105,13 @@ class _Gen:
                     c.append((1.0, lambda i=i: self.take_lock(i)))
             elif w.txn == "rw":
                 # JPA/Hibernate: ids are taken at persist(), before the first write (flush)
-                c.append((3.0 if not w.touched else 1.0, lambda i=i: self.take_id(i)))
-                c.append((3.0 * q, lambda i=i: self.insert(i, autocommit=False)))
+                # and written at flush time, often much later: the ids wait in the meantime.
+                few = not w.touched and len(w.ids) < 2
+                c.append((3.0 if few else 0.7, lambda i=i: self.take_id(i)))
+                c.append((1.2 if w.ids else 3.0 * q, lambda i=i: self.insert(i, autocommit=False)))
                 if self._updatable(i):
                     c.append((2.0 * q, lambda i=i: self.update(i)))
-                c.append((2.2 / q, lambda i=i: self.end(i, "commit")))
+                c.append((0.5 if w.ids else 2.2 / q, lambda i=i: self.end(i, "commit")))
                 c.append((0.6 / q, lambda i=i: self.end(i, "rollback")))
             elif w.txn == "ro":
                 c.append((1.5, lambda i=i: self.end(i, "commit")))

@@ -18,7 +18,7 @@ import pytest
 from tests.model.driver import ModelRun, ScheduleFailed
 from tests.model.schedule import Knobs, generate
 
-SCHEDULES = int(os.environ.get("MODEL_SCHEDULES", "35"))
+SCHEDULES = int(os.environ.get("MODEL_SCHEDULES", "30"))
 FIRST_SEED = int(os.environ.get("MODEL_SEED", "1"))
 CLI_EVERY = int(os.environ.get("MODEL_CLI_EVERY", "20"))  # `poller run --once` as the drain
 KEEP_GOING = os.environ.get("MODEL_KEEP_GOING", "") not in ("", "0")
@@ -53,7 +53,7 @@ def test_interleavings(
                 if not KEEP_GOING:
                     raise
                 failures.append(str(exc))
-                print(f"FAILED seed {seed}: {' / '.join(str(exc).splitlines()[1:4])[:400]}")
+                print(f"FAILED seed {seed}: " + str(exc).split("\nreplay: ")[0], flush=True)
                 figures += run.figures
                 run.close()
                 run = ModelRun(name, mode, url, kafka_bootstrap, tmp_path / f"after-{seed}")
