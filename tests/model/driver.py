@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka.admin import AdminClient
+
 from tests.integration.faults.readback import TopicEnds
 from tests.model.dialects import DIALECTS, app_stamp
 from tests.model.oracle import Ledger, RowModel, TopicReader, check
@@ -290,3 +292,15 @@ class ModelRun:
         with contextlib.suppress(Exception):
             self.reader.close()
         self.ends.close()
+        self._delete_topics()
+
+    def _delete_topics(self) -> None:
+        """Best effort, like the other suites' topic fixtures."""
+        k = self.host.cfg.kafka
+        tenant = self.host.cfg.tenant
+        names = [self.host.topic, k.watermark_topic_name(tenant), k.dead_letter_topic_name(tenant)]
+        admin = AdminClient(k.client_options())
+        with contextlib.suppress(Exception):
+            for future in admin.delete_topics(names, operation_timeout=15).values():
+                with contextlib.suppress(Exception):
+                    future.result(timeout=15)
