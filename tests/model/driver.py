@@ -103,7 +103,8 @@ class ModelRun:
         elif op == "restart":
             self.host.close()
         elif op == "kill":
-            self.host.kill_mid_run(step["after_batches"], self.ends)
+            what = self.host.kill_mid_run(step["after_batches"], self.ends)
+            self.figures["killed with a transaction open" if "open" in what else "killed idle"] += 1
         else:
             self._writer_step(self.writers[step["w"]], step)
 
