@@ -78,6 +78,17 @@ class TopicReader:
                 "log_level": 2,
             }
         )
+        # The high watermark as a read_uncommitted client sees it: a read_committed one is told
+        # the last stable offset, which trails a commit that has just returned (the markers are
+        # written after it) and would end the read before the last transaction's messages.
+        self._ends = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"model-ends-{topic}",
+                "isolation.level": "read_uncommitted",
+                "log_level": 2,
+            }
+        )
         meta = self.consumer.list_topics(topic, timeout=30).topics[topic]
         self.partitions = sorted(meta.partitions)
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in self.partitions])
@@ -87,7 +98,7 @@ class TopicReader:
     def read_new(self, timeout_s: float = 60.0) -> None:
         """Until every partition's end as of now (the last stable offset: nothing may be open)."""
         tps = [TopicPartition(self.topic, p) for p in self.partitions]
-        high = {tp.partition: self.consumer.get_watermark_offsets(tp, timeout=15)[1] for tp in tps}
+        high = {tp.partition: self._ends.get_watermark_offsets(tp, timeout=15)[1] for tp in tps}
         deadline = time.monotonic() + timeout_s
         while True:
             # The position passes the commit markers too, so it reaches the high watermark.
@@ -123,6 +134,7 @@ class TopicReader:
 
     def close(self) -> None:
         self.consumer.close()
+        self._ends.close()
 
 
 def check(ledger: Ledger, messages: list[Message], tenant: str, mode: str) -> list[str]:
