@@ -13,7 +13,7 @@ BENCH_ARGS ?= --peer debezium
 PEER_ARGS ?=
 
 .PHONY: help venv native services-up services-down test test-no-native demo lint bench docs \
-	docs-build docs-reference bench-peer
+	docs-build docs-reference bench-peer soak
 
 help:
 	@echo "make venv           create $(VENV) and pip install -e '.[dev]'"
@@ -29,6 +29,7 @@ help:
 	@echo "make docs-build     mkdocs build --strict into site/ (also part of make test)"
 	@echo "make docs-reference regenerate docs/reference/ and the exit-code table from the code"
 	@echo "make bench-peer     only the Debezium side-by-side (bench/peer/), into bench/results/latest.json"
+	@echo "make soak           the model-based interleaving test at length: SOAK_SCHEDULES (5000) from SOAK_SEED (1000)"
 
 venv: $(STAMP) $(NATIVE_STAMP)
 
@@ -88,6 +89,14 @@ lint: venv
 	$(VENV)/bin/ruff format --check poller tests bench
 	$(VENV)/bin/mypy
 
+# The model test (tests/model) with SOAK_SCHEDULES schedules in all, spread over its 6 cases
+# (2 databases x 3 batching modes), seeds SOAK_SEED...; every failing seed is listed at the end.
+SOAK_SCHEDULES ?= 5000
+SOAK_SEED ?= 1000
+soak: venv services-up
+	MODEL_SCHEDULES=$$(( ($(SOAK_SCHEDULES) + 5) / 6 )) MODEL_SEED=$(SOAK_SEED) MODEL_KEEP_GOING=1 \
+	  $(VENV)/bin/pytest tests/model/test_interleavings.py -p no:cacheprovider --timeout=0 -s -q
+
 bench: venv services-up
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
@@ -99,5 +108,6 @@ docs-build: venv
 
 docs-reference: venv
 	$(VENV)/bin/python -m poller.cli.reference
+
 bench-peer: venv services-up
 	$(VENV)/bin/python -m bench.run --peer debezium --peer-only $(PEER_ARGS)
