@@ -19,6 +19,14 @@ MINE, OTHER = "mine", "other"  # the poller's tenant and the one sharing its tab
 
 
 @dataclass
+# Where a transaction that reserved an id (nextval) before writing is visible to the horizon.
+# MariaDB shows such a transaction nowhere (not in innodb_trx, not in PROCESSLIST, and
+# performance_schema is off by default), so ids reserved ahead there are a known gap of the
+# product, documented in docs/horizon-dialects.md with its replay in tests/model/known_gaps/;
+# MariaDB's writers take ids at the write (AUTO_INCREMENT) instead.
+RESERVED_IDS_SEEN = frozenset({"postgresql"})
+
+
 class Knobs:
     """Sizes of a schedule."""
 
@@ -107,7 +115,8 @@ class _Gen:
                 # JPA/Hibernate: ids are taken at persist(), before the first write (flush)
                 # and written at flush time, often much later: the ids wait in the meantime.
                 few = not w.touched and len(w.ids) < 2
-                c.append((3.0 if few else 0.7, lambda i=i: self.take_id(i)))
+                if self.db in RESERVED_IDS_SEEN:
+                    c.append((3.0 if few else 0.7, lambda i=i: self.take_id(i)))
                 c.append((1.2 if w.ids else 3.0 * q, lambda i=i: self.insert(i, autocommit=False)))
                 if self._updatable(i):
                     c.append((2.0 * q, lambda i=i: self.update(i)))

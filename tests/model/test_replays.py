@@ -4,6 +4,7 @@ are on a fresh table."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ from tests.model.driver import ModelRun
 
 pytestmark = pytest.mark.integration
 REPLAYS = sorted((Path(__file__).parent / "replays").glob("*.json"))
+if os.environ.get("MODEL_REPLAY"):  # one file, e.g. of tests/model/known_gaps/
+    REPLAYS = [Path(os.environ["MODEL_REPLAY"])]
 
 
 @pytest.mark.parametrize("path", REPLAYS, ids=[p.stem for p in REPLAYS])
