@@ -18,7 +18,6 @@ Step = dict[str, Any]
 MINE, OTHER = "mine", "other"  # the poller's tenant and the one sharing its table
 
 
-@dataclass
 # Where a transaction that reserved an id (nextval) before writing is visible to the horizon.
 # MariaDB shows such a transaction nowhere (not in innodb_trx, not in PROCESSLIST, and
 # performance_schema is off by default), so ids reserved ahead there are a known gap of the
@@ -27,6 +26,7 @@ MINE, OTHER = "mine", "other"  # the poller's tenant and the one sharing its tab
 RESERVED_IDS_SEEN = frozenset({"postgresql"})
 
 
+@dataclass
 class Knobs:
     """Sizes of a schedule."""
 
