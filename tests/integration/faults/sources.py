@@ -125,12 +125,12 @@ class SourceDB:
         """Ids of every other session on this test's database: the poller's (the test's own
         connections are not pooled, so none of them is idle here). `reading`: only those in
         the middle of reading a batch: PostgreSQL's batch cursor (the reader names it
-        poller_batch) open, MariaDB sending rows."""
+        poller_batch) open or the native path's COPY running, MariaDB sending rows."""
         if self.is_postgres:
             sql = (
                 "SELECT pid FROM pg_stat_activity WHERE datname = :db "
                 "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
-                "AND (NOT :reading OR (query LIKE '%poller_batch%' "
+                "AND (NOT :reading OR ((query LIKE '%poller_batch%' OR query LIKE 'COPY (SELECT%') "
                 "AND state IN ('active', 'idle in transaction')))"
             )
         else:
