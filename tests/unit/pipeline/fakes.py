@@ -219,8 +219,14 @@ def customers_entity(**extra: Any) -> dict[str, Any]:
     }
 
 
-def config(url: str, entities: Mapping[str, Any], **source: Any) -> AppConfig:
-    """A tenant's configuration with a fast retry and no metrics server."""
+def config(
+    url: str,
+    entities: Mapping[str, Any],
+    retry: tuple[float, float] = (0.001, 0.001),
+    **source: Any,
+) -> AppConfig:
+    """A tenant's configuration with no metrics server; `retry`: the initial and the maximum
+    backoff (fast by default)."""
     return parse_config(
         {
             "tenant": TENANT,
@@ -232,7 +238,7 @@ def config(url: str, entities: Mapping[str, Any], **source: Any) -> AppConfig:
             },
             "entities": dict(entities),
             "metrics": {"enabled": False},
-            "retry": {"initial_backoff_s": 0.001, "max_backoff_s": 0.001},
+            "retry": {"initial_backoff_s": retry[0], "max_backoff_s": retry[1]},
         }
     )
 
