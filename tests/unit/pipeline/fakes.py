@@ -79,6 +79,16 @@ class FakeLog:
         """The latest committed watermark per entity of `tenant` (what watermark.load reads)."""
         return {k[1]: watermark.decode(v) for k, v in self.records(tenant).items() if len(k) == 2}
 
+    def watermark_history(self, tenant: str, entity: str) -> list[watermark.Watermark]:
+        """Every committed watermark record of one entity, oldest first (heartbeats too)."""
+        key = watermark.key_bytes(tenant, entity)
+        return [
+            watermark.decode(value)
+            for _tid, txn in self.transactions()
+            for topic, k, value in txn
+            if topic.endswith(".watermarks") and k == key and value is not None
+        ]
+
     def backfills(self, tenant: str) -> dict[str, BackfillState]:
         """The latest committed backfill state per entity of `tenant`."""
         return {
