@@ -20,9 +20,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
-    KafkaError,
     KafkaException,
     TopicPartition,
 )
@@ -34,6 +32,7 @@ from poller.config import KafkaConfig, parse_config
 from poller.kafka.watermark import Watermark
 from poller.kafka.watermark import load as load_watermarks
 from poller.pipeline.runner import Poller
+from tests.integration.topics import read_to_end
 
 POLLER_BIN = Path(sys.executable).with_name("poller")
 
@@ -109,53 +108,20 @@ def read_topics(
 ) -> dict[str, list[Message]]:
     """Every committed message of the topics (one consumer for all), decoded, in
     partition/offset order per topic. Stops at the end of every partition; fails if the end is
-    not reached within `timeout_s`."""
-    names = list(topics)
+    not reached (no message for `timeout_s`)."""
     decoder = Decoder()
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"pipeline-test-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 50,
-        }
-    )
-    out: dict[str, list[Message]] = {t: [] for t in names}
-    try:
-        assignment = []
-        for topic in names:
-            meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if meta is None or meta.error is not None or not meta.partitions:
-                pytest.fail(f"topic {topic} is not available: {meta and meta.error}")
-            assignment += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
-        consumer.assign(assignment)
-        pending = {(tp.topic, tp.partition) for tp in assignment}
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            if time.monotonic() > deadline:
-                pytest.fail(f"did not reach the end of {sorted(pending)} in {timeout_s}s")
-            msg = consumer.poll(0.1)
-            if msg is None:
-                continue
-            if (err := msg.error()) is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    pending.discard((msg.topic(), msg.partition()))
-                    continue
-                pytest.fail(f"reading {msg.topic()}: {err.str()}")
+    out: dict[str, list[Message]] = {}
+    for topic, messages in read_to_end(bootstrap, topics, timeout_s, group="pipeline-test").items():
+        out[topic] = []
+        for msg in messages:
             tenant, *parts = json.loads(msg.key())  # a composite key has one item per column
             key = parts[0] if len(parts) == 1 else tuple(parts)
             entity, record = decoder.decode(msg.value())
-            out[msg.topic()].append(
+            out[topic].append(
                 Message(
                     tenant, key, msg.partition(), msg.offset(), msg.timestamp()[1], entity, record
                 )
             )
-    finally:
-        consumer.close()
-    for messages in out.values():
-        messages.sort(key=lambda m: (m.partition, m.offset))
     return out
 
 
