@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import subprocess
 import sys
 import time
 import uuid
@@ -32,6 +31,7 @@ from poller.config import KafkaConfig, parse_config
 from poller.kafka.watermark import Watermark
 from poller.kafka.watermark import load as load_watermarks
 from poller.pipeline.runner import Poller
+from tests.integration.procs import LoggedProcess
 from tests.integration.topics import read_to_end
 
 POLLER_BIN = Path(sys.executable).with_name("poller")
@@ -197,7 +197,7 @@ def topics_deleted_after(bootstrap: str, prefix: str) -> Iterator[None]:
 # --------------------------------------------------------------------------- subprocesses
 
 
-class PollerProcess:
+class PollerProcess(LoggedProcess):
     """`poller run --config F [--once]` in its own process, output in a log file."""
 
     def __init__(self, cfg: dict[str, Any], workdir: Path, label: str, *args: str) -> None:
@@ -205,37 +205,8 @@ class PollerProcess:
             pytest.fail(f"{POLLER_BIN} not found: install the project (`make venv`)")
         self.config_path = workdir / f"{label}.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
-        self.log_path = workdir / f"{label}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [str(POLLER_BIN), "run", "--config", str(self.config_path), *args],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def wait(self, timeout: float) -> int:
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"poller did not exit within {timeout}s; log:\n{self.log()[-4000:]}")
-        self._log.close()
-        return code
-
-    def kill(self) -> None:
-        if self.alive():
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._log.close()
+        argv = [str(POLLER_BIN), "run", "--config", str(self.config_path), *args]
+        super().__init__(argv, workdir / f"{label}.log", label)
 
 
 def wait_until(
