@@ -4,17 +4,15 @@ files, logs, bounded waits."""
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import random
 import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
@@ -60,13 +58,7 @@ __all__ = [
     "wait_for",
 ]
 
-T = TypeVar("T")
-
 SEED = int(os.environ.get("POLLER_FAULT_SEED", "20240611"))
-UTC = dt.UTC
-
-# Where `.venv/bin/poller` lives: next to the interpreter running the tests.
-POLLER_BIN = Path(sys.executable).with_name("poller")
 
 
 # One `poller ...` subprocess, stdout and stderr in one log file.

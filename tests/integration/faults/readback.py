@@ -3,29 +3,17 @@ source: every key exactly once, none missing, none extra, the version columns eq
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import os
-import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from poller.avro.decoder import Decoder
 from tests.integration.faults.sources import SourceRow
 from tests.integration.topics import new_consumer, read_to_end
-
-T = TypeVar("T")
-
-SEED = int(os.environ.get("POLLER_FAULT_SEED", "20240611"))
-UTC = dt.UTC
-
-# Where `.venv/bin/poller` lives: next to the interpreter running the tests.
-POLLER_BIN = Path(sys.executable).with_name("poller")
 
 
 @dataclass(frozen=True)
