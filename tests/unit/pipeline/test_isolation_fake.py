@@ -37,6 +37,10 @@ from tests.unit.pipeline.fakes import (
 INITIAL_S, MAX_S = 0.05, 0.2
 
 
+def stuck_failures(health: Health) -> int:
+    return int(str(health.stuck.get("product_categories", {}).get("failures", 0)))
+
+
 def test_a_failing_entity_backs_off_alone_while_the_other_keeps_publishing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -92,7 +96,11 @@ def test_a_failing_entity_backs_off_alone_while_the_other_keeps_publishing(
         # While categories keeps failing, new customers rows keep flowing.
         execute(url, "INSERT INTO customers VALUES (31, 'late'), (32, 'later')")
         run.wait_until("the late customers", lambda: len(log.rows(customers)) == 32)
-        run.wait_until("a few more failed reads", lambda: failures() >= before + 3)
+        # (health.stuck is set after the counters: once it shows a failure, they count it)
+        run.wait_until(
+            "a few more failed reads",
+            lambda: failures() >= before + 3 and stuck_failures(health) >= 3,
+        )
         elapsed, failed = time.monotonic() - started, failures() - before
         assert log.rows(categories_topic) == []
         stuck = health.stuck.get("product_categories")
