@@ -4,21 +4,16 @@ files, logs, bounded waits."""
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import random
-import signal
 import subprocess
-import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any
 
-import pytest
 import yaml
 
 from poller.config import KafkaConfig
@@ -43,6 +38,7 @@ from tests.integration.faults.sources import (
     customers_entity,
 )
 from tests.integration.faults.waits import free_port, poller_argv, wait_for
+from tests.integration.procs import LoggedProcess
 
 # What the test modules use, from one place.
 __all__ = [
@@ -62,93 +58,11 @@ __all__ = [
     "wait_for",
 ]
 
-T = TypeVar("T")
-
 SEED = int(os.environ.get("POLLER_FAULT_SEED", "20240611"))
-UTC = dt.UTC
-
-# Where `.venv/bin/poller` lives: next to the interpreter running the tests.
-POLLER_BIN = Path(sys.executable).with_name("poller")
 
 
-class PollerProcess:
-    """One `poller ...` subprocess, stdout and stderr in one log file."""
-
-    def __init__(self, argv: list[str], log_path: Path, label: str) -> None:
-        self.argv = argv
-        self.label = label
-        self.log_path = log_path
-        self._log: IO[bytes] = log_path.open("ab")
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
-            start_new_session=True,
-        )
-        self.ended: float | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        if self.proc.poll() is None:
-            return True
-        self._closed()
-        return False
-
-    def _closed(self) -> None:
-        if self.ended is None:
-            self.ended = time.monotonic()
-        if not self._log.closed:
-            self._log.close()
-
-    @property
-    def returncode(self) -> int | None:
-        return self.proc.poll()
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup at all, like a power cut of the process."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self._closed()
-
-    def terminate(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-
-    def wait(self, timeout: float) -> int:
-        """The exit code; fails the test (and kills the process) after `timeout` seconds."""
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(
-                f"{self.label} did not exit within {timeout:.0f}s; killed.\n{self.describe()}"
-            )
-        self._closed()
-        return rc
-
-    @property
-    def elapsed(self) -> float:
-        return (self.ended or time.monotonic()) - self.started
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def describe(self, lines: int = 40) -> str:
-        state = "running" if self.proc.poll() is None else f"exit code {self.proc.returncode}"
-        tail = "\n".join(self.log().splitlines()[-lines:])
-        return (
-            f"--- {self.label} (pid {self.pid}, {state}, {self.elapsed:.1f}s, "
-            f"log {self.log_path}):\n{tail}\n---"
-        )
+# One `poller ...` subprocess, stdout and stderr in one log file.
+PollerProcess = LoggedProcess
 
 
 # -------------------------------------------------------------------------------- scenario

@@ -3,31 +3,17 @@ source: every key exactly once, none missing, none extra, the version columns eq
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import os
-import sys
-import time
-import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from poller.avro.decoder import Decoder
 from tests.integration.faults.sources import SourceRow
-
-T = TypeVar("T")
-
-SEED = int(os.environ.get("POLLER_FAULT_SEED", "20240611"))
-UTC = dt.UTC
-
-# Where `.venv/bin/poller` lives: next to the interpreter running the tests.
-POLLER_BIN = Path(sys.executable).with_name("poller")
+from tests.integration.topics import new_consumer, read_to_end
 
 
 @dataclass(frozen=True)
@@ -39,23 +25,9 @@ class Record:
     headers: dict[str, bytes]
 
 
-def _consumer(bootstrap: str, isolation: str = "read_committed") -> Consumer:
-    return Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"fault-verify-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "isolation.level": isolation,
-            "enable.partition.eof": True,
-            "fetch.max.bytes": 50_000_000,
-            "log_level": 2,  # quiet while a test has the broker down; errors still raise
-        }
-    )
-
-
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int] | None:
     """High watermark per partition, or None if the topic does not exist."""
-    consumer = _consumer(bootstrap)
+    consumer = new_consumer(bootstrap, group="fault-verify")
     try:
         meta = consumer.list_topics(topic, timeout=15).topics.get(topic)
         if meta is None or meta.error is not None:
@@ -77,48 +49,17 @@ def read_committed(
     Unlike `poller.tail.read_topic` it never returns early: if a partition's end is not
     reached (no progress for `idle_timeout_s`) the test fails.
     """
-    consumer = _consumer(bootstrap, isolation)
-    out: list[Record] = []
-    try:
-        meta = consumer.list_topics(topic, timeout=15).topics.get(topic)
-        if meta is None or meta.error is not None:
-            pytest.fail(f"topic {topic} does not exist ({meta and meta.error})")
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15)[1]
-            for p in meta.partitions
-        }
-        pending = {p for p, high in ends.items() if high > 0}
-        if not pending:
-            return out
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
-        last_progress = time.monotonic()
-        while pending:
-            if time.monotonic() - last_progress > idle_timeout_s:
-                pytest.fail(
-                    f"reading {topic}: partitions {sorted(pending)} did not reach their end "
-                    f"(ends {ends}) within {idle_timeout_s:.0f}s of the last message; an open "
-                    f"transaction may hold the last stable offset ({len(out)} messages read)"
-                )
-            for msg in consumer.consume(num_messages=10_000, timeout=0.5):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(msg.partition())
-                        continue
-                    pytest.fail(f"reading {topic}: {err.str()}")
-                last_progress = time.monotonic()
-                out.append(
-                    Record(
-                        key=_as_bytes(msg.key()),
-                        value=msg.value(),
-                        partition=msg.partition() or 0,
-                        offset=msg.offset() or 0,
-                        headers=_headers(msg.headers()),
-                    )
-                )
-    finally:
-        consumer.close()
-    return out
+    messages = read_to_end(bootstrap, [topic], idle_timeout_s, isolation, "fault-verify")[topic]
+    return [
+        Record(
+            key=_as_bytes(msg.key()),
+            value=msg.value(),
+            partition=msg.partition() or 0,
+            offset=msg.offset() or 0,
+            headers=_headers(msg.headers()),
+        )
+        for msg in messages
+    ]
 
 
 def _as_bytes(v: str | bytes | None) -> bytes:
@@ -140,8 +81,8 @@ class TopicEnds:
     """
 
     def __init__(self, bootstrap: str) -> None:
-        self._committed = _consumer(bootstrap)
-        self._uncommitted = _consumer(bootstrap, "read_uncommitted")
+        self._committed = new_consumer(bootstrap, group="fault-verify")
+        self._uncommitted = new_consumer(bootstrap, "read_uncommitted", "fault-verify")
 
     def _end(self, consumer: Consumer, topic: str) -> int:
         try:

@@ -7,12 +7,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import pytest
 
-if TYPE_CHECKING:  # only for the annotation; harness imports this module
-    from tests.integration.faults.harness import PollerProcess
+from tests.integration.procs import LoggedProcess
 
 T = TypeVar("T")
 
@@ -47,7 +46,7 @@ def wait_for(
     what: str,
     *,
     interval: float = 0.2,
-    watch: Sequence[PollerProcess] = (),
+    watch: Sequence[LoggedProcess] = (),
 ) -> T:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds, or
     as soon as a watched poller process exits (with its log tail)."""

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import psutil
 import pytest
@@ -39,6 +39,7 @@ from tests.integration.faults.readback import compare, decode_topic, read_commit
 from tests.integration.faults.sources import SourceRow
 from tests.integration.faults.waits import free_port, poller_argv
 from tests.integration.ops.harness import PROMETHEUS, Proc, Prom, http_get
+from tests.integration.procs import LoggedProcess
 
 T = TypeVar("T")
 
@@ -47,30 +48,12 @@ SESSION_TIMEOUT_S = 6  # the broker's group.min.session.timeout.ms
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
-class WorkerProc:
+class WorkerProc(LoggedProcess):
     """One `poller worker` process; stdout and stderr (its children's too) in one log file."""
 
     def __init__(self, argv: list[str], log_path: Path, label: str, port: int, env: dict[str, str]):
-        self.label = label
+        super().__init__(argv, log_path, label, env)
         self.port = port
-        self.log_path = log_path
-        self._log: IO[bytes] = log_path.open("ab")
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
-            env=env,
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
 
     def family(self) -> list[psutil.Process]:
         """The worker and its tenant processes."""
@@ -85,24 +68,6 @@ class WorkerProc:
             with contextlib.suppress(psutil.NoSuchProcess):
                 p.send_signal(sig)
 
-    def kill(self) -> None:
-        if self.alive():
-            self.proc.kill()
-        self.proc.wait(timeout=30)
-
-    def stop(self, timeout: float = 60) -> int:
-        if self.alive():
-            self.proc.terminate()
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"{self.label} did not stop within {timeout}s\n{self.describe()}")
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
     def events(self, pattern: str) -> list[tuple[float, re.Match[str]]]:
         """(unix time, match) of every log line matching `pattern` (worker lines only)."""
         out = []
@@ -113,11 +78,6 @@ class WorkerProc:
                 at = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
                 out.append((at, found))
         return out
-
-    def describe(self, lines: int = 30) -> str:
-        state = "running" if self.alive() else f"exit code {self.proc.returncode}"
-        tail = "\n".join(self.log().splitlines()[-lines:])
-        return f"--- {self.label} (pid {self.pid}, {state}, log {self.log_path}):\n{tail}\n---"
 
     def metrics(self, timeout: float = 5.0) -> str:
         import urllib.request
@@ -148,8 +108,7 @@ class WorkerProc:
                 p.kill()
         with contextlib.suppress(Exception):
             self.proc.wait(timeout=30)
-        if not self._log.closed:
-            self._log.close()
+        self._closed()
 
 
 class Inserter(threading.Thread):

@@ -8,12 +8,13 @@ import datetime as dt
 import uuid
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from poller.config import KafkaConfig
 from poller.kafka import watermark
 from poller.source.query import Position
 from tests.integration.conftest import NewTopicFn
+from tests.integration.topics import read_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -37,27 +38,8 @@ def _producer(bootstrap: str) -> Producer:
 
 def _uncommitted_cursors(bootstrap: str, topic: str) -> list[object]:
     """Every watermark physically in the log, aborted ones included."""
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"wm-raw-{uuid.uuid4().hex}",
-            "isolation.level": "read_uncommitted",
-            "enable.partition.eof": True,
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-        out: list[object] = []
-        while True:
-            msg = c.poll(10)
-            assert msg is not None, "no end of partition within 10s"
-            if msg.error() is not None:
-                break  # partition EOF
-            out.append(watermark.decode(msg.value()).position.cursor)
-        return out
-    finally:
-        c.close()
+    messages = read_to_end(bootstrap, [topic], 10, "read_uncommitted", "wm-raw")[topic]
+    return [watermark.decode(m.value()).position.cursor for m in messages]
 
 
 @pytest.mark.parametrize("later_commit", [False, True], ids=["aborted-last", "aborted-inside"])

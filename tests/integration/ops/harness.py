@@ -8,9 +8,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -29,19 +26,14 @@ from confluent_kafka.admin import AdminClient
 from sqlalchemy.pool import NullPool
 
 from tests.integration.conftest import unique_name
+from tests.integration.faults.waits import free_port
+from tests.integration.procs import LoggedProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 ENTITIES = ["customers", "events", "product_categories"]
 RATE_INTERVAL = "1m"
 BAD_LEVEL = 10_000_000_000  # does not fit product_categories.level (Avro int): dead-lettered
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes, str]:
@@ -75,31 +67,14 @@ def tail(path: Path, lines: int = 40) -> str:
     return f"--- last lines of {path.name}:\n" + "\n".join(text[-lines:])
 
 
-class Proc:
+class Proc(LoggedProcess):
     """A subprocess with its output in a file, always stopped at teardown."""
 
     def __init__(self, args: list[str], log: Path) -> None:
-        self.log = log
-        self._fh = log.open("wb")
-        self.popen = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=self._fh,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        super().__init__(args, log, log.stem, {**os.environ, "PYTHONUNBUFFERED": "1"})
 
     def stop(self, timeout: float = 30.0) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(10)
-        self._fh.close()
-        return self.popen.returncode
+        return self.halt(timeout)  # teardown: never fails, always ends the process
 
 
 @dataclass
@@ -155,7 +130,7 @@ def start_prometheus(tmp_path: Path, procs: list[Proc], target: str) -> Prom:
         "Prometheus to be ready",
         lambda: http_get(f"{prom.url}/-/ready", timeout=2)[0] == 200,
         60,
-        lambda: tail(proc.log),
+        lambda: tail(proc.log_path),
     )
     return prom
 

@@ -46,8 +46,8 @@ def test_dashboard_alerts_and_readiness(
     writer.start()
 
     def diagnose() -> str:
-        state = "running" if poller.popen.poll() is None else f"exited {poller.popen.returncode}"
-        return f"poller {state}\n{tail(poller.log)}\n{tail(tmp_path / 'prometheus.log', 10)}"
+        state = "running" if poller.proc.poll() is None else f"exited {poller.proc.returncode}"
+        return f"poller {state}\n{tail(poller.log_path)}\n{tail(tmp_path / 'prometheus.log', 10)}"
 
     t = f'tenant="{tenant}"'
     try:
@@ -201,6 +201,6 @@ def test_dashboard_alerts_and_readiness(
         code = poller.stop()
         delete_topics(kafka_bootstrap, prefix)
     assert code == 0, diagnose()
-    records = check_log_lines(poller.log, tenant, source.password)
+    records = check_log_lines(poller.log_path, tenant, source.password)
     assert any(r["entity"] == "customers" for r in records)
     assert any("***@" in r["message"] for r in records), "the source URL was never logged"

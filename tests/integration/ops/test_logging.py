@@ -49,13 +49,13 @@ def test_password_never_logged_when_the_database_fails(
     )
     procs.append(proc)
     try:
-        code = proc.popen.wait(timeout=120)
+        code = proc.proc.wait(timeout=120)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"the poller did not give up after 2 retries\n{tail(proc.log)}")
+        pytest.fail(f"the poller did not give up after 2 retries\n{tail(proc.log_path)}")
     finally:
         proc.stop()
         delete_topics(kafka_bootstrap, prefix)
-    text = proc.log.read_text(encoding="utf-8", errors="replace")
+    text = proc.log_path.read_text(encoding="utf-8", errors="replace")
     assert code not in (0, None), text
     assert secret not in text, f"the password leaked:\n{text}"
     # The last line is the CLI's own error message; every log line before it is JSON.

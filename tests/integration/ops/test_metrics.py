@@ -48,7 +48,7 @@ def test_counters_match_the_source(
                 for e in ENTITIES
             ),
             90,
-            lambda: tail(poller.log),
+            lambda: tail(poller.log_path),
         )
         time.sleep(3)  # three more polls of every entity (poll_interval_s 1)
         m = scrape(base)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import subprocess
 import sys
 import time
 import uuid
@@ -20,9 +19,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
-    KafkaError,
     KafkaException,
     TopicPartition,
 )
@@ -34,6 +31,8 @@ from poller.config import KafkaConfig, parse_config
 from poller.kafka.watermark import Watermark
 from poller.kafka.watermark import load as load_watermarks
 from poller.pipeline.runner import Poller
+from tests.integration.procs import LoggedProcess
+from tests.integration.topics import read_to_end
 
 POLLER_BIN = Path(sys.executable).with_name("poller")
 
@@ -109,53 +108,20 @@ def read_topics(
 ) -> dict[str, list[Message]]:
     """Every committed message of the topics (one consumer for all), decoded, in
     partition/offset order per topic. Stops at the end of every partition; fails if the end is
-    not reached within `timeout_s`."""
-    names = list(topics)
+    not reached (no message for `timeout_s`)."""
     decoder = Decoder()
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"pipeline-test-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 50,
-        }
-    )
-    out: dict[str, list[Message]] = {t: [] for t in names}
-    try:
-        assignment = []
-        for topic in names:
-            meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if meta is None or meta.error is not None or not meta.partitions:
-                pytest.fail(f"topic {topic} is not available: {meta and meta.error}")
-            assignment += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
-        consumer.assign(assignment)
-        pending = {(tp.topic, tp.partition) for tp in assignment}
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            if time.monotonic() > deadline:
-                pytest.fail(f"did not reach the end of {sorted(pending)} in {timeout_s}s")
-            msg = consumer.poll(0.1)
-            if msg is None:
-                continue
-            if (err := msg.error()) is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    pending.discard((msg.topic(), msg.partition()))
-                    continue
-                pytest.fail(f"reading {msg.topic()}: {err.str()}")
+    out: dict[str, list[Message]] = {}
+    for topic, messages in read_to_end(bootstrap, topics, timeout_s, group="pipeline-test").items():
+        out[topic] = []
+        for msg in messages:
             tenant, *parts = json.loads(msg.key())  # a composite key has one item per column
             key = parts[0] if len(parts) == 1 else tuple(parts)
             entity, record = decoder.decode(msg.value())
-            out[msg.topic()].append(
+            out[topic].append(
                 Message(
                     tenant, key, msg.partition(), msg.offset(), msg.timestamp()[1], entity, record
                 )
             )
-    finally:
-        consumer.close()
-    for messages in out.values():
-        messages.sort(key=lambda m: (m.partition, m.offset))
     return out
 
 
@@ -231,7 +197,7 @@ def topics_deleted_after(bootstrap: str, prefix: str) -> Iterator[None]:
 # --------------------------------------------------------------------------- subprocesses
 
 
-class PollerProcess:
+class PollerProcess(LoggedProcess):
     """`poller run --config F [--once]` in its own process, output in a log file."""
 
     def __init__(self, cfg: dict[str, Any], workdir: Path, label: str, *args: str) -> None:
@@ -239,37 +205,8 @@ class PollerProcess:
             pytest.fail(f"{POLLER_BIN} not found: install the project (`make venv`)")
         self.config_path = workdir / f"{label}.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
-        self.log_path = workdir / f"{label}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [str(POLLER_BIN), "run", "--config", str(self.config_path), *args],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def wait(self, timeout: float) -> int:
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"poller did not exit within {timeout}s; log:\n{self.log()[-4000:]}")
-        self._log.close()
-        return code
-
-    def kill(self) -> None:
-        if self.alive():
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._log.close()
+        argv = [str(POLLER_BIN), "run", "--config", str(self.config_path), *args]
+        super().__init__(argv, workdir / f"{label}.log", label)
 
 
 def wait_until(

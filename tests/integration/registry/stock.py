@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
-import uuid
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from sqlalchemy.pool import NullPool
+
+from tests.integration.topics import read_to_end
 
 SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 Decoded = tuple[dict[str, Any], dict[str, Any] | None]  # (key record, value record or None)
@@ -29,47 +27,17 @@ def read_with_stock_consumer(
     bootstrap: str, registry_url: str, topics: Iterable[str], timeout_s: float = 30.0
 ) -> dict[str, list[Decoded]]:
     """Every committed message of the topics, key and value decoded by AvroDeserializer."""
-    names = list(topics)
-    registry = SchemaRegistryClient({"url": registry_url})
-    deserialize = AvroDeserializer(registry)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"stock-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
-    )
-    out: dict[str, list[Decoded]] = {t: [] for t in names}
-    try:
-        assignment = []
-        for topic in names:
-            meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if meta is None or meta.error is not None or not meta.partitions:
-                pytest.fail(f"topic {topic} is not available: {meta and meta.error}")
-            assignment += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
-        consumer.assign(assignment)
-        pending = {(tp.topic, tp.partition) for tp in assignment}
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            if time.monotonic() > deadline:
-                pytest.fail(f"did not reach the end of {sorted(pending)} in {timeout_s}s")
-            msg = consumer.poll(0.1)
-            if msg is None:
-                continue
-            if (err := msg.error()) is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    pending.discard((msg.topic(), msg.partition()))
-                    continue
-                pytest.fail(f"reading {msg.topic()}: {err.str()}")
-            topic = msg.topic()
-            key = deserialize(msg.key(), SerializationContext(topic, MessageField.KEY))
-            value = deserialize(msg.value(), SerializationContext(topic, MessageField.VALUE))
-            out[topic].append((key, value))
-    finally:
-        consumer.close()
-    return out
+    deserialize = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
+    return {
+        topic: [
+            (
+                deserialize(msg.key(), SerializationContext(topic, MessageField.KEY)),
+                deserialize(msg.value(), SerializationContext(topic, MessageField.VALUE)),
+            )
+            for msg in messages
+        ]
+        for topic, messages in read_to_end(bootstrap, topics, timeout_s, group="stock").items()
+    }
 
 
 def avro_fields(entity: str) -> dict[str, tuple[str, bool]]:

@@ -7,7 +7,6 @@ exact round trips of unicode text and DECIMAL values in PostgreSQL and MariaDB.
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -16,14 +15,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
     Message,
     Producer,
-    TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+
+from tests.integration.topics import read_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -38,33 +35,8 @@ def read_partition(
     bootstrap: str, topic: str, isolation: str, partition: int = 0, timeout: float = 30.0
 ) -> list[Message]:
     """Every message of ``topic``/``partition`` from the beginning to the end."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"svc-test-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "isolation.level": isolation,
-            "enable.partition.eof": True,
-        }
-    )
-    try:
-        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
-        messages: list[Message] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is None:
-                messages.append(msg)
-            elif err.code() == KafkaError._PARTITION_EOF:
-                return messages
-            else:
-                pytest.fail(f"consumer error on {topic}: {err}")
-        pytest.fail(f"did not reach the end of {topic}[{partition}] within {timeout}s")
-    finally:
-        consumer.close()
+    messages = read_to_end(bootstrap, [topic], timeout, isolation, "svc-test")[topic]
+    return [m for m in messages if m.partition() == partition]
 
 
 def text(data: bytes | None) -> str:

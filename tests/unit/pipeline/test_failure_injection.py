@@ -1,183 +1,52 @@
 """The watermark never moves past rows whose transaction did not commit.
 
-A fake publisher with TransactionalPublisher's interface keeps each transaction's messages and
-commits them to a fake log, or fails the commit on request (PublishError, as the real one raises
-after aborting). The source is a real SQLite file, read by the real reader.
+The Kafka side is the fake log of fakes.py (failing commits on request); the source is a real
+SQLite file, read by the real reader.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-import poller.pipeline.runner as runner_module
-from poller.config import AppConfig, parse_config
+from poller.config import AppConfig
 from poller.errors import PublishError, WatermarkRegressionError
 from poller.kafka import watermark
-from poller.kafka.backfill_state import Stored
 from poller.ops.metrics import Metrics
 from poller.pipeline.runner import Poller
-from poller.pipeline.sizes import MessageLimits
 from poller.pipeline.stream import make_streams
 from poller.source.query import BEGINNING, Position
+from tests.unit.pipeline.fakes import (
+    FakeLog,
+    FakePublisher,
+    config,
+    counter,
+    customers_entity,
+    install,
+    sqlite_source,
+)
 
 ROWS = 25
 BATCH = 10
 
-Message = tuple[str, bytes, bytes | None]
-
-
-class FakeLog:
-    """What a read_committed consumer would see: only committed transactions' messages."""
-
-    def __init__(self, fail_commits: set[int] | None = None) -> None:
-        self.fail_commits = fail_commits or set()  # 1-based numbers of commit() calls to fail
-        self.commit_calls = 0
-        self.committed: list[list[Message]] = []
-        self.aborted: list[list[Message]] = []
-        self.publishers: list[FakePublisher] = []
-
-    def watermarks(self, tenant: str) -> dict[str, watermark.Watermark]:
-        """The latest committed watermark per entity of `tenant` (what watermark.load reads)."""
-        found = {}
-        for txn in self.committed:
-            for topic, _key, value in txn:
-                if topic.endswith(".watermarks") and value is not None:
-                    wm = watermark.decode(value)
-                    if wm.tenant == tenant:
-                        found[wm.entity] = wm
-        return found
-
-    def rows(self, topic: str) -> list[bytes]:
-        return [key for txn in self.committed for t, key, _ in txn if t == topic]
-
-
-class FakePublisher:
-    """TransactionalPublisher's interface, in memory."""
-
-    def __init__(self, log: FakeLog) -> None:
-        self.log = log
-        self.started = False
-        self.closed = False
-        self.failed = False  # a real producer fails for good when a transaction cannot end
-        self._txn: list[Message] | None = None
-        log.publishers.append(self)
-
-    def start(self) -> None:
-        self.started = True
-
-    @property
-    def in_transaction(self) -> bool:
-        return self._txn is not None
-
-    def begin(self) -> None:
-        assert self._txn is None, "begin inside an open transaction"
-        self._txn = []
-
-    def send(
-        self,
-        topic: str,
-        key: bytes,
-        value: bytes | None,
-        headers: Any = None,
-        timestamp_ms: int = 0,
-    ) -> None:
-        assert self._txn is not None, "send outside a transaction"
-        self._txn.append((topic, key, value))
-
-    def produce_fast(
-        self, topic: str, value: bytes | None, key: bytes, headers: Any = None, timestamp: int = 0
-    ) -> None:
-        """confluent_kafka.Producer.produce's argument order, as the hot loop calls it."""
-        self.send(topic, key, value, headers, timestamp)
-
-    def poll(self) -> None:
-        pass
-
-    def commit(self) -> None:
-        assert self._txn is not None, "commit outside a transaction"
-        self.log.commit_calls += 1
-        txn, self._txn = self._txn, None
-        if self.log.commit_calls in self.log.fail_commits:
-            self.log.aborted.append(txn)  # the real publisher aborts, then raises
-            raise PublishError("injected: commit_transaction failed")
-        self.log.committed.append(txn)
-
-    def abort(self) -> None:
-        if self._txn is not None:
-            self.log.aborted.append(self._txn)
-            self._txn = None
-
-    def queue_length(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        self.abort()
-        self.closed = True
-
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> AppConfig:
-    db = tmp_path / "source.db"
-    with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, full_name TEXT)")
-        conn.executemany(
-            "INSERT INTO customers VALUES (?, ?)",
-            [(i, f"Customer {i}") for i in range(1, ROWS + 1)],
-        )
-    return parse_config(
-        {
-            "tenant": "acme",
-            "source": {"url": f"sqlite:///{db}"},
-            "kafka": {
-                "bootstrap_servers": "127.0.0.1:1",
-                "topic_prefix": "unit",
-                "format": "single_object",
-            },
-            "entities": {
-                "customers": {
-                    "table": "customers",
-                    "key": "id",
-                    "fields": {"local_id": "id", "full_name": "full_name"},
-                    "batching": {"mode": "id", "column": "id"},
-                    "batch_size": BATCH,
-                }
-            },
-            "metrics": {"enabled": False},
-            "retry": {"initial_backoff_s": 0.001, "max_backoff_s": 0.001},
-        }
+    url = sqlite_source(
+        tmp_path / "source.db",
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, full_name TEXT)",
+        rows={"customers": [(i, f"Customer {i}") for i in range(1, ROWS + 1)]},
     )
+    return config(url, {"customers": customers_entity(batch_size=BATCH)})
 
 
 @pytest.fixture
-def no_kafka(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLog]:
+def no_kafka(monkeypatch: pytest.MonkeyPatch) -> FakeLog:
     """The run loop's Kafka side replaced by a FakeLog; everything else is real."""
-    log = FakeLog()
-    monkeypatch.setattr(
-        runner_module, "TransactionalPublisher", lambda *_a, **_k: FakePublisher(log)
-    )
-    monkeypatch.setattr(runner_module, "ensure_topics", lambda *_a, **_k: None)
-    monkeypatch.setattr(runner_module, "read_limits", lambda *_a, **_k: MessageLimits())
-    if hasattr(runner_module, "preflight"):
-        monkeypatch.setattr(runner_module, "preflight", lambda *_a, **_k: None)
-    monkeypatch.setattr(watermark, "load", lambda _k, _topic, tenant, **_kw: log.watermarks(tenant))
-    monkeypatch.setattr(
-        runner_module,
-        "load_all",
-        lambda _k, _topic, tenant, **_kw: Stored(log.watermarks(tenant), {}),
-    )
-    yield log
-
-
-def counter(metrics: Metrics, name: str, **labels: str) -> float:
-    value = metrics.registry.get_sample_value(name, labels)
-    return 0.0 if value is None else value
+    return install(monkeypatch)
 
 
 def test_failed_commit_leaves_stream_and_watermark_unmoved(cfg: AppConfig) -> None:
