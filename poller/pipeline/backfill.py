@@ -181,8 +181,17 @@ class Backfiller:
         """Run the request's statement with `AND 1=0` before storing it: a condition the
         database refuses fails here, on the command line, not in a running poller."""
         stmt, params = job.query.probe()
-        with _connection(self.engine, f"backfill of {job.state.entity!r}", self.cfg.source) as c:
-            c.execute(stmt, params).close()
+        try:
+            with _connection(
+                self.engine, f"backfill of {job.state.entity!r}", self.cfg.source
+            ) as c:
+                c.execute(stmt, params).close()
+        except SchemaMismatchError as exc:  # the database refuses the condition: a usage error
+            if job.state.where is None:
+                raise
+            raise ConfigError(
+                [f"--where {job.state.where!r}: the database refuses it: {exc}"]
+            ) from exc
 
     def submit(self, request: BackfillState, replace: bool = False) -> BackfillState:
         """Store a new request, or return the pending one when it is the same request (a
