@@ -81,7 +81,14 @@ def test_dashboard_alerts_and_readiness(
         writer.paused.set()
         allow_connections(pg_admin_url, source.database, allowed=False)
         try:
-            wait_for("/readyz 503", lambda: http_get(f"{base}/readyz")[0] == 503, 60, diagnose)
+            # The probes run in the background (metrics.probe_interval_s): the database check
+            # turns false at the next round, not at the request.
+            wait_for(
+                "/readyz 503 with the database check false",
+                lambda: json.loads(http_get(f"{base}/readyz")[1])["checks"]["database"] is False,
+                60,
+                diagnose,
+            )
             status, body, _ = http_get(f"{base}/readyz")
             answer = json.loads(body)
             assert status == 503 and answer["ready"] is False, answer
