@@ -83,8 +83,10 @@ class Keyset:
 
     `columns[0]` is the cursor; with one column the position's key is ignored (the cursor is
     its own tie-breaker). `not_null` makes a range from the beginning skip NULL cursors (a
-    NULL never becomes a position). Parameters are named `wm_cursor`, `wm_key`, `wm_key1`...
-    for the position, `low` and `upper` for the bounds.
+    NULL never becomes a position). Parameters are named `<prefix>_cursor`, `<prefix>_key`,
+    `<prefix>_key1`... for the position (`wm_` by default), `low` and `upper` for the bounds; a
+    second keyset in one statement (verify's key pages beside the watermark's "after") takes
+    another prefix, so neither's values overwrite the other's.
     """
 
     dialect: str
@@ -92,6 +94,7 @@ class Keyset:
     cursor_type: CursorType = field(default_factory=CursorType)
     binds: tuple[ColumnBind, ...] = ()
     not_null: bool = True
+    prefix: str = "wm"
     _cache: dict[tuple[object, ...], list[ColumnElement[bool]]] = field(
         default_factory=dict, repr=False
     )
@@ -100,10 +103,12 @@ class Keyset:
         # Read on every batch: computed once (the dataclass is frozen).
         object.__setattr__(self, "keys", self.columns[1:])
         object.__setattr__(self, "_key_names", tuple(self.key_names(len(self.columns) - 1)))
+        object.__setattr__(self, "_cursor_name", f"{self.prefix}_cursor")
         object.__setattr__(self, "_sqlite", self.dialect == "sqlite")
 
     keys: tuple[ColumnElement[Any], ...] = field(init=False, repr=False)
     _key_names: tuple[str, ...] = field(init=False, repr=False)
+    _cursor_name: str = field(init=False, repr=False)
     _sqlite: bool = field(init=False, repr=False)
 
     @property
@@ -115,9 +120,9 @@ class Keyset:
 
     # ------------------------------------------------------------------ parameters
 
-    @staticmethod
-    def key_names(n: int) -> list[str]:
-        return ["wm_key" if i == 0 else f"wm_key{i}" for i in range(n)]
+    def key_names(self, n: int) -> list[str]:
+        p = self.prefix
+        return [f"{p}_key" if i == 0 else f"{p}_key{i}" for i in range(n)]
 
     def position_of(self, values: Sequence[object]) -> Position:
         """The position of a row whose keyset columns hold `values` (in order)."""
@@ -144,7 +149,7 @@ class Keyset:
     def position_params(self, position: Position) -> dict[str, object]:
         if position.cursor is None:
             return {}
-        params: dict[str, object] = {"wm_cursor": self.cursor_value(position.cursor)}
+        params: dict[str, object] = {self._cursor_name: self.cursor_value(position.cursor)}
         key, names = position.key, self._key_names
         if key is None or not names:
             return params
@@ -185,7 +190,7 @@ class Keyset:
         c = self.cursor
         if kind == "none":
             return [c.is_not(None)] if self.not_null else []
-        wm_c = self.bind(0, "wm_cursor")
+        wm_c = self.bind(0, self._cursor_name)
         if kind == "cursor":
             return [c > wm_c]
         names = self.key_names(len(self.keys))

@@ -187,6 +187,7 @@ class EntityQuery:
             CursorType(),
             tuple(self.column_binds.get(n, ColumnBind()) for n in names),
             not_null=False,
+            prefix="pk",  # beside the live keyset's wm_ binds in verify's pages
         )
 
     # ------------------------------------------------------------------ building blocks

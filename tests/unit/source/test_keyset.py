@@ -85,8 +85,8 @@ def test_verify_pages_and_lookups_use_no_row_values_on_sql_server_and_oracle(
     page = flat(source._next.compile(dialect=dialect))
     assert "(receipt_lines.receipt_id, receipt_lines.line_no) >" not in page
     assert (
-        "receipt_lines.receipt_id >= :wm_cursor AND (receipt_lines.receipt_id > :wm_cursor OR "
-        "receipt_lines.receipt_id = :wm_cursor AND receipt_lines.line_no > :wm_key)"
+        "receipt_lines.receipt_id >= :pk_cursor AND (receipt_lines.receipt_id > :pk_cursor OR "
+        "receipt_lines.receipt_id = :pk_cursor AND receipt_lines.line_no > :pk_key)"
     ) in page
     source.rows_by_keys([(1, 1), (2, 0)])  # fills the look-up statements
     lookup = flat(source._by_keys[2].compile(dialect=dialect))
@@ -235,10 +235,10 @@ def test_backfill_binds_its_range_exactly_on_sql_server_like_the_live_batch() ->
     stmt, params = by_key.statement(Position(None, "AB-1"))
     sql, values = text(stmt, MSSQL, params)
     assert (
-        "skus.sku > CAST(:wm_cursor AS VARCHAR(40)) AND skus.sku >= CAST(:low AS VARCHAR(40)) "
+        "skus.sku > CAST(:pk_cursor AS VARCHAR(40)) AND skus.sku >= CAST(:low AS VARCHAR(40)) "
         "AND skus.sku <= CAST(:upper AS VARCHAR(40)) ORDER BY skus.sku"
     ) in sql
-    assert (values["wm_cursor"], values["low"], values["upper"]) == ("AB-1", "A", "B")
+    assert (values["pk_cursor"], values["low"], values["upper"]) == ("AB-1", "A", "B")
 
 
 # ----------------------------------------------------------------------------- item 12
