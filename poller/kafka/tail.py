@@ -25,6 +25,8 @@ from poller.errors import BrokerUnavailableError, ConfigError, UsageError
 from poller.kafka.acls import tail_group
 from poller.kafka.topics import committed_consumer
 
+_EOF_GRACE_S = 1.0
+
 
 def read_topic(
     kafka: KafkaConfig | str,
@@ -79,17 +81,34 @@ def read_topic(
                 # and let the caller keep the last ones; following, start at about them.
                 starts[p] = max(low, high - (last if follow else 2 * last + 2))
         consumer.assign([TopicPartition(topic, p, starts[p]) for p in parts])
+        # A partition is read once its end taken now is reached. Right after a commit a
+        # read_committed fetch may stop below that end for a moment (the last stable offset
+        # moves a little later), so an end-of-partition below it counts only once it has stayed
+        # there for _EOF_GRACE_S (a transaction still open keeps it there for good).
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
+                for p in parts}  # fmt: skip
         pending = set(parts)
+        eof_since: dict[int, float] = {}
         deadline = time.monotonic() + timeout_s
         while follow or (pending and time.monotonic() < deadline):
-            msg = consumer.poll(0.2)
+            now = time.monotonic()
+            for p, since in list(eof_since.items()):
+                if now - since >= _EOF_GRACE_S:
+                    pending.discard(p)
+                    del eof_since[p]
+            msg = consumer.poll(0.1)
             if msg is None:
                 continue
             if (err := msg.error()) is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(msg.partition())
+                    p = msg.partition() or 0
+                    if (msg.offset() or 0) >= ends.get(p, 0):
+                        pending.discard(p)
+                    else:
+                        eof_since.setdefault(p, now)
                     continue
                 raise BrokerUnavailableError(f"reading {topic}: {err.str()}")
+            eof_since.pop(msg.partition() or 0, None)
             deadline = time.monotonic() + timeout_s
             yield msg
     finally:
@@ -154,7 +173,7 @@ def tail(
         )
         if last is not None and not follow:
             ordered = sorted(messages, key=lambda m: (m.timestamp()[1], m.partition(), m.offset()))
-            messages = ordered[len(ordered) - last :] if last else []
+            messages = ordered[max(0, len(ordered) - last) :] if last else []
         for n, msg in enumerate(messages):
             if limit is not None and n >= limit:
                 return
