@@ -240,13 +240,25 @@ def test_tenants_cli_put_list_rm_on_the_kip848_protocol(fleet: Fleet) -> None:
     inserter.start()
     owners = fleet.wait_all_running(tenants, timeout=120)
 
-    listed = fleet.cli("tenants", "list", "--json")
-    assert listed.returncode == 0, listed.stderr
-    rows = {r["tenant"]: r for r in json.loads(listed.stdout)}
-    assert set(rows) == set(tenants), rows
     names = {w.label: w.log().split("worker ", 1)[1].split(" ", 1)[0] for w in workers}
-    for t in tenants:
-        assert rows[t]["worker"] == names[owners[t]], (t, rows[t], names, owners)
+
+    def listed() -> dict[str, dict[str, object]] | None:
+        """`tenants list` once it names, for every tenant, the worker that runs it (seen from
+        the workers themselves): under KIP-848 the broker reports an assignment a moment after
+        the member runs it, and the second worker's join may still move a tenant."""
+        out = fleet.cli("tenants", "list", "--json")
+        assert out.returncode == 0, out.stderr
+        found = {r["tenant"]: r for r in json.loads(out.stdout)}
+        running = fleet.owners(workers)
+        agree = all(
+            len(running.get(t, [])) == 1 and found.get(t, {}).get("worker") == names[running[t][0]]
+            for t in tenants
+        )
+        return found if agree else None
+
+    rows = wait_for(listed, 90, "tenants list to name the worker running each tenant", workers)
+    assert set(rows) == set(tenants), rows
+    owners = {t: fleet.owners(workers)[t][0] for t in tenants}
 
     # A literal password is refused: the tenants topic stores configurations as written.
     leaky = fleet.tenant_config("leaky")
