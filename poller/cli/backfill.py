@@ -63,6 +63,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def cmd_backfill(args: argparse.Namespace) -> int:
     from poller.cli import progress
     from poller.pipeline.backfill import Backfiller, new_request
+    from poller.source.limits import SourceLimits
     from poller.source.reader import make_engine
 
     cfg = load(args)
@@ -70,7 +71,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     request = new_request(
         cfg, args.entity, args.by, args.low, args.high, args.where, engine.dialect.name
     )
-    backfiller = Backfiller(cfg, engine)
+    stop = threading.Event()
+    source_limits = SourceLimits(cfg.source, stop)  # max_rows_per_second holds here too
+    backfiller = Backfiller(cfg, engine, source_limits=source_limits)
     try:
         state = backfiller.submit(request, replace=args.replace)
         if state is not request:
@@ -81,7 +84,6 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 f"{cfg.tenant} interleaves it with its live batches"
             )
             return 0
-        stop = threading.Event()
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
             log.info("signal %d: stopping after the current batch; run the same command to "
@@ -116,4 +118,5 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         return 0
     finally:
         backfiller.close()
+        source_limits.close()
         engine.dispose()

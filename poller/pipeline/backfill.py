@@ -43,6 +43,7 @@ from poller.pipeline.stream import EntityStream, _dead_letter, epoch_ms
 from poller.pipeline.wire import EntityWire, register_entities
 from poller.source.estimate import estimate_rows
 from poller.source.keyset import ensure_progress
+from poller.source.limits import SourceLimits
 from poller.source.probe import prepare
 from poller.source.query import BEGINNING, EntityQuery, Position
 from poller.source.reader import _connection
@@ -88,8 +89,12 @@ class Backfiller:
         on_batch: Callable[[str, int], None] | None = None,
         limits: MessageLimits | None = None,
         isolate: bool = False,
+        source_limits: SourceLimits | None = None,
     ) -> None:
         self.cfg = cfg
+        # The tenant's database limits (max_rows_per_second, max_concurrent_queries) hold for
+        # the backfill's reads too: a cap a DBA sets is not bypassed by a backfill.
+        self.source_limits = source_limits
         self.engine = engine
         self.schemas = schemas or {n: load_schema(n) for n in cfg.enabled_entities()}
         self.wires = wires  # the live poller's Confluent framing; None: register here
@@ -311,6 +316,11 @@ class Backfiller:
             self.step(1)
 
     def _fetch(self, job: Job) -> list[Sequence[object]]:
+        if self.source_limits is None:
+            return self._read(job)
+        return self.source_limits.fetcher(self._read, len)(job)
+
+    def _read(self, job: Job) -> list[Sequence[object]]:
         stmt, params = job.query.statement(job.state.position)
         what = f"backfill of {job.state.entity!r}"
         with _connection(self.engine, what, self.cfg.source) as c:

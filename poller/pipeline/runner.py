@@ -341,7 +341,13 @@ class Poller:
             not b.done and name in enabled for name, b in everything.backfills.items()
         ):
             self.backfill = Backfiller(
-                self.cfg, self.engine, self.schemas, self.wires, limits=self._sizes, isolate=True
+                self.cfg,
+                self.engine,
+                self.schemas,
+                self.wires,
+                limits=self._sizes,
+                isolate=True,
+                source_limits=self.limits,  # one cap for the tenant's live and backfill reads
             )
         for name, ent in self.cfg.enabled_entities().items():
             if name not in stored and name not in self._start_positions:

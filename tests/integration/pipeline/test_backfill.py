@@ -242,6 +242,9 @@ def test_a_poller_started_with_the_backfill_pending_takes_it_over_exactly_once(
     run_once(live)
     small = copy.deepcopy(live)
     small["entities"]["customers"]["batch_size"] = 200
+    # The command reads at most 4,000 rows/s (the tenant's cap holds for backfills too), so it
+    # is still running when the poller starts and takes it over, on any machine.
+    small["source"]["max_rows_per_second"] = 4_000
     path = write_config(small, tmp_path / "backfill.yaml")
 
     command = subprocess.Popen(
