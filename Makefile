@@ -92,12 +92,13 @@ lint: venv
 	$(VENV)/bin/mypy
 
 # The model test (tests/model) with SOAK_SCHEDULES schedules in all, spread over its 6 cases
-# (2 databases x 3 batching modes), seeds SOAK_SEED...; every failing seed is listed at the end.
+# (2 databases x 3 batching modes) and SOAK_JOBS shards run at once, seeds from SOAK_SEED;
+# every failing seed is listed at the end (scripts/soak).
 SOAK_SCHEDULES ?= 5000
 SOAK_SEED ?= 1000
+SOAK_JOBS ?= 4
 soak: venv services-up
-	MODEL_SCHEDULES=$$(( ($(SOAK_SCHEDULES) + 5) / 6 )) MODEL_SEED=$(SOAK_SEED) MODEL_KEEP_GOING=1 \
-	  $(VENV)/bin/pytest tests/model/test_interleavings.py -p no:cacheprovider --timeout=0 -s -q
+	SOAK_SCHEDULES=$(SOAK_SCHEDULES) SOAK_SEED=$(SOAK_SEED) SOAK_JOBS=$(SOAK_JOBS) VENV=$(VENV) scripts/soak
 
 bench: venv services-up
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
