@@ -157,7 +157,8 @@ class EntityQuery:
 
     def set_column_binds(self, binds: dict[str, ColumnBind], tenant_exact: str | None) -> None:
         """How values are bound to the key columns (their own types), and the tenant column's
-        exact-comparison form ("char", "fixed" for CHAR(n), None: not a character column)."""
+        exact-comparison form ("char", "fixed"/"nfixed" for CHAR(n)/NCHAR(n), None: not a
+        character column)."""
         if binds != self.column_binds or tenant_exact != self.tenant_exact:
             self.column_binds = dict(binds)
             self.tenant_exact = tenant_exact
