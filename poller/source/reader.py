@@ -34,6 +34,7 @@ from poller.source.cursors import open_cursor, read_all
 from poller.source.exact import CursorType
 from poller.source.horizon import HorizonAccess
 from poller.source.horizon_writers import own_sessions
+from poller.source.innodb_cache import StaleList
 from poller.source.native_pg import Encoded, NativeReader
 from poller.source.probe import prepare
 from poller.source.query import (
@@ -240,20 +241,24 @@ class SourceReader:
                 self._access.recheck(conn)
                 conn.rollback()
             upper: object | None = None
-            if self._entity.is_time_mode and self._bound_reusable():
-                db_now, upper, holdback, held = self._bound[1:]
-                safe_at = self._bound[0] - holdback
-            elif self._entity.is_time_mode:
-                now_utc = self._now_utc(conn)
-                db_now = now_utc.astimezone(self._zone).replace(tzinfo=None)
-                upper, holdback, held = self._bounds.time_bound(conn, now_utc)
-                self._bound = (time.monotonic(), db_now, upper, holdback, held)
-                safe_at = self._bound[0] - holdback
-            elif self._bounds.id_bounded():
-                upper, holdback, held = self._bounds.id_bound(conn, position)
-                safe_at = self._bounds.ids.safe_at
-                if upper is None:  # no id is known to be safe yet
-                    return Batch([], None, None, holdback, safe_at, held)
+            try:
+                if self._entity.is_time_mode and self._bound_reusable():
+                    db_now, upper, holdback, held = self._bound[1:]
+                    safe_at = self._bound[0] - holdback
+                elif self._entity.is_time_mode:
+                    now_utc = self._now_utc(conn)
+                    db_now = now_utc.astimezone(self._zone).replace(tzinfo=None)
+                    upper, holdback, held = self._bounds.time_bound(conn, now_utc)
+                    self._bound = (time.monotonic(), db_now, upper, holdback, held)
+                    safe_at = self._bound[0] - holdback
+                elif self._bounds.id_bounded():
+                    upper, holdback, held = self._bounds.id_bound(conn, position)
+                    safe_at = self._bounds.ids.safe_at
+                    if upper is None:  # no id is known to be safe yet
+                        return Batch([], None, None, holdback, safe_at, held)
+            except StaleList as exc:  # nothing is known safe this turn: read nothing, say why
+                conn.rollback()
+                return Batch([], None, None, 0.0, None, str(exc))
             stmt, params = self._query.batch(position, upper)
             sql, values = self._driver_statement(stmt, params)
             dbapi_conn = conn.connection.dbapi_connection
