@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import sqlalchemy as sa
 
+from poller.batch import Batch, Position
 from poller.config import AppConfig, EntityConfig, Mode, SourceConfig
 from poller.errors import ConfigError
 from poller.kafka.watermark import Watermark
@@ -19,8 +20,8 @@ from poller.source.exact import CursorType
 from poller.source.horizon import HorizonAccess
 from poller.source.keyset import ensure_progress as keyset_progress
 from poller.source.probe import count_null_cursors, nullable_cursor
-from poller.source.query import EntityQuery, Position
-from poller.source.reader import Batch, SourceReader, source_connection
+from poller.source.query import EntityQuery
+from poller.source.reader import SourceReader, source_connection
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ import time
 from typing import Protocol
 
 from poller.avro.schemas import EntitySchema, load_schema
+from poller.batch import Batch, Position
 from poller.config import AppConfig, EntityConfig, Mode
 from poller.errors import (
     PollerError,
@@ -43,8 +44,8 @@ from poller.pipeline.wire import EntityWire, register_entities
 from poller.source.horizon import HorizonAccess
 from poller.source.limits import SourceLimits
 from poller.source.prefetch import Prefetcher
-from poller.source.query import EntityQuery, Position
-from poller.source.reader import Batch, SourceReader, make_engine
+from poller.source.query import EntityQuery
+from poller.source.reader import SourceReader, make_engine
 
 log = logging.getLogger(__name__)
 

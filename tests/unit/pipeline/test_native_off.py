@@ -9,13 +9,13 @@ import logging
 import pytest
 
 from poller.avro.schemas import load_schema
+from poller.batch import Position
 from poller.config import EntityConfig
 from poller.ops.entity_metrics import TenantMetrics
 from poller.ops.metrics import Metrics
 from poller.pipeline import native
 from poller.pipeline.stream import EntityStream
 from poller.source import native_pg
-from poller.source.query import Position
 
 
 class _Reader:
