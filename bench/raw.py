@@ -24,10 +24,11 @@ from sqlalchemy.engine import make_url
 
 from poller.avro.encoder import build_encoder
 from poller.avro.schemas import EntitySchema
+from poller.batch import BEGINNING, Position
 from poller.config import AppConfig
 from poller.errors import SchemaMismatchError
 from poller.kafka.publisher import PRODUCER_DEFAULTS
-from poller.source.query import BEGINNING, EntityQuery, Position
+from poller.source.query import EntityQuery
 from poller.source.reader import SourceReader, make_engine
 
 FETCH_CHUNK = 10_000

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from poller.avro.schemas import EntitySchema, load_schema
+from poller.batch import BEGINNING, Position
 from poller.config import AppConfig, Mode
 from poller.errors import (
     BadRowError,
@@ -45,7 +46,7 @@ from poller.source.estimate import estimate_rows
 from poller.source.keyset import ensure_progress
 from poller.source.limits import SourceLimits
 from poller.source.probe import prepare
-from poller.source.query import BEGINNING, EntityQuery, Position
+from poller.source.query import EntityQuery
 from poller.source.reader import _connection
 
 __all__ = ["BackfillQuery", "Backfiller", "check_where", "new_request", "parse_bound"]

@@ -16,6 +16,7 @@ from confluent_kafka import KafkaException
 
 from poller.avro.encoder import build_encoder
 from poller.avro.schemas import EntitySchema
+from poller.batch import Batch, Position
 from poller.config import AppConfig, EntityConfig, Mode
 from poller.errors import BadRowError, BadValueError
 from poller.kafka.publisher import TransactionalPublisher, classify
@@ -23,8 +24,7 @@ from poller.kafka.watermark import Watermark, check_forward, encode, key_bytes
 from poller.pipeline.sizes import NO_LIMIT, check_size, fit_dead_letter
 from poller.pipeline.wire import EntityWire
 from poller.source.deletes import deleted_matcher
-from poller.source.query import Position, RowLayout
-from poller.source.reader import Batch
+from poller.source.query import RowLayout
 
 log = logging.getLogger(__name__)
 

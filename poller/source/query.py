@@ -22,18 +22,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ColumnElement, FromClause, Select
 
+from poller.batch import Position
 from poller.config import IDENTIFIER, EntityConfig, Mode, SourceConfig
 from poller.source.exact import CursorType, cursor_select, tenant_filter
-from poller.source.keyset import (
-    BEGINNING,
-    ColumnBind,
-    KeyRange,
-    Keyset,
-    Position,
-    ensure_progress,
-)
+from poller.source.keyset import ColumnBind, KeyRange, Keyset, ensure_progress
 
-__all__ = ["BEGINNING", "ColumnBind", "KeyRange", "Keyset", "Position", "ensure_progress"]
+__all__ = ["ColumnBind", "KeyRange", "Keyset", "ensure_progress"]
 
 # Statements of any number of columns (SQLAlchemy 2.1 types Select by its column types).
 AnySelect: TypeAlias = Select[*tuple[Any, ...]]

@@ -12,7 +12,6 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from poller.batch import BEGINNING, Batch, Position
 from poller.config import EntityConfig, Mode, SourceConfig
 from poller.errors import (
     ConfigError,
@@ -35,13 +35,11 @@ from poller.source.exact import CursorType
 from poller.source.horizon import HorizonAccess
 from poller.source.horizon_writers import own_sessions
 from poller.source.innodb_cache import StaleList
-from poller.source.native_pg import Encoded, NativeReader
+from poller.source.native_pg import NativeReader
 from poller.source.probe import prepare
 from poller.source.query import (
-    BEGINNING,
     AnySelect,
     EntityQuery,
-    Position,
     column_kind,
     description_kind,
     fits,
@@ -181,20 +179,6 @@ def to_zone(value: object, zone: ZoneInfo) -> dt.datetime:
 
 
 # ------------------------------------------------------------------------------ reading
-
-
-@dataclass
-class Batch:
-    rows: list[Sequence[object]]  # fields in field_names order, then cursor, then tie-breaker
-    last: Position | None  # position of the last row; None when empty
-    db_now: object | None  # the database's now (naive, source.timezone) of the upper bound
-    holdback_s: float = 0.0  # how far open transactions held the upper bound back
-    # Monotonic time up to which every committed row is at or below the read bound (less the
-    # settle delay in timestamp modes): what "caught up" means. None: not known yet.
-    safe_at: float | None = None
-    held_by: str = ""  # what held the bound back (an open transaction's start, its age)
-    # The native path's messages; `rows` then holds one empty placeholder per row.
-    encoded: Encoded | None = None
 
 
 class SourceReader:

@@ -17,13 +17,14 @@ import fastavro
 import sqlalchemy as sa
 
 from poller.avro.schemas import load_schema
+from poller.batch import Position
 from poller.config import AppConfig
 from poller.kafka.publisher import TransactionalPublisher
 from poller.kafka.watermark import Watermark
 from poller.pipeline.stream import EntityStream
 from poller.pipeline.wire import register_entities
 from poller.source.keys import key_kinds
-from poller.source.query import EntityQuery, Position
+from poller.source.query import EntityQuery
 from poller.verify.compare import DIFFERENT, KINDS, Counts, Difference, Merge
 from poller.verify.keys import avro_body
 from poller.verify.repair import RepairCounts, Repairer

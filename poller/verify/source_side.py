@@ -15,10 +15,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from poller.batch import Position
 from poller.config import EntityConfig, SourceConfig
 from poller.source.keyset import KeyRange, chunks
 from poller.source.probe import prepare
-from poller.source.query import AnySelect, EntityQuery, Position
+from poller.source.query import AnySelect, EntityQuery
 from poller.source.reader import source_connection
 
 PAGE_ROWS = 10_000

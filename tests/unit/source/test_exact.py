@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy.dialects import mssql, oracle
 
 from poller.avro.schemas import SCHEMAS_DIR
+from poller.batch import Batch, Position
 from poller.config import EntityConfig, SourceConfig, parse_config
 from poller.errors import ConfigError, NoProgressError
 from poller.kafka import watermark
@@ -25,8 +26,7 @@ from poller.pipeline.guards import ensure_progress, fit_start, stored_mismatches
 from poller.source.engine import ORACLE_SET_ZONE
 from poller.source.exact import CursorType
 from poller.source.horizon import ACCESS, HorizonAccess, IdHorizon, oldest_sql, open_sql
-from poller.source.query import EntityQuery, Position
-from poller.source.reader import Batch
+from poller.source.query import EntityQuery
 
 ENTITY = EntityConfig(
     table="cheques",

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql, oracle
 
+from poller.batch import BEGINNING, Position
 from poller.config import EntityConfig, SourceConfig
 from poller.errors import ConfigError
 from poller.kafka.backfill_state import BackfillState
@@ -21,7 +22,7 @@ from poller.pipeline.backfill import BackfillQuery
 from poller.source.exact import CursorType
 from poller.source.keyset import ColumnBind, Keyset
 from poller.source.probe import _mssql_char
-from poller.source.query import BEGINNING, EntityQuery, Position
+from poller.source.query import EntityQuery
 from poller.source.where import normalize_where
 from poller.verify.source_side import VerifySource
 
