@@ -24,7 +24,7 @@ help:
 	@echo "make native         build and install the optional Rust accelerator (needs cargo)"
 	@echo "make demo           venv + Kafka + schema registry + poller demo"
 	@echo "make lint           ruff check, ruff format --check, mypy"
-	@echo "make bench          venv + services-up + python -m bench.run \$$(BENCH_ARGS)"
+	@echo "make bench          venv + services-up + python -m bench.run \$$(BENCH_ARGS), then the docs' tables (bench.page)"
 	@echo "make docs           serve the docs site on http://127.0.0.1:8000 (mkdocs serve)"
 	@echo "make docs-build     mkdocs build --strict into site/ (also part of make test)"
 	@echo "make docs-reference regenerate docs/reference/ and the exit-code table from the code"
@@ -99,8 +99,11 @@ soak: venv services-up
 	MODEL_SCHEDULES=$$(( ($(SOAK_SCHEDULES) + 5) / 6 )) MODEL_SEED=$(SOAK_SEED) MODEL_KEEP_GOING=1 \
 	  $(VENV)/bin/pytest tests/model/test_interleavings.py -p no:cacheprovider --timeout=0 -s -q
 
+# The docs' performance tables are regenerated from the results file even when a measurement
+# failed (they then list the failures); the exit status is the bench's.
 bench: venv services-up
-	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+	@status=0; $(VENV)/bin/python -m bench.run $(BENCH_ARGS) || status=$$?; \
+	  $(VENV)/bin/python -m bench.page || exit 1; exit $$status
 
 docs: venv
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
@@ -113,3 +116,4 @@ docs-reference: venv
 
 bench-peer: venv services-up
 	$(VENV)/bin/python -m bench.run --peer debezium --peer-only $(PEER_ARGS)
+	$(VENV)/bin/python -m bench.page

@@ -23,6 +23,7 @@ import yaml
 
 from bench import dataset, e2e
 from bench.raw import delete_topics
+from poller.errors import EXIT_DIFFERENCES
 
 TABLE = "customers_verify"
 KEEP = "customers_verify_keep"
@@ -118,7 +119,7 @@ def measure(database: str, rows: int) -> dict[str, Any]:
             out.update(
                 verify_diff_exit=diff.code,
                 verify_named=named,
-                verify_names_exactly=diff.code == 1 and named == wanted,
+                verify_names_exactly=diff.code == EXIT_DIFFERENCES and named == wanted,
                 verify_diff_wall_s=diff.wall_s,
             )
     finally:
