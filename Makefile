@@ -88,6 +88,8 @@ test: venv services-up
 	  echo "poller_native is not installed (no cargo): testing the Python path (POLLER_NATIVE=0)"; \
 	  POLLER_NATIVE=0 $(VENV)/bin/pytest --ignore=tests/integration/source/test_native_differential.py \
 	    --ignore=tests/integration/pipeline/test_native_run.py \
+	    --ignore=tests/integration/verify/test_native_verify.py \
+	    --ignore=tests/integration/pipeline/test_backfill_native.py \
 	    --deselect $(NATIVE_WHEEL_TEST); \
 	fi
 
