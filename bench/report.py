@@ -56,6 +56,7 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("peak RSS (1x rows)", "peak_rss_mb", "{:.0f} MB"),
     ("peak RSS (5x rows)", "peak_rss_mb_5x", "{:.0f} MB"),
     ("verify (wall, incl. start-up)", "verify_rows_per_s", "{:,.0f} rows/s"),
+    ("  verify on the Python path, POLLER_NATIVE=0", "verify_python_rows_per_s", "{:,.0f} rows/s"),
     ("verify peak RSS", "verify_peak_rss_mb", "{:.0f} MB"),
     ("verify names exactly the changed keys", "verify_names_exactly", "{}"),
 )
@@ -178,6 +179,8 @@ def required_figures(args: Any) -> dict[str, list[str]]:
             if db == "postgresql":
                 keys += [f"{p}.{k}" for p in ("native", "python") for k in _PATH_FIGURES]
                 keys += ["native_to_python", "native_to_raw_copy"]
+                if not args.skip_verify:
+                    keys.append("verify_python_rows_per_s")
         out[db] = keys
     if getattr(args, "peer", None):  # measured on its own logical PostgreSQL cluster
         out.setdefault("postgresql", []).extend(
