@@ -200,6 +200,17 @@ def missing_figures(results: Mapping[str, Mapping[str, Any]], args: Any) -> list
     return missing
 
 
+def wrong_answers(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Checks the run makes besides its figures: a verify that does not name exactly the keys
+    changed behind the poller's back is a failure, not a figure."""
+    out = []
+    for db, r in results.items():
+        if "verify_names_exactly" in r and r["verify_names_exactly"] is not True:
+            out.append(f"{db}: verify did not name exactly the changed keys: exit "
+                       f"{r.get('verify_diff_exit')}, {r.get('verify_named')}")  # fmt: skip
+    return out
+
+
 def check_targets(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The issue's targets: PASS, MISS, or n/a when the figure was not measured."""
     out: list[dict[str, Any]] = []

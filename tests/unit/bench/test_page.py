@@ -84,3 +84,13 @@ def test_render_replaces_only_the_marked_sections() -> None:
     assert page.render(out, payload) == out  # idempotent
     with pytest.raises(ValueError, match="peer"):
         page.render(f"{begin}\n{end}\n", payload)
+
+
+def test_a_verify_that_names_the_wrong_keys_fails_the_run() -> None:
+    # `poller verify` exits 10 (EXIT_DIFFERENCES) when it finds differences; the bench took
+    # exit 1 for that and wrote False without failing.
+    right = {"verify_names_exactly": True, "verify_diff_exit": 10}
+    wrong = {"verify_names_exactly": False, "verify_diff_exit": 10, "verify_named": {}}
+    assert report.wrong_answers({"postgresql": right, "mariadb": {}}) == []
+    (err,) = report.wrong_answers({"postgresql": right, "mariadb": wrong})
+    assert err.startswith("mariadb: verify did not name exactly")
