@@ -72,9 +72,9 @@ def raw_fetch(url: str, sql: str, params: dict[str, Any]) -> tuple[int, float]:
     return n, elapsed
 
 
-def raw_copy(url: str, sql: str, params: dict[str, Any]) -> tuple[int, float]:
+def raw_copy(url: str, sql: str, params: dict[str, Any]) -> tuple[int, float, int]:
     """The same SELECT as `COPY (...) TO STDOUT (FORMAT BINARY)` into memory, as the native
-    path reads a batch (the bytes only, nothing parsed): (rows, seconds)."""
+    path reads a batch (the bytes only, nothing parsed): (rows, seconds, bytes)."""
     u = make_url(url)
     conn = psycopg2.connect(dbname=u.database, host=u.host, port=u.port, user=u.username,
                             password=u.password)  # fmt: skip
@@ -82,13 +82,14 @@ def raw_copy(url: str, sql: str, params: dict[str, Any]) -> tuple[int, float]:
         cur = conn.cursor()
         stmt = cur.mogrify(sql, params)
         t0 = time.perf_counter()
-        cur.copy_expert(b"COPY (" + stmt + b") TO STDOUT (FORMAT BINARY)", io.BytesIO())
+        sink = io.BytesIO()
+        cur.copy_expert(b"COPY (" + stmt + b") TO STDOUT (FORMAT BINARY)", sink)
         elapsed = time.perf_counter() - t0
         n = cur.rowcount
         cur.close()
     finally:
         conn.close()
-    return n, elapsed
+    return n, elapsed, sink.tell()
 
 
 def reader_fetch(
