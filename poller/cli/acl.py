@@ -42,7 +42,7 @@ def _tenant_config(text: str, source: str) -> AppConfig:
         raise ConfigError(problems, source)
     if not isinstance(raw, dict):
         raise ConfigError(["(top level): expected a mapping"], source)
-    return parse_config(_placeholders(raw), source)
+    return parse_config(_placeholders(raw), source, check_files=False)
 
 
 def cmd_acl(args: argparse.Namespace) -> int:

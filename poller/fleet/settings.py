@@ -267,7 +267,7 @@ def parse_tenant_text(text: str, source: str, *, strict: bool) -> tuple[dict[str
         raise ConfigError(["(top level): expected a mapping"], source)
     problems = literal_secrets(raw) if strict else []
     try:
-        cfg: AppConfig = parse_config(_placeholders(raw), source)
+        cfg: AppConfig = parse_config(_placeholders(raw), source, check_files=False)
     except ConfigError as exc:
         raise ConfigError([*problems, *exc.problems], source) from None
     if problems:
