@@ -108,10 +108,12 @@ class Registry:
             "url": cfg.url,
             "timeout": cfg.timeout_s,
             "max.retries": 0,  # the callers wait and retry, with their own deadline
-            **cfg.options,
+            **cfg.client_options(),
         }
         if cfg.basic_auth is not None:
-            conf["basic.auth.user.info"] = f"{cfg.basic_auth.user}:{cfg.basic_auth.password}"
+            conf["basic.auth.user.info"] = (
+                f"{cfg.basic_auth.user}:{cfg.basic_auth.password.get_secret_value()}"
+            )
         warn_plaintext_credentials(cfg)
         try:
             self.client = SchemaRegistryClient(conf)
