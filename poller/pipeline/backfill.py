@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from poller.avro.schemas import EntitySchema, load_schema
-from poller.batch import BEGINNING, Position
+from poller.batch import BEGINNING, Encoded, Position
 from poller.config import AppConfig, Mode
 from poller.errors import (
     BadRowError,
@@ -48,7 +48,7 @@ from poller.source import native_pg
 from poller.source.estimate import estimate_rows
 from poller.source.keyset import ensure_progress
 from poller.source.limits import SourceLimits
-from poller.source.native_pg import Encoded, NativeBatch, NativeReader
+from poller.source.native_pg import NativeBatch, NativeReader
 from poller.source.probe import prepare
 from poller.source.query import EntityQuery
 from poller.source.reader import _connection
