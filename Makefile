@@ -10,6 +10,8 @@ NATIVE_SRC := $(wildcard native/Cargo.toml native/Cargo.lock native/pyproject.to
 # cargo's build cache, kept between `make venv` runs (a rebuild after an edit takes seconds)
 export CARGO_TARGET_DIR ?= $(CURDIR)/native/target
 BENCH_ARGS ?= --peer debezium
+# A git revision (tag, commit) run end to end in turn with this tree: the hot path's same-run ratio.
+BENCH_BASELINE ?=
 # Installs the native wheel into the wheel test's virtualenv: left out where there is no cargo.
 NATIVE_WHEEL_TEST := tests/integration/stack/test_wheel.py::test_the_wheel_copies_postgresql_without_and_with_the_accelerator
 PEER_ARGS ?=
@@ -27,7 +29,7 @@ help:
 	@echo "make wheel          dist/: the poller wheel, and the poller_native wheel where cargo exists"
 	@echo "make demo           venv + Kafka + schema registry + poller demo"
 	@echo "make lint           ruff check, ruff format --check, mypy"
-	@echo "make bench          venv + services-up + python -m bench.run \$$(BENCH_ARGS), then the docs' tables (bench.page)"
+	@echo "make bench          venv + services-up + python -m bench.run \$$(BENCH_ARGS), then the docs' tables (bench.page); BENCH_BASELINE=<git ref> adds a same-run baseline"
 	@echo "make docs           serve the docs site on http://127.0.0.1:8000 (mkdocs serve)"
 	@echo "make docs-build     mkdocs build --strict into site/ (also part of make test)"
 	@echo "make docs-reference regenerate docs/reference/ and the exit-code table from the code"
@@ -121,7 +123,8 @@ soak: venv services-up
 # The docs' performance tables are regenerated from the results file even when a measurement
 # failed (they then list the failures); the exit status is the bench's.
 bench: venv services-up
-	@status=0; $(VENV)/bin/python -m bench.run $(BENCH_ARGS) || status=$$?; \
+	@status=0; $(VENV)/bin/python -m bench.run $(BENCH_ARGS) \
+	  $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE)) || status=$$?; \
 	  $(VENV)/bin/python -m bench.page || exit 1; exit $$status
 
 docs: venv

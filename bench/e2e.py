@@ -126,11 +126,13 @@ def run_poller(
     wrapper: list[str] | None = None,
     env: dict[str, str] | None = None,
     measure_bytes: bool = False,
+    tree: Path | None = None,
 ) -> E2EResult:
     """Run `poller run --once` on the config; raise with its log tail if it fails.
 
     `wrapper` prefixes the command (e.g. a profiler); peak RSS is then the wrapper's.
     `measure_bytes`: also the data topic's size on the broker (a JVM run, ~2 s, after the copy).
+    `tree`: run another checkout of the poller (bench/baseline.py) from its own directory.
     """
     cfg = app_config(raw)
     with tempfile.TemporaryDirectory(prefix="poller-bench-") as tmp:
@@ -144,7 +146,7 @@ def run_poller(
                 t0 = time.time()
                 environ = {**os.environ, **(env or {})}
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                        cwd=REPO_ROOT, env=environ)  # fmt: skip
+                                        cwd=tree or REPO_ROOT, env=environ)  # fmt: skip
                 deadline = time.monotonic() + timeout_s
                 hwm = 0
                 while True:

@@ -66,6 +66,15 @@ def headline(payload: Mapping[str, Any]) -> str:
         "Debezium). Bytes: on the broker (lz4) for the poller, Connect's default for Debezium "
         "(uncompressed), the COPY stream for raw COPY.",
     ]
+    for db, figures in payload.get("databases", {}).items():
+        base = figures.get("baseline")
+        if base and figures.get("python_to_baseline"):
+            out += [
+                "",
+                f"Hot path against `--baseline {base['ref']}` ({base['commit'][:12]}), {db}, "
+                f"same run, Python path: {figures['python_to_baseline']:.3f}x its rows/s at "
+                f"{figures['python_cpu_to_baseline']:.3f}x its CPU seconds.",
+            ]
     errors = payload.get("errors") or []
     if errors:
         out += ["", "**This run had failed measurements:**", ""]

@@ -181,6 +181,8 @@ def required_figures(args: Any) -> dict[str, list[str]]:
                 keys += ["native_to_python", "native_to_raw_copy"]
                 if not args.skip_verify:
                     keys.append("verify_python_rows_per_s")
+            if getattr(args, "baseline", None):
+                keys += ["baseline.end_to_end_rows_per_s", "python_to_baseline"]
         out[db] = keys
     if getattr(args, "peer", None):  # measured on its own logical PostgreSQL cluster
         out.setdefault("postgresql", []).extend(

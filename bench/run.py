@@ -19,9 +19,10 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
-from bench import dataset, e2e, raw, report, verify
+from bench import baseline, dataset, e2e, raw, report, verify
 from bench.cpu import CpuMeter, per_million
 from bench.peer import compare as peer_compare
 from poller.avro.schemas import load_schema
@@ -57,6 +58,9 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="only the peer comparison, merged into results/latest.json",
     )
+    p.add_argument("--baseline", default=None, metavar="REF",
+                   help="also run this git revision (a tag, a commit) end to end, in turn with "
+                        "this tree, on the Python path (bench/baseline.py)")  # fmt: skip
     p.add_argument("--peer-catch-up", type=int, default=200_000,
                    help="rows inserted after the peer's snapshot (default 200k)")  # fmt: skip
     a = p.parse_args(argv)
@@ -89,6 +93,9 @@ class Bench:
         self.errors: list[str] = []
         kafka_port = int(e2e.BOOTSTRAP.rsplit(":", 1)[1])
         self.meter = CpuMeter({**dataset.service_ports(), "kafka": kafka_port})
+        self.baseline: tuple[Path, str] | None = None
+        if args.baseline:
+            self.baseline = baseline.checkout(e2e.REPO_ROOT, args.baseline)
 
     def part(self, db: str, what: str, fn: Callable[[], T]) -> T | None:
         """Run one measurement; a failure is recorded (exit code 1) and the run goes on."""
@@ -204,13 +211,18 @@ class Bench:
             self.errors.append(f"{db}: native path: {native_pg.why_off()}")
         python: list[e2e.E2EResult] = []
 
+        base = self.baseline
+
         def run(
             table: str, rows: int, batch: int, fmt: str = "single_object", path: str = ""
         ) -> e2e.E2EResult:
             before = self.meter.read()
             env = {"POLLER_NATIVE": "0"} if path == "python" else None
+            tree = None
+            if path == "baseline" and base is not None:
+                tree, env = base[0], baseline.environment(base[0])
             raw_cfg = e2e.poller_config(db, table, batch, fmt=fmt)
-            res = e2e.run_poller(raw_cfg, env=env, measure_bytes=bool(path))
+            res = e2e.run_poller(raw_cfg, env=env, measure_bytes=bool(path), tree=tree)
             if table == "customers" and batch == 10_000 and fmt == "single_object":
                 cpu.append(per_million(self.meter.delta(before, self.meter.read()), rows))
             if res.rows != rows:
@@ -223,6 +235,7 @@ class Bench:
             return res
 
         confluent: list[e2e.E2EResult] = []
+        before: list[e2e.E2EResult] = []  # the --baseline revision, Python path
 
         def ones() -> list[e2e.E2EResult]:
             # Both wire formats in turn, so load from other processes hits both alike.
@@ -231,6 +244,8 @@ class Bench:
                 single.append(run("customers", n, 10_000, path="native" if native else ""))
                 if native:
                     python.append(run("customers", n, 10_000, path="python"))
+                if base is not None:
+                    before.append(run("customers", n, 10_000, path="baseline"))
                 if not self.args.skip_confluent:
                     confluent.append(run("customers", n, 10_000, "confluent"))
             return single
@@ -247,6 +262,19 @@ class Bench:
             out["native"] = _path_figures(n, runs)
         if python:
             out["python"] = _path_figures(n, python)
+        if before and base is not None:
+            # This tree's Python path (the default path where there is no native one).
+            ours = python or (runs if not native else None)
+            out["baseline"] = {"ref": self.args.baseline, "commit": base[1],
+                               **_path_figures(n, before)}  # fmt: skip
+            if ours:
+                figures = _path_figures(n, ours)
+                out["python_to_baseline"] = (
+                    figures["end_to_end_rows_per_s"] / out["baseline"]["end_to_end_rows_per_s"]
+                )
+                out["python_cpu_to_baseline"] = (
+                    figures["poller_cpu_s"] / out["baseline"]["poller_cpu_s"]
+                )
         if runs and python and out.get("raw_copy_rows_per_s"):
             out["native_to_python"] = (
                 n

@@ -94,3 +94,20 @@ def test_a_verify_that_names_the_wrong_keys_fails_the_run() -> None:
     assert report.wrong_answers({"postgresql": right, "mariadb": {}}) == []
     (err,) = report.wrong_answers({"postgresql": right, "mariadb": wrong})
     assert err.startswith("mariadb: verify did not name exactly")
+
+
+def test_a_baseline_run_must_write_its_ratio_and_the_page_shows_it() -> None:
+    """--baseline REF: the hot path against another revision, same run (bench/baseline.py)."""
+    args = argparse.Namespace(**{**vars(FULL_ARGS), "baseline": "v1.0"})
+    need = report.required_figures(args)
+    for db in ("postgresql", "mariadb"):
+        assert {"baseline.end_to_end_rows_per_s", "python_to_baseline"} <= set(need[db])
+    assert "python_to_baseline" not in report.required_figures(FULL_ARGS)["mariadb"]
+    pg = {
+        "baseline": {"ref": "v1.0", "commit": "aed7f26" + "0" * 33},
+        "python_to_baseline": 0.981,
+        "python_cpu_to_baseline": 1.012,
+    }
+    text = page.headline({"databases": {"postgresql": pg}})
+    assert "`--baseline v1.0` (aed7f2600000), postgresql" in text
+    assert "0.981x its rows/s at 1.012x its CPU seconds" in text
