@@ -78,8 +78,10 @@ _OPEN = {
         "UNION ALL SELECT 'prepared/' || transaction::text || '/' || prepared::text "
         "FROM pg_prepared_xacts WHERE database = current_database()"
     ),
-    # trx_id alone may be reused by a read-only transaction; with the thread and start time a
-    # reused identity can only make the poller wait one poll longer, never less. Transactions
+    # A transaction is its session and start time, not its trx_id: InnoDB gives a transaction
+    # that starts writing a new trx_id, and a max read while it had only read must still wait
+    # for it. Two transactions of one session begun in the same second look like one, which
+    # can only make the poller wait longer, never less. Transactions
     # that have not written still count (a MariaDB sequence's NEXTVAL hands out an id without
     # writing); only sessions in the polled database (or none) do (horizon_writers). The LIMIT
     # reads PROCESSLIST once (a derived table), not once per transaction.
@@ -87,7 +89,7 @@ _OPEN = {
     # (innodb_cache).
     "mysql": (
         f"SELECT CASE WHEN t.trx_mysql_thread_id = CONNECTION_ID() THEN '{OWN}' "  # noqa: S608 - constants only
-        "ELSE CONCAT(t.trx_id, '/', t.trx_mysql_thread_id, '/', t.trx_started) END AS ident, "
+        "ELSE CONCAT(t.trx_mysql_thread_id, '/', t.trx_started) END AS ident, "
         "t.trx_started AS seen FROM information_schema.innodb_trx t "
         "LEFT JOIN (SELECT ID, DB FROM information_schema.PROCESSLIST "
         "LIMIT 18446744073709551615) p ON p.ID = t.trx_mysql_thread_id "

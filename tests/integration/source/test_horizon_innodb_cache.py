@@ -1,4 +1,6 @@
-"""MariaDB's INFORMATION_SCHEMA.INNODB_TRX is a cache refreshed only when more than 0.1 s has
+"""How the horizon reads MariaDB's INNODB_TRX: fresh, and by a transaction's session and start.
+
+INFORMATION_SCHEMA.INNODB_TRX is a cache refreshed only when more than 0.1 s has
 passed since anyone last *read* it: clients that read it more often than that (the other
 pollers of a fleet, a monitoring agent) keep it stale for as long as they go on. Found by the
 model soak (seeds 1036, 1308, 1337, 1406 of mariadb/id with four shards polling one server): a
@@ -88,5 +90,31 @@ def test_a_stale_transaction_list_holds_back_instead_of_missing_a_writer(
             writer.execute(sa.text("COMMIT"))
         _settle(turns)
         assert sorted(turns.published) == [1, 2]
+    finally:
+        turns.close()
+
+
+def test_a_transaction_that_starts_writing_keeps_its_identity(
+    db: sa.Engine, mariadb_url: str
+) -> None:
+    """InnoDB gives a transaction a new trx_id when it first writes. A transaction listed while
+    it had only read (Hibernate loads before it inserts) must not look ended once it writes:
+    before, the id-mode list keyed it by trx_id, so a max read while it was open settled as
+    soon as it wrote, and the id it had reserved (id 3, below a committed 5) was passed over."""
+    turns = Turns(mariadb_url, "id")
+    try:
+        with db.connect() as app:
+            app.execute(sa.text("BEGIN"))
+            app.execute(sa.text("SELECT COUNT(*) FROM t")).all()  # listed, read-only id
+            with db.connect() as other:
+                _insert(other, 5)
+            assert turns.turn() == [], "id 5 passed an open transaction"
+            _insert(app, 3)  # the id it reserved earlier (a sequence, a hi/lo block)
+            time.sleep(0.2)
+            got = turns.turn()
+            assert got == [], f"id(s) {got} passed the transaction once it wrote"
+            app.execute(sa.text("COMMIT"))
+        _settle(turns)
+        assert sorted(turns.published) == [3, 5]
     finally:
         turns.close()
