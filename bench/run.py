@@ -25,6 +25,7 @@ from bench import dataset, e2e, raw, report, verify
 from bench.cpu import CpuMeter, per_million
 from bench.peer import compare as peer_compare
 from poller.avro.schemas import load_schema
+from poller.config.drivers import mysqlclient_installed
 from poller.source import native_pg
 from poller.source.reader import make_engine
 
@@ -192,13 +193,19 @@ class Bench:
         # the Python path (POLLER_NATIVE=0) runs in turn with them, so both see the same load.
         native = db == "postgresql" and native_pg.available()
         python: list[e2e.E2EResult] = []
+        # MariaDB with mysqlclient installed: the default runs take it (mysql:// URLs), and
+        # PyMySQL's runs (mysql+pymysql, the fallback) alternate with them.
+        fast_mysql = db == "mariadb" and mysqlclient_installed()
+        pymysql: list[e2e.E2EResult] = []
 
         def run(
             table: str, rows: int, batch: int, fmt: str = "single_object", path: str = ""
         ) -> e2e.E2EResult:
             before = self.meter.read()
             env = {"POLLER_NATIVE": "0"} if path == "python" else None
-            res = e2e.run_poller(e2e.poller_config(db, table, batch, fmt=fmt), env=env)
+            driver = "pymysql" if path == "pymysql" else None
+            res = e2e.run_poller(e2e.poller_config(db, table, batch, fmt=fmt, driver=driver),
+                                 env=env)  # fmt: skip
             if table == "customers" and batch == 10_000 and fmt == "single_object":
                 cpu.append(per_million(self.meter.delta(before, self.meter.read()), rows))
             if res.rows != rows:
@@ -219,6 +226,8 @@ class Bench:
                 single.append(run("customers", n, 10_000, path="native" if native else ""))
                 if native:
                     python.append(run("customers", n, 10_000, path="python"))
+                if fast_mysql:
+                    pymysql.append(run("customers", n, 10_000, path="pymysql"))
                 if not self.args.skip_confluent:
                     confluent.append(run("customers", n, 10_000, "confluent"))
             return single
@@ -235,6 +244,13 @@ class Bench:
             out["native"] = _path_figures(n, runs)
         if python:
             out["python"] = _path_figures(n, python)
+        if runs and pymysql:
+            out["mysqlclient"] = _path_figures(n, runs)
+            out["pymysql"] = _path_figures(n, pymysql)
+            fast, slow = out["mysqlclient"], out["pymysql"]
+            out["mysqlclient_to_pymysql"] = (
+                fast["end_to_end_rows_per_s"] / slow["end_to_end_rows_per_s"]
+            )
         if runs and python and out.get("raw_copy_rows_per_s"):
             out["native_to_python"] = (
                 n
