@@ -21,11 +21,13 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from sqlalchemy.engine import make_url
+
 from bench import dataset, e2e, raw, report, verify
 from bench.cpu import CpuMeter, per_million
 from bench.peer import compare as peer_compare
 from poller.avro.schemas import load_schema
-from poller.config.drivers import mysqlclient_installed
+from poller.config.drivers import mysqlclient_installed, with_driver
 from poller.source import native_pg
 from poller.source.reader import make_engine
 
@@ -134,7 +136,8 @@ class Bench:
             engine.dispose()
         log.info("%s: table ready (%s)", db, f"generated in {secs:.0f} s" if secs else "reused")
         cfg = e2e.app_config(e2e.poller_config(db, "customers"))
-        url = dataset.bench_url(db)
+        # The poller's own driver (MariaDB: mysqlclient when installed) for the raw baselines.
+        url = with_driver(make_url(cfg.source.url)).render_as_string(False)
 
         eng = make_engine(cfg.source)
         try:
