@@ -71,3 +71,28 @@ def test_generated_digit_soup_decodes_as_pymysql_does(
     text = f"{y}-{m}-{d}{sep}{hh}:{mm}:{ss}"
     _same(datetime_value, pc.convert_datetime, text)
     _same(date_value, pc.convert_date, f"{y}-{m}-{d}")
+
+
+def test_mysqlclient_refuses_require_tls_and_bare_urls_take_pymysql_then() -> None:
+    from poller.config import SourceConfig
+    from poller.errors import ConfigError
+    from poller.source.engine import make_engine
+
+    with pytest.raises(ConfigError, match="does not take source"):
+        make_engine(SourceConfig(url="mysql+mysqldb://u:p@127.0.0.1/d", require_tls=True))
+    engine = make_engine(SourceConfig(url="mysql://u:p@127.0.0.1/d", require_tls=True))
+    try:
+        assert engine.dialect.driver == "pymysql"
+    finally:
+        engine.dispose()
+
+
+def test_without_mysqlclient_bare_urls_take_pymysql(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.engine import make_url
+
+    from poller.config import SourceConfig, drivers
+
+    monkeypatch.setattr(drivers, "mysqlclient_installed", lambda: False)
+    assert drivers.with_driver(make_url("mysql://u@h/d")).drivername == "mysql+pymysql"
+    assert drivers.with_driver(make_url("mariadb://u@h/d")).drivername == "mariadb+pymysql"
+    SourceConfig(url="mysql://u:p@127.0.0.1/d")  # validates: the driver module is PyMySQL's
