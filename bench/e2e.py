@@ -19,6 +19,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from bench.dataset import FIELDS, TENANT, bench_url
+from bench.peer.broker import topic_bytes
 from bench.raw import delete_topics
 from poller.config import AppConfig, parse_config
 from poller.kafka import watermark
@@ -84,6 +85,12 @@ class E2EResult:
     copy_s: float  # "resumes after" log line (connected, watermark read) to "stopped"
     peak_rss_mb: float  # the child's VmHWM
     cpu_s: float  # the child's user + system CPU time (all its threads)
+    # the data topic's partitions on the broker (lz4-compressed batches), when measured
+    topic_bytes: int | None = None
+
+    @property
+    def bytes_per_record(self) -> float | None:
+        return None if self.topic_bytes is None or not self.rows else self.topic_bytes / self.rows
 
     @property
     def startup_s(self) -> float:
@@ -126,10 +133,12 @@ def run_poller(
     timeout_s: float = 3600,
     wrapper: list[str] | None = None,
     env: dict[str, str] | None = None,
+    measure_bytes: bool = False,
 ) -> E2EResult:
     """Run `poller run --once` on the config; raise with its log tail if it fails.
 
     `wrapper` prefixes the command (e.g. a profiler); peak RSS is then the wrapper's.
+    `measure_bytes`: also the data topic's size on the broker (a JVM run, ~2 s, after the copy).
     """
     cfg = app_config(raw)
     with tempfile.TemporaryDirectory(prefix="poller-bench-") as tmp:
@@ -166,7 +175,11 @@ def run_poller(
                                     cfg.tenant)  # fmt: skip
             wm = stored.get("customers")
             rows = wm.rows_total if wm is not None else 0
+            size = None
+            if measure_bytes:
+                data_topic = cfg.kafka.topic_for("customers", cfg.tenant)
+                size = topic_bytes(cfg.kafka.bootstrap_servers, data_topic)
         finally:
             delete_topics(cfg.kafka.bootstrap_servers, topics_of(cfg))
     cpu = usage.ru_utime + usage.ru_stime
-    return E2EResult(rows, wall, copy, hwm / 1024, cpu)
+    return E2EResult(rows, wall, copy, hwm / 1024, cpu, size)

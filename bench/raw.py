@@ -24,10 +24,11 @@ from sqlalchemy.engine import make_url
 
 from poller.avro.encoder import build_encoder
 from poller.avro.schemas import EntitySchema
+from poller.batch import BEGINNING, Position
 from poller.config import AppConfig
 from poller.errors import SchemaMismatchError
 from poller.kafka.publisher import PRODUCER_DEFAULTS
-from poller.source.query import BEGINNING, EntityQuery, Position
+from poller.source.query import EntityQuery
 from poller.source.reader import SourceReader, make_engine
 
 FETCH_CHUNK = 10_000
@@ -81,9 +82,9 @@ def raw_fetch(url: str, sql: str, params: Any) -> tuple[int, float]:
     return n, elapsed
 
 
-def raw_copy(url: str, sql: str, params: dict[str, Any]) -> tuple[int, float]:
+def raw_copy(url: str, sql: str, params: dict[str, Any]) -> tuple[int, float, int]:
     """The same SELECT as `COPY (...) TO STDOUT (FORMAT BINARY)` into memory, as the native
-    path reads a batch (the bytes only, nothing parsed): (rows, seconds)."""
+    path reads a batch (the bytes only, nothing parsed): (rows, seconds, bytes)."""
     u = make_url(url)
     conn = psycopg2.connect(dbname=u.database, host=u.host, port=u.port, user=u.username,
                             password=u.password)  # fmt: skip
@@ -91,13 +92,14 @@ def raw_copy(url: str, sql: str, params: dict[str, Any]) -> tuple[int, float]:
         cur = conn.cursor()
         stmt = cur.mogrify(sql, params)
         t0 = time.perf_counter()
-        cur.copy_expert(b"COPY (" + stmt + b") TO STDOUT (FORMAT BINARY)", io.BytesIO())
+        sink = io.BytesIO()
+        cur.copy_expert(b"COPY (" + stmt + b") TO STDOUT (FORMAT BINARY)", sink)
         elapsed = time.perf_counter() - t0
         n = cur.rowcount
         cur.close()
     finally:
         conn.close()
-    return n, elapsed
+    return n, elapsed, sink.tell()
 
 
 def reader_fetch(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import re
@@ -23,6 +24,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ROWS: tuple[tuple[str, str, str], ...] = (
     ("raw fetch (driver, server-side cursor)", "raw_fetch_rows_per_s", "{:,.0f} rows/s"),
     ("raw COPY ... (FORMAT BINARY), bytes only", "raw_copy_rows_per_s", "{:,.0f} rows/s"),
+    ("  COPY stream per row", "raw_copy_bytes_per_row", "{:.0f} B"),
     ("poller SourceReader alone (1 thread)", "reader_fetch_rows_per_s", "{:,.0f} rows/s"),
     ("raw produce (no transactions)", "raw_produce_msgs_per_s", "{:,.0f} msgs/s"),
     ("raw produce (1 transaction/10k msgs)", "raw_produce_txn_msgs_per_s", "{:,.0f} msgs/s"),
@@ -32,7 +34,13 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("end to end (copy, excl. start-up)", "end_to_end_rows_per_s", "{:,.0f} rows/s"),
     ("end to end (wall, incl. start-up)", "end_to_end_wall_rows_per_s", "{:,.0f} rows/s"),
     ("  native path (copy)", "native.end_to_end_rows_per_s", "{:,.0f} rows/s"),
+    ("    poller CPU per 1M rows", "native.poller_cpu_s_per_1m_rows", "{:.1f} s"),
+    ("    peak RSS", "native.peak_rss_mb", "{:.0f} MB"),
+    ("    bytes per record on the broker", "native.bytes_per_record", "{:.0f} B"),
     ("  Python path, POLLER_NATIVE=0 (copy)", "python.end_to_end_rows_per_s", "{:,.0f} rows/s"),
+    ("    poller CPU per 1M rows", "python.poller_cpu_s_per_1m_rows", "{:.1f} s"),
+    ("    peak RSS", "python.peak_rss_mb", "{:.0f} MB"),
+    ("    bytes per record on the broker", "python.bytes_per_record", "{:.0f} B"),
     ("  native / Python path", "native_to_python", "{:.2f}x"),
     ("  mysqlclient, mysql:// (copy)", "mysqlclient.end_to_end_rows_per_s", "{:,.0f} rows/s"),
     ("  PyMySQL, mysql+pymysql (copy)", "pymysql.end_to_end_rows_per_s", "{:,.0f} rows/s"),
@@ -51,10 +59,19 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("peak RSS (1x rows)", "peak_rss_mb", "{:.0f} MB"),
     ("peak RSS (5x rows)", "peak_rss_mb_5x", "{:.0f} MB"),
     ("verify (wall, incl. start-up)", "verify_rows_per_s", "{:,.0f} rows/s"),
+    ("  verify on the Python path, POLLER_NATIVE=0", "verify_python_rows_per_s", "{:,.0f} rows/s"),
     ("verify peak RSS", "verify_peak_rss_mb", "{:.0f} MB"),
     ("verify names exactly the changed keys", "verify_names_exactly", "{}"),
 )
-CPU_ROWS = ("raw_fetch", "reader_fetch", "encode", "raw_produce", "raw_produce_txn", "end_to_end")
+CPU_ROWS = (
+    "raw_fetch",
+    "raw_copy",
+    "reader_fetch",
+    "encode",
+    "raw_produce",
+    "raw_produce_txn",
+    "end_to_end",
+)
 
 
 def _server_versions(engines: Mapping[str, sa.Engine]) -> dict[str, str]:
@@ -126,6 +143,75 @@ def lookup(figures: Mapping[str, Any], key: str) -> Any:
             return None
         value = value.get(part)
     return value
+
+
+_PATH_FIGURES = ("end_to_end_rows_per_s", "poller_cpu_s", "peak_rss_mb", "bytes_per_record")
+_PEER_FIGURES = ("snapshot_rows_per_s", "catch_up_rows_per_s", "cpu_s.total", "peak_rss_mb",
+                 "bytes_per_record")  # fmt: skip
+
+
+def required_figures(args: Any) -> dict[str, list[str]]:
+    """Per database, the dotted names a run with these arguments must write: any one absent
+    (or NaN) is a failed measurement, so the run exits non-zero instead of dropping it."""
+    out: dict[str, list[str]] = {}
+    for db in args.databases:
+        keys = [
+            "raw_fetch_rows_per_s",
+            "cpu_s_per_1m_rows.raw_fetch",
+            "reader_fetch_rows_per_s",
+            "encode_rows_per_s",
+            "raw_produce_msgs_per_s",
+            "raw_produce_txn_msgs_per_s",
+        ]
+        if db == "postgresql":
+            keys += ["raw_copy_rows_per_s", "cpu_s_per_1m_rows.raw_copy", "raw_copy_bytes_per_row"]
+        if not args.skip_e2e:
+            keys += [
+                "end_to_end_rows_per_s",
+                "peak_rss_mb",
+                "poller_cpu_per_wall",
+                "cpu_s_per_1m_rows.end_to_end",
+                "end_to_end_rows_per_s_batch_100k",
+            ]
+            if not args.skip_confluent:
+                keys.append("end_to_end_confluent_rows_per_s")
+            if not args.skip_5x:
+                keys.append("peak_rss_mb_5x")
+            if not args.skip_verify:
+                keys += ["verify_rows_per_s", "verify_peak_rss_mb", "verify_names_exactly"]
+            if db == "postgresql":
+                keys += [f"{p}.{k}" for p in ("native", "python") for k in _PATH_FIGURES]
+                keys += ["native_to_python", "native_to_raw_copy"]
+                if not args.skip_verify:
+                    keys.append("verify_python_rows_per_s")
+        out[db] = keys
+    if getattr(args, "peer", None):  # measured on its own logical PostgreSQL cluster
+        out.setdefault("postgresql", []).extend(
+            f"peer.{tool}.{k}" for tool in (args.peer, "poller") for k in _PEER_FIGURES
+        )
+    return out
+
+
+def missing_figures(results: Mapping[str, Mapping[str, Any]], args: Any) -> list[tuple[str, str]]:
+    """(database, dotted name) of every required figure the results lack."""
+    missing = []
+    for db, keys in required_figures(args).items():
+        for key in keys:
+            v = lookup(results.get(db, {}), key)
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                missing.append((db, key))
+    return missing
+
+
+def wrong_answers(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Checks the run makes besides its figures: a verify that does not name exactly the keys
+    changed behind the poller's back is a failure, not a figure."""
+    out = []
+    for db, r in results.items():
+        if "verify_names_exactly" in r and r["verify_names_exactly"] is not True:
+            out.append(f"{db}: verify did not name exactly the changed keys: exit "
+                       f"{r.get('verify_diff_exit')}, {r.get('verify_named')}")  # fmt: skip
+    return out
 
 
 def check_targets(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:

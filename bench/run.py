@@ -146,7 +146,16 @@ class Bench:
             eng.dispose()
         self.rates(db, out, "raw_fetch", lambda: raw.raw_fetch(url, sql, params))
         if db == "postgresql":
-            self.rates(db, out, "raw_copy", lambda: raw.raw_copy(url, sql, params))
+            copy_bytes: list[int] = []
+
+            def copy() -> tuple[int, float]:
+                rows, secs, size = raw.raw_copy(url, sql, params)
+                copy_bytes.append(size)
+                return rows, secs
+
+            self.rates(db, out, "raw_copy", copy)
+            if copy_bytes:  # the COPY stream's bytes per row (binary tuples, as the path reads)
+                out["raw_copy_bytes_per_row"] = statistics.median(copy_bytes) / n
         sample: list[Sequence[object]] = []
 
         def reader() -> tuple[int, float]:
@@ -195,6 +204,8 @@ class Bench:
         # PostgreSQL with the accelerator installed: the default runs take the native path, and
         # the Python path (POLLER_NATIVE=0) runs in turn with them, so both see the same load.
         native = db == "postgresql" and native_pg.available()
+        if db == "postgresql" and not native:  # the native figures are part of every run
+            self.errors.append(f"{db}: native path: {native_pg.why_off()}")
         python: list[e2e.E2EResult] = []
         # MariaDB with mysqlclient installed: the default runs take it (mysql:// URLs), and
         # PyMySQL's runs (mysql+pymysql, the fallback) alternate with them.
@@ -207,8 +218,8 @@ class Bench:
             before = self.meter.read()
             env = {"POLLER_NATIVE": "0"} if path == "python" else None
             driver = "pymysql" if path == "pymysql" else None
-            res = e2e.run_poller(e2e.poller_config(db, table, batch, fmt=fmt, driver=driver),
-                                 env=env)  # fmt: skip
+            raw_cfg = e2e.poller_config(db, table, batch, fmt=fmt, driver=driver)
+            res = e2e.run_poller(raw_cfg, env=env, measure_bytes=path in ("native", "python"))
             if table == "customers" and batch == 10_000 and fmt == "single_object":
                 cpu.append(per_million(self.meter.delta(before, self.meter.read()), rows))
             if res.rows != rows:
@@ -290,12 +301,17 @@ class Bench:
 
 
 def _path_figures(n: int, runs: Sequence[e2e.E2EResult]) -> dict[str, Any]:
-    """One path's end-to-end figures (medians): rows/s, the poller's CPU seconds, peak RSS."""
+    """One path's end-to-end figures (medians): rows/s, the poller's CPU seconds (also per 1M
+    rows), peak RSS, and bytes per record on the broker."""
+    sizes = [x.bytes_per_record for x in runs]
+    cpu = statistics.median(x.cpu_s for x in runs)
     return {
         "end_to_end_rows_per_s": n / statistics.median(x.copy_s for x in runs),
-        "poller_cpu_s": statistics.median(x.cpu_s for x in runs),
+        "poller_cpu_s": cpu,
+        "poller_cpu_s_per_1m_rows": cpu * 1e6 / n,
         "peak_rss_mb": max(x.peak_rss_mb for x in runs),
-        "runs": [vars(x) for x in runs],
+        "bytes_per_record": None if None in sizes else statistics.median(s for s in sizes if s),
+        "runs": [{**vars(x), "bytes_per_record": x.bytes_per_record} for x in runs],
     }
 
 
@@ -330,6 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for eng in engines.values():
             eng.dispose()
+    for db, key in report.missing_figures(results, args):  # a figure left out failed
+        bench.errors.append(f"{db}: figure {key} was not measured")
+    bench.errors += report.wrong_answers(results)
     targets = report.check_targets(results)
     report.print_table(results, targets, args.rows, args.repeat, args.e2e_repeat)
     path = report.write_json({

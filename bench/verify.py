@@ -23,6 +23,8 @@ import yaml
 
 from bench import dataset, e2e
 from bench.raw import delete_topics
+from poller.errors import EXIT_DIFFERENCES
+from poller.source import native_pg
 
 TABLE = "customers_verify"
 KEEP = "customers_verify_keep"
@@ -41,12 +43,13 @@ class Child:
     stderr: str
 
 
-def run_child(args: list[str], timeout_s: float = 3600) -> Child:
+def run_child(args: list[str], timeout_s: float = 3600, env: dict[str, str] | None = None) -> Child:
     """`python -m poller ARGS` with its wall time, peak RSS (VmHWM) and CPU time."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-m", "poller", *args], stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=err, cwd=e2e.REPO_ROOT)  # fmt: skip
+                                stdout=out, stderr=err, cwd=e2e.REPO_ROOT,
+                                env={**os.environ, **(env or {})})  # fmt: skip
         hwm, deadline = 0, time.monotonic() + timeout_s
         while True:
             hwm = max(hwm, e2e._vm_hwm_kb(proc.pid))  # before reaping: /proc goes with it
@@ -103,6 +106,17 @@ def measure(database: str, rows: int) -> dict[str, Any]:
                 verify_peak_rss_mb=equal.peak_rss_mb,
                 verify_cpu_s=equal.cpu_s,
             )
+            if database == "postgresql" and native_pg.available():
+                # The same verify on the Python path (the default run above is the native one).
+                py = run_child(["verify", "--config", str(conf), "--json"],
+                               env={"POLLER_NATIVE": "0"})  # fmt: skip
+                if py.code != 0:
+                    raise RuntimeError(f"verify on the Python path: exit {py.code}")
+                out.update(
+                    verify_python_rows_per_s=rows / py.wall_s,
+                    verify_python_cpu_s=py.cpu_s,
+                    verify_python_peak_rss_mb=py.peak_rss_mb,
+                )
             with engine.connect() as c:
                 c.exec_driver_sql(f"INSERT INTO {TABLE} SELECT * FROM {KEEP}")  # noqa: S608
                 c.exec_driver_sql(f"DELETE FROM {TABLE} WHERE customer_id IN ({_ids(DELETED)})")  # noqa: S608
@@ -118,7 +132,7 @@ def measure(database: str, rows: int) -> dict[str, Any]:
             out.update(
                 verify_diff_exit=diff.code,
                 verify_named=named,
-                verify_names_exactly=diff.code == 1 and named == wanted,
+                verify_names_exactly=diff.code == EXIT_DIFFERENCES and named == wanted,
                 verify_diff_wall_s=diff.wall_s,
             )
     finally:

@@ -135,6 +135,12 @@ class RegistryUnavailableError(TransientError):
     """The schema registry did not answer: network error, timeout or HTTP 5xx."""
 
 
+class RegistryTLSError(StartupError):
+    """TLS to the schema registry failed for a reason retrying cannot mend: its certificate is
+    not signed by a trusted CA, or it wants a client certificate that is missing or refused.
+    Named, not "did not answer" (exit 7, like the other start-up failures)."""
+
+
 class KafkaAuthorizationError(KafkaFatalError):
     """The broker refused an operation for want of an ACL: retrying cannot help (exit 5). The
     message names the principal (when known), the resource, its pattern and the operation."""

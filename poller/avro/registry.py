@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,11 +24,13 @@ import fastavro
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+from poller.avro.registry_tls import tls_failure, warn_plaintext_credentials
 from poller.avro.schemas import PayloadError
 from poller.config import SchemaRegistryConfig
 from poller.errors import (
     ConfigError,
     IncompatibleSchemaError,
+    RegistryTLSError,
     RegistryUnavailableError,
     StartupError,
     TerminalError,
@@ -105,15 +108,22 @@ class Registry:
             "url": cfg.url,
             "timeout": cfg.timeout_s,
             "max.retries": 0,  # the callers wait and retry, with their own deadline
-            **cfg.options,
+            **cfg.client_options(),
         }
         if cfg.basic_auth is not None:
-            conf["basic.auth.user.info"] = f"{cfg.basic_auth.user}:{cfg.basic_auth.password}"
+            conf["basic.auth.user.info"] = (
+                f"{cfg.basic_auth.user}:{cfg.basic_auth.password.get_secret_value()}"
+            )
+        warn_plaintext_credentials(cfg)
         try:
             self.client = SchemaRegistryClient(conf)
         except (ValueError, TypeError) as exc:
             # The messages name options, never their values (no password reaches them).
             raise ConfigError([f"schema_registry: {exc}"]) from None
+        except (OSError, ssl.SSLError) as exc:  # a CA/certificate/key file (checked at load)
+            raise ConfigError(
+                [f"schema_registry.options: cannot load the TLS files: {exc.strerror or exc}"]
+            ) from None
         self._parsed: dict[int, tuple[str, Any]] = {}
 
     def _call(
@@ -154,6 +164,9 @@ class Registry:
                 raise RegistryUnavailableError(f"{where} failed to {what}: {exc}") from None
             raise TerminalError(f"{where} refuses to {what}: {exc}") from None
         except Exception as exc:  # network errors of the HTTP client (httpx's TransportError)
+            tls = tls_failure(exc, self.cfg)
+            if tls is not None:
+                raise RegistryTLSError(f"{where}: {tls}") from None
             raise RegistryUnavailableError(
                 f"{where} did not answer ({type(exc).__name__}: {str(exc)[:200]})"
             ) from None

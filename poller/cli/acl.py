@@ -42,7 +42,7 @@ def _tenant_config(text: str, source: str) -> AppConfig:
         raise ConfigError(problems, source)
     if not isinstance(raw, dict):
         raise ConfigError(["(top level): expected a mapping"], source)
-    return parse_config(_placeholders(raw), source)
+    return parse_config(_placeholders(raw), source, check_files=False)
 
 
 def cmd_acl(args: argparse.Namespace) -> int:
@@ -86,6 +86,18 @@ def cmd_acl(args: argparse.Namespace) -> int:
         wp = acls.principal_of(dict(worker.kafka.options)) or "User:WORKER"
         boot = worker.kafka.bootstrap_servers
         status = worker.status_topic_name()
+        if cfg is not None:
+            # A tenant principal must get nothing on the fleet's own topics (every tenant's
+            # configuration, every tenant's state); a template naming one would grant it.
+            clash = sorted(
+                {e.resource_name for e in sets[0][1] if e.resource_name in (topic, status)}
+            )
+            if clash:
+                raise ConfigError(
+                    [f"tenant {cfg.tenant}: its topic {t!r} is the fleet's own (a tenant's "
+                     "principal must get no access to it); change kafka.topic_template or "
+                     "the tenant id" for t in clash]
+                )  # fmt: skip
         sets.append(("fleet worker", acls.worker_acls(topic, worker.group, status), wp, boot))
         sets.append(("operator", acls.operator_acls(topic, status), "User:OPERATOR", boot))
     if args.json:

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import sys
 
+from poller.batch import Position
 from poller.cli.common import load
 from poller.config import AppConfig
 from poller.errors import ConfigError, UsageError
@@ -16,7 +17,6 @@ from poller.kafka.publisher import TransactionalPublisher
 from poller.kafka.topics import ensure_topics, wanted_topics
 from poller.ops.running import poller_running
 from poller.pipeline.runner import parse_cursor
-from poller.source.query import Position
 
 
 def show(cfg: AppConfig, as_json: bool = False) -> None:

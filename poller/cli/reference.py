@@ -22,7 +22,7 @@ from typing import Any
 
 import annotated_types as at
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -106,7 +106,9 @@ def type_name(annotation: Any) -> str:
     if origin is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in args)
     if origin in (typing.Union, types.UnionType):
-        return " \\| ".join(type_name(a) for a in args)
+        # Option values: a secret one is a string held as a secret, not another type to write.
+        shown = [a for a in args if not (a is SecretStr and str in args)]
+        return " \\| ".join(type_name(a) for a in shown)
     if origin is list:
         return f"list of {type_name(args[0])}"
     if origin is dict:
@@ -117,7 +119,8 @@ def type_name(annotation: Any) -> str:
         return " \\| ".join(f"`{m.value}`" for m in annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "section"
-    names = {str: "string", int: "integer", float: "number", bool: "boolean"}
+    names = {str: "string", int: "integer", float: "number", bool: "boolean",
+             SecretStr: "string (a secret: never shown)"}  # fmt: skip
     return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 

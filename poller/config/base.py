@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, SecretStr
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$#]*$")
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
@@ -37,3 +39,26 @@ def check_identifier(value: str, what: str, qualified: bool = False) -> str:
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Client options (librdkafka's, the registry client's) whose values are secrets: typed SecretStr
+# once validated, so repr/str/model_dump of a configuration never show them.
+SECRET_OPTION = re.compile(
+    r"(password|passwd|pwd|secret|token|basic\.auth\.user\.info|sasl\.jaas\.config)", re.I
+)
+OptionValue = str | int | float | bool | SecretStr  # SecretStr last: a plain str stays a str
+
+
+def _seal(options: dict[str, OptionValue]) -> dict[str, OptionValue]:
+    return {
+        k: SecretStr(v) if isinstance(v, str) and SECRET_OPTION.search(k) else v
+        for k, v in options.items()
+    }
+
+
+Options = Annotated[dict[str, OptionValue], AfterValidator(_seal)]
+
+
+def plain_options(options: Mapping[str, OptionValue]) -> dict[str, str | int | float | bool]:
+    """The options as the clients take them: secrets unwrapped (only at the client's door)."""
+    return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in options.items()}

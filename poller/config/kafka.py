@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_serializer, field_validator, model_validator
 
 from poller.config.base import (
+    Options,
     _Model,
+    plain_options,
 )
 
 # librdkafka settings that every client needs to reach the cluster at all.
@@ -35,8 +37,10 @@ class KafkaConfig(_Model):
         description="confluent: 0 + schema id + Avro, Avro keys (needs schema_registry); "
         "single_object: C3 01 + fingerprint + Avro, JSON keys",
     )
-    options: dict[str, str | int | float | bool] = Field(
-        default_factory=dict, description="extra librdkafka producer options"
+    options: Options = Field(
+        default_factory=dict,
+        description="extra librdkafka producer options (secret ones, e.g. sasl.password, are "
+        "held as secrets: never shown)",
     )
     topic_prefix: str = Field("retail", description="{prefix} in the topic templates")
     topic_template: str = Field(
@@ -113,7 +117,11 @@ class KafkaConfig(_Model):
         bootstrap servers plus the connection and security settings among `options`.
         Producer tuning (linger.ms, compression, ...) stays with the producer."""
         shared = {k: v for k, v in self.options.items() if k.startswith(_CLIENT_OPTION_PREFIXES)}
-        return {**shared, "bootstrap.servers": self.bootstrap_servers}
+        return {**plain_options(shared), "bootstrap.servers": self.bootstrap_servers}
+
+    def producer_options(self) -> dict[str, str | int | float | bool]:
+        """`options` as librdkafka takes them, secrets unwrapped."""
+        return plain_options(self.options)
 
     def topic_for(self, entity: str, tenant: str) -> str:
         return self.topic_template.format(prefix=self.topic_prefix, entity=entity, tenant=tenant)
@@ -139,8 +147,9 @@ Compatibility = Literal["NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD",
 
 class BasicAuth(_Model):
     user: str = Field(min_length=1, description="registry user", examples=["poller"])
-    password: str = Field(
-        repr=False, description="put it in ${ENV} or ${file:...}", examples=["${SR_PASSWORD}"]
+    password: SecretStr = Field(
+        description="put it in ${ENV} or ${file:...}; held as a secret (never shown)",
+        examples=["${SR_PASSWORD}"],
     )
 
 
@@ -148,6 +157,7 @@ class SchemaRegistryConfig(_Model):
     """A Confluent-compatible Schema Registry (Confluent, Apicurio's /apis/ccompat/v7, ...)."""
 
     url: str = Field(
+        repr=False,  # it may hold user:password@; repr shows nothing, dumps the redacted URL
         description="base URL; several, comma-separated, are tried in turn",
         examples=["http://127.0.0.1:8081/apis/ccompat/v7"],
     )
@@ -162,9 +172,10 @@ class SchemaRegistryConfig(_Model):
     )
     auto_register: bool = Field(True, description="false: only look the schemas up")
     timeout_s: float = Field(10, gt=0, description="longest a registry request may take (seconds)")
-    options: dict[str, str | int | float | bool] = Field(
+    options: Options = Field(
         default_factory=dict,
-        description="other SchemaRegistryClient options, e.g. ssl.ca.location",
+        description="other SchemaRegistryClient options, e.g. ssl.ca.location (secret ones, "
+        "e.g. ssl.key.password, are held as secrets)",
     )
 
     @field_validator("url")
@@ -173,6 +184,14 @@ class SchemaRegistryConfig(_Model):
         if not all(re.match(r"https?://[^/,]+", u.strip()) for u in v.split(",")):
             raise ValueError("not an http(s) URL (value hidden: it may hold a password)")
         return v
+
+    @field_serializer("url")
+    def _dump_url(self, _url: str) -> str:
+        return self.safe_url
+
+    def client_options(self) -> dict[str, str | int | float | bool]:
+        """`options` as the registry client takes them, secrets unwrapped."""
+        return plain_options(self.options)
 
     @property
     def safe_url(self) -> str:

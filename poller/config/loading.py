@@ -130,7 +130,44 @@ def _schema_problems(raw: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def parse_config(raw: Any, source: str = "configuration") -> AppConfig:
+# schema_registry.options naming files the HTTP client reads (confluent-kafka's names).
+REGISTRY_FILE_OPTIONS = ("ssl.ca.location", "ssl.certificate.location", "ssl.key.location")
+
+
+def _file_problems(raw: Mapping[str, Any]) -> list[str]:
+    """The registry's CA, client certificate and key files: each must exist and be readable,
+    checked at load so a wrong path is named with the other problems (not a traceback later)."""
+    registry = raw.get("schema_registry")
+    options = registry.get("options") if isinstance(registry, dict) else None
+    if not isinstance(options, dict):
+        return []
+    problems: list[str] = []
+    for key in REGISTRY_FILE_OPTIONS:
+        value = options.get(key)
+        if not isinstance(value, str) or not value:
+            continue  # ssl.ca.location: false turns verification off; pydantic checks types
+        where, path = f"schema_registry.options.{key}", Path(value)
+        if not path.exists():
+            problems.append(f"{where}: no such file {value!r}")
+        elif path.is_dir() and key != "ssl.ca.location":  # a CA may be a directory (capath)
+            problems.append(f"{where}: {value!r} is a directory, not a PEM file")
+        elif path.is_file():
+            try:
+                with path.open("rb") as f:
+                    f.read(1)
+            except OSError as exc:
+                problems.append(f"{where}: cannot read {value!r}: {exc.strerror}")
+    if options.get("ssl.key.location") and not options.get("ssl.certificate.location"):
+        problems.append(
+            "schema_registry.options.ssl.key.location: set ssl.certificate.location too "
+            "(the client certificate of that key)"
+        )
+    return problems
+
+
+def parse_config(raw: Any, source: str = "configuration", *, check_files: bool = True) -> AppConfig:
+    """`check_files=False` where the configuration is only inspected, possibly on another host
+    than the one that runs it (`poller acl`, `tenants put`)."""
     if not isinstance(raw, dict):
         raise ConfigError(["(top level): expected a mapping"], source)
     problems: list[str] = []
@@ -141,6 +178,8 @@ def parse_config(raw: Any, source: str = "configuration") -> AppConfig:
     except ValidationError as err:
         problems.extend(_format_pydantic(err, AppConfig))
     problems.extend(_schema_problems(expanded))
+    if check_files:
+        problems.extend(_file_problems(expanded))
     if problems or cfg is None:
         raise ConfigError(problems, source)
     return cfg

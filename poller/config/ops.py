@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from poller.config.base import (
     _Model,
@@ -30,10 +30,10 @@ class EndpointAuthConfig(_Model):
     user: str = Field(
         min_length=1, description="basic-auth user Prometheus sends", examples=["prometheus"]
     )
-    password: str = Field(
+    password: SecretStr = Field(
         min_length=1,
         description="its password: write a reference (`${ENV}` or `${file:/path}`), never "
-        "the password itself",
+        "the password itself; held as a secret (never shown)",
         examples=["${file:/etc/poller/metrics-password}"],
     )
 

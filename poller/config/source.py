@@ -5,7 +5,7 @@ from __future__ import annotations
 import zoneinfo
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_serializer, field_validator
 from sqlalchemy.engine import make_url
 
 from poller.config.base import (
@@ -18,6 +18,7 @@ from poller.redaction import redact
 
 class SourceConfig(_Model):
     url: str = Field(
+        repr=False,  # it may hold a password; repr shows nothing, dumps the redacted URL
         description="SQLAlchemy URL; put the password in ${ENV} or ${file:...}",
         examples=["postgresql+psycopg2://crm:${CRM_PASSWORD}@db.example:5432/crm"],
     )
@@ -110,6 +111,10 @@ class SourceConfig(_Model):
                 f"unknown time zone {v!r} (use an IANA name like Europe/Berlin)"
             ) from exc
         return v
+
+    @field_serializer("url")
+    def _dump_url(self, _url: str) -> str:
+        return self.safe_url
 
     @property
     def safe_url(self) -> str:

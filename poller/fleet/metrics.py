@@ -83,9 +83,45 @@ class WorkerMetrics:
         self.build.info({"version": __version__})
         for g in (self.tenants, self.running, self.waiting, self.partitions):
             g.labels(self.worker).set(0)
-        for e in EVENTS:
-            self.rebalances.labels(self.worker, e)
-        self.takeover.labels(self.worker)
+        # the worker's own series, bound once; a tenant's come and go with it (forget_tenant)
+        self._events = {e: self.rebalances.labels(self.worker, e) for e in EVENTS}
+        self._takeover = self.takeover.labels(self.worker)
+
+    # -- what the worker records ---------------------------------------------------------------
+
+    def tenant_added(self, tenant: str) -> None:
+        """A tenant to run: down until its process is up; restarts at 0 (so increase() sees
+        the first one)."""
+        self.tenant_up.labels(self.worker, tenant).set(0)
+        self.restarts.labels(self.worker, tenant)
+
+    def tenant_running(self, tenant: str, takeover_s: float | None) -> None:
+        """Its process fenced any older writer and loaded the watermarks; `takeover_s`: from
+        the partition's assignment (None: not started by an assignment)."""
+        self.tenant_up.labels(self.worker, tenant).set(1)
+        if takeover_s is not None:
+            self._takeover.observe(takeover_s)
+
+    def tenant_down(self, tenant: str) -> None:
+        self.tenant_up.labels(self.worker, tenant).set(0)
+
+    def tenant_restarted(self, tenant: str) -> None:
+        """Its process ended unexpectedly; it starts again after a backoff."""
+        self.restarts.labels(self.worker, tenant).inc()
+
+    def tenant_counts(self, owned: int, running: int, waiting: int, failed: int) -> None:
+        w = self.worker
+        self.tenants.labels(w).set(owned)
+        self.running.labels(w).set(running)
+        self.waiting.labels(w).set(waiting)
+        self.failed.labels(w).set(failed)
+
+    def rebalanced(self, event: str) -> None:
+        """A rebalance event (assigned, revoked, lost) moved partitions of this worker."""
+        self._events[event].inc()
+
+    def partitions_owned(self, count: int) -> None:
+        self.partitions.labels(self.worker).set(count)
 
     def forget_tenant(self, tenant: str) -> None:
         for metric in (self.tenant_up, self.restarts):

@@ -27,12 +27,14 @@ from poller.config import (
     parse_config,
     resolve_references,
 )
+from poller.config.base import SECRET_OPTION
 from poller.errors import ConfigError
 from poller.yamlfile import parse_yaml, read_yaml
 
 _REFERENCE = re.compile(r"\$\{[^}]*\}")
-# librdkafka options that hold secrets: only references may be stored.
-_SECRET_OPTIONS = re.compile(r"(password|secret|\.key\.pem$|token)", re.IGNORECASE)
+# librdkafka options that hold secrets: only references may be stored. The model holds the
+# same keys as secrets (SECRET_OPTION), plus inline PEM keys.
+_SECRET_OPTIONS = re.compile(SECRET_OPTION.pattern + r"|\.key\.pem$", re.IGNORECASE)
 
 
 class _Model(BaseModel):
@@ -213,7 +215,7 @@ def literal_secrets(raw: dict[str, Any]) -> list[str]:
     return problems + _more_literal_secrets(raw)
 
 
-_SECRET_KEY = re.compile(r"(password|passwd|pwd|secret|token|basic\.auth\.user\.info)", re.I)
+_SECRET_KEY = SECRET_OPTION
 _URL_SECRET = re.compile(r"(?i)[?&;]([\w.-]*(?:password|passwd|pwd|secret|token)[\w.-]*)=([^&;]*)")
 
 
@@ -267,7 +269,7 @@ def parse_tenant_text(text: str, source: str, *, strict: bool) -> tuple[dict[str
         raise ConfigError(["(top level): expected a mapping"], source)
     problems = literal_secrets(raw) if strict else []
     try:
-        cfg: AppConfig = parse_config(_placeholders(raw), source)
+        cfg: AppConfig = parse_config(_placeholders(raw), source, check_files=False)
     except ConfigError as exc:
         raise ConfigError([*problems, *exc.problems], source) from None
     if problems:

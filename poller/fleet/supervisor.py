@@ -88,8 +88,7 @@ class Supervisor:
         if t is None or t.removed:
             now = time.monotonic()
             self.tenants[name] = Tenant(name, partition, raw, text, now, from_assignment)
-            self.m.tenant_up.labels(self.w, name).set(0)
-            self.m.restarts.labels(self.w, name)  # at 0: increase() sees the first restart
+            self.m.tenant_added(name)
             return
         if t.text != text:
             log.info("tenant %s: configuration changed; restarting", name, extra={"tenant": name})
@@ -158,11 +157,10 @@ class Supervisor:
             child.kill_if_overdue(self.cfg.stop_timeout_s)
             if child.connected_at is not None and not t.observed:
                 t.observed = True
-                self.m.tenant_up.labels(self.w, t.name).set(1)
+                took = child.connected_at - t.assigned_at if t.from_assignment else None
+                self.m.tenant_running(t.name, took)
                 self.status.write(t.name, "RUNNING")
-                if t.from_assignment:
-                    took = child.connected_at - t.assigned_at
-                    self.m.takeover.labels(self.w).observe(took)
+                if took is not None:
                     log.info(
                         "tenant %s: taken over in %.2fs", t.name, took, extra={"tenant": t.name}
                     )
@@ -188,11 +186,12 @@ class Supervisor:
         self._gauges(alive, waiting)
 
     def _gauges(self, alive: int, waiting: int) -> None:
-        w = self.w
-        self.m.tenants.labels(w).set(sum(1 for t in self.tenants.values() if not t.removed))
-        self.m.running.labels(w).set(alive)
-        self.m.waiting.labels(w).set(waiting)
-        self.m.failed.labels(w).set(sum(1 for t in self.tenants.values() if t.failed is not None))
+        self.m.tenant_counts(
+            owned=sum(1 for t in self.tenants.values() if not t.removed),
+            running=alive,
+            waiting=waiting,
+            failed=sum(1 for t in self.tenants.values() if t.failed is not None),
+        )
         self.waiting = waiting
 
     def _start(self, t: Tenant) -> None:
@@ -213,7 +212,7 @@ class Supervisor:
     def _reaped(self, t: Tenant, child: Child) -> None:
         code = child.poll()
         t.child = None
-        self.m.tenant_up.labels(self.w, t.name).set(0)
+        self.m.tenant_down(t.name)
         wanted = child.stopping_since is not None
         how = describe_exit(code if code is not None else -9)
         if wanted or t.removed:
@@ -241,7 +240,7 @@ class Supervisor:
         t.failures = 1 if ran >= r.healthy_after_s else t.failures + 1
         delay = min(r.max_backoff_s, r.initial_backoff_s * 2 ** (t.failures - 1))
         t.next_start = time.monotonic() + delay
-        self.m.restarts.labels(self.w, t.name).inc()
+        self.m.tenant_restarted(t.name)
         self.status.write(t.name, "RESTARTING", how, reason)
         log.warning(
             "tenant %s: pid %d %s after %.1fs; restart %d in %.1fs%s",

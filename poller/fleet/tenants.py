@@ -94,6 +94,13 @@ def tenants_partitions(
             ) from exc
         if meta is not None and meta.error is None and meta.partitions:
             return len(meta.partitions)
+        error = meta.error if meta is not None else None
+        if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            # Not "does not exist": this principal may not see it (a tenant's, say).
+            acl = AclEntry("worker", "TOPIC", topic, "LITERAL", "READ")
+            raise denied(
+                cfg.kafka, acl, "a fleet topic, for the workers' and the operator's principals only"
+            )
         if not create:
             raise ConfigError([f"tenants topic {topic} does not exist (no tenant was put yet)"])
         spec = NewTopic(

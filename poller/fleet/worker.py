@@ -99,7 +99,7 @@ class Worker:
         )
         self.joined = True
         if mine:
-            self.metrics.rebalances.labels(self.name, "assigned").inc()
+            self.metrics.rebalanced("assigned")
             log.info("assigned partitions %s", sorted(tp.partition for tp in mine))
         self._gauges()
         self._last_tick = time.monotonic()
@@ -115,7 +115,7 @@ class Worker:
         if lost:
             self.joined = False  # until the group assigns again
         if mine:
-            self.metrics.rebalances.labels(self.name, "lost" if lost else "revoked").inc()
+            self.metrics.rebalanced("lost" if lost else "revoked")
             if lost:
                 log.warning(
                     "lost partitions %s: the group moved on without this worker (their "
@@ -132,7 +132,7 @@ class Worker:
         self._last_tick = time.monotonic()
 
     def _gauges(self) -> None:
-        self.metrics.partitions.labels(self.name).set(len(self.partitions))
+        self.metrics.partitions_owned(len(self.partitions))
 
     # -- records -----------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
 """Kafka: the transactional publisher, topics, the watermark store, reading topics back.
 
-Imports poller.config, poller.errors, poller.avro, poller.source (positions).
+Imports poller.config, poller.errors, poller.avro, poller.batch (positions).
 """

@@ -13,10 +13,10 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from poller.batch import Position
 from poller.config import KafkaConfig
 from poller.kafka import watermark
 from poller.kafka.watermark import Watermark, _typed, _untyped
-from poller.source.query import Position
 
 By = Literal["cursor", "key"]
 BACKFILL = "backfill"

@@ -117,7 +117,7 @@ class TransactionalPublisher:
     ) -> None:
         conf: dict[str, Any] = {
             **PRODUCER_DEFAULTS,
-            **kafka.options,
+            **kafka.producer_options(),
             "bootstrap.servers": kafka.bootstrap_servers,
             "transactional.id": transactional_id,
             "enable.idempotence": True,

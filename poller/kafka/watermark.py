@@ -22,11 +22,11 @@ import fastavro
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from poller.avro.schemas import SCHEMAS_DIR
+from poller.batch import Position
 from poller.config import KafkaConfig
 from poller.errors import BrokerUnavailableError, SchemaMismatchError, WatermarkRegressionError
 from poller.kafka.acls import AclEntry, watermark_group
 from poller.kafka.topics import committed_consumer
-from poller.source.query import Position
 
 log = logging.getLogger(__name__)
 

@@ -161,7 +161,7 @@ def _credentials(web: MetricsConfig) -> bytes | None:
     auth = web.basic_auth
     if auth is None:
         return None
-    return f"{auth.user}:{auth.password}".encode()
+    return f"{auth.user}:{auth.password.get_secret_value()}".encode()
 
 
 def _authorized(header: str | None, expected: bytes) -> bool:

@@ -18,10 +18,12 @@ import zoneinfo
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import psycopg2
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from poller.avro.schemas import EntitySchema, load_schema
+from poller.batch import BEGINNING, Encoded, Position
 from poller.config import AppConfig, Mode
 from poller.errors import (
     BadRowError,
@@ -38,14 +40,17 @@ from poller.kafka.backfill_state import BackfillState
 from poller.kafka.publisher import TransactionalPublisher
 from poller.kafka.topics import ensure_topics, wanted_topics
 from poller.pipeline.backfill_request import BackfillQuery, check_where, new_request, parse_bound
+from poller.pipeline.native import native_spec
 from poller.pipeline.sizes import NO_LIMIT, MessageLimits, check_size, read_limits
 from poller.pipeline.stream import EntityStream, _dead_letter, epoch_ms
 from poller.pipeline.wire import EntityWire, register_entities
+from poller.source import native_pg
 from poller.source.estimate import estimate_rows
 from poller.source.keyset import ensure_progress
 from poller.source.limits import SourceLimits
+from poller.source.native_pg import NativeBatch, NativeReader
 from poller.source.probe import prepare
-from poller.source.query import BEGINNING, EntityQuery, Position
+from poller.source.query import EntityQuery
 from poller.source.reader import _connection
 
 __all__ = ["BackfillQuery", "Backfiller", "check_where", "new_request", "parse_bound"]
@@ -69,6 +74,7 @@ class Job:
     query: BackfillQuery
     failing_since: float | None = None  # monotonic time of the first of consecutive failures
     retry_at: float = 0.0
+    native: NativeReader | None = None  # PostgreSQL batches through COPY and the extension
 
     def position_after(self, row: Sequence[object]) -> Position:
         layout = self.stream.layout
@@ -180,7 +186,23 @@ class Backfiller:
         stream.max_value_bytes = limits.per_topic.get(stream.topic, NO_LIMIT)
         stream.compression = limits.compression
         stream.dead_letter_max_bytes = limits.per_topic.get(self.dead_letter_topic, NO_LIMIT)
-        return Job(state, stream, BackfillQuery(query, ent, state))
+        return Job(
+            state, stream, BackfillQuery(query, ent, state), native=self._native(stream, state)
+        )
+
+    def _native(self, stream: EntityStream, state: BackfillState) -> NativeReader | None:
+        """The live native path's reader for the range's batches, where it applies: its last
+        position is the batch's cursor and tie-breaker, so a range by key needs the message key
+        to be the tie-breaker."""
+        dialect = self.engine.dialect
+        if dialect.name != "postgresql" or dialect.driver != "psycopg2":
+            return None
+        if not native_pg.available():
+            return None
+        layout = stream.layout
+        if state.by == "key" and (layout.n_rowkey or layout.n_tiebreak != 1):
+            return None
+        return NativeReader(native_spec(stream), f"backfill of {stream.name!r}", lambda _: None)
 
     def _test(self, job: Job) -> None:
         """Run the request's statement with `AND 1=0` before storing it: a condition the
@@ -315,44 +337,63 @@ class Backfiller:
         while self.pending and not should_stop():
             self.step(1)
 
-    def _fetch(self, job: Job) -> list[Sequence[object]]:
+    def _fetch(self, job: Job) -> list[Sequence[object]] | NativeBatch:
         if self.source_limits is None:
             return self._read(job)
-        return self.source_limits.fetcher(self._read, len)(job)
+        return self.source_limits.fetcher(self._read, _count)(job)
 
-    def _read(self, job: Job) -> list[Sequence[object]]:
+    def _read(self, job: Job) -> list[Sequence[object]] | NativeBatch:
         stmt, params = job.query.statement(job.state.position)
         what = f"backfill of {job.state.entity!r}"
         with _connection(self.engine, what, self.cfg.source) as c:
             try:
+                if job.native is not None:
+                    state = stmt.compile(dialect=self.engine.dialect).construct_expanded_state(
+                        params
+                    )
+                    dbapi_conn = c.connection.dbapi_connection
+                    assert dbapi_conn is not None  # an open Connection always has one
+                    got = job.native.read(dbapi_conn, state.statement, state.parameters)
+                    if got is not None:
+                        return got  # else the Python path reads (and decides) the batch
                 return [tuple(row) for row in c.execute(stmt, params)]
-            except sa_exc.DataError as exc:  # a value the range's condition cannot take
+            except (sa_exc.DataError, psycopg2.DataError) as exc:  # the range cannot take it
+                orig = getattr(exc, "orig", exc)
                 raise SchemaMismatchError(
-                    f"{what}: the database refuses a value of the range ({exc.orig}); fix the "
+                    f"{what}: the database refuses a value of the range ({orig}); fix the "
                     "--where condition or the row"
                 ) from exc
 
     def _batch(self, job: Job) -> bool:
         """One transaction: a batch of the range plus the backfill's new state. True: done."""
-        rows = self._fetch(job)
+        got = self._fetch(job)
         size = job.stream.cfg.batch_size
-        position = job.position_after(rows[-1]) if rows else job.state.position
+        n = _count(got)
+        position = job.state.position
+        if isinstance(got, NativeBatch):
+            if got.last is not None:  # the last row's cursor and tie-breaker (the key by key)
+                position = Position(None, got.last.key) if job.state.by == "key" else got.last
+        elif got:
+            position = job.position_after(got[-1])
         what = f"backfill of {job.state.entity!r}"
-        ensure_progress(what, job.state.position, position if rows else None, len(rows), size)
-        new = job.state.advanced(position, len(rows), done=len(rows) < size)
+        ensure_progress(what, job.state.position, position if n else None, n, size)
+        new = job.state.advanced(position, n, done=n < size)
         pub = self.publisher
         assert pub is not None
         pub.begin()
         try:
-            self._send_rows(job, rows, pub)
+            if isinstance(got, NativeBatch):
+                self._send_encoded(job, got.encoded, pub)
+            else:
+                self._send_rows(job, got, pub)
             self._send_state(new, pub)
         except BaseException:
             pub.abort()
             raise
         pub.commit()
         job.state = self.states[new.entity] = new
-        if self.on_batch is not None and rows:
-            self.on_batch(new.entity, len(rows))
+        if self.on_batch is not None and n:
+            self.on_batch(new.entity, n)
         if new.done:
             log.info("backfill of %s done: %d rows published again", new.describe(), new.rows)
         return new.done
@@ -385,6 +426,15 @@ class Backfiller:
             pub.send(s.topic, s.message_key(key), value, s.headers, ts)
         pub.poll()
 
+    def _send_encoded(self, job: Job, enc: Encoded, pub: TransactionalPublisher) -> None:
+        """The native path's messages, as `_send_rows` would send them (no bad or soft-deleted
+        row gets here: such a batch is the Python path's)."""
+        s = job.stream
+        stamps = enc.stamps if enc.stamps is not None else [0] * len(enc.values)
+        for value, key, ts in zip(enc.values, enc.keys, stamps, strict=True):
+            pub.send(s.topic, key, value, s.headers, ts)
+        pub.poll()
+
     def _send_state(self, state: BackfillState, pub: TransactionalPublisher) -> None:
         key = backfill_state.key_bytes(state.tenant, state.entity)
         pub.send(self.watermark_topic, key, backfill_state.encode(state))
@@ -408,3 +458,7 @@ class Backfiller:
             except PollerError as exc:
                 log.warning("closing the backfill producer: %s", exc)
             self.publisher = None
+
+
+def _count(got: list[Sequence[object]] | NativeBatch) -> int:
+    return got.rows if isinstance(got, NativeBatch) else len(got)

@@ -8,11 +8,12 @@ import re
 
 import sqlalchemy as sa
 
+from poller.batch import BEGINNING, Position
 from poller.config import AppConfig, EntityConfig, Mode
 from poller.errors import ConfigError
 from poller.kafka.backfill_state import BackfillState, By
 from poller.source.keyset import KeyRange, Keyset
-from poller.source.query import BEGINNING, AnySelect, EntityQuery, Position
+from poller.source.query import AnySelect, EntityQuery
 from poller.source.where import normalize_where
 
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from poller.avro.schemas import EntitySchema
 from poller.config import AppConfig
 from poller.errors import SchemaMismatchError
-from poller.ops.metrics import Metrics
+from poller.ops.entity_metrics import TenantMetrics
 from poller.pipeline.preflight import field_types
 from poller.source.query import EntityQuery
 from poller.source.reader import check_entity
@@ -27,16 +27,14 @@ class DriftWatch:
         self,
         cfg: AppConfig,
         engine: sa.Engine,
-        metrics: Metrics,
+        meters: TenantMetrics,
         schemas: Mapping[str, EntitySchema],
         queries: Mapping[str, EntityQuery],
     ) -> None:
-        self.cfg, self.engine, self.metrics = cfg, engine, metrics
+        self.cfg, self.engine, self.meters = cfg, engine, meters
         self.schemas, self.queries = schemas, queries
         self.interval = cfg.source.drift_check_interval_s
         self.next_at = time.monotonic() + self.interval
-        for name in queries:
-            metrics.schema_drift.labels(cfg.tenant, name).set(0)
 
     def check_due(self) -> None:
         """Re-check when the interval has passed (0: never); raises on drift."""
@@ -52,7 +50,7 @@ class DriftWatch:
             found = check_entity(
                 self.engine, self.queries[name], ent, field_types(self.schemas[name])
             )
-            self.metrics.schema_drift.labels(self.cfg.tenant, name).set(len(found))
+            self.meters.entity(name).drift_found(len(found))
             problems += found
         self.next_at = time.monotonic() + self.interval
         if problems:

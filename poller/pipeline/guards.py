@@ -11,16 +11,17 @@ from collections.abc import Mapping
 
 import sqlalchemy as sa
 
+from poller.batch import Batch, Position
 from poller.config import AppConfig, EntityConfig, Mode, SourceConfig
 from poller.errors import ConfigError
 from poller.kafka.watermark import Watermark
-from poller.ops.metrics import Metrics
+from poller.ops.entity_metrics import TenantMetrics
 from poller.source.exact import CursorType
 from poller.source.horizon import HorizonAccess
 from poller.source.keyset import ensure_progress as keyset_progress
 from poller.source.probe import count_null_cursors, nullable_cursor
-from poller.source.query import EntityQuery, Position
-from poller.source.reader import Batch, SourceReader, source_connection
+from poller.source.query import EntityQuery
+from poller.source.reader import SourceReader, source_connection
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def start_checks(
     engine: sa.Engine,
     access: HorizonAccess,
     queries: Mapping[str, EntityQuery],
-    metrics: Metrics,
+    meters: TenantMetrics,
 ) -> None:
     """At start: whether the horizon works (a warning per missing privilege), and how many
     rows `null_cursor: skip` leaves out."""
@@ -178,10 +179,10 @@ def start_checks(
         log.warning("%s", warning, extra={"tenant": cfg.tenant})
     for name, ent in cfg.enabled_entities().items():
         family = "time" if ent.is_time_mode else "id"
-        metrics.horizon_active.labels(cfg.tenant, name).set(1 if access.active(family) else 0)
+        meters.entity(name).horizon_checked(access.active(family))
         if ent.null_cursor == "skip":
             skipped = count_skipped(engine, queries[name])
-            metrics.null_cursor_rows.labels(cfg.tenant, name).set(skipped)
+            meters.entity(name).null_cursors_skipped(skipped)
             if skipped:
                 log.warning(
                     "%s/%s: %d row(s) with a NULL %s are skipped (null_cursor: skip)",

@@ -16,15 +16,15 @@ from collections.abc import Iterable
 
 from poller.kafka.publisher import TransactionalPublisher
 from poller.kafka.watermark import encode, key_bytes
-from poller.ops.metrics import Metrics
+from poller.ops.entity_metrics import TenantMetrics
 from poller.pipeline.stream import EntityStream
 from poller.source.reader import SourceReader
 
 
 class Heartbeats:
-    def __init__(self, tenant: str, metrics: Metrics, watermark_topic: str, zone: str) -> None:
+    def __init__(self, tenant: str, meters: TenantMetrics, watermark_topic: str, zone: str) -> None:
         self.tenant = tenant
-        self.metrics = metrics
+        self.meters = meters
         self.topic = watermark_topic
         self.zone = zoneinfo.ZoneInfo(zone)
         self._last: dict[str, float] = {}  # monotonic time of the last heartbeat
@@ -74,12 +74,5 @@ class Heartbeats:
             raise
         publisher.commit()
         self._last[s.name] = time.monotonic()
-        labels = (self.tenant, s.name)
-        self.metrics.transactions.labels(self.tenant, "committed").inc()
-        self.metrics.heartbeat.labels(*labels).set(time.time())
-        self.metrics.caught_up.labels(*labels).set(db_now.timestamp())
+        self.meters.entity(s.name).heartbeat_written(db_now.timestamp())
         return True
-
-    def committed(self, s: EntityStream) -> None:
-        """A batch rewrote the watermark: the entity is alive."""
-        self.metrics.heartbeat.labels(self.tenant, s.name).set(time.time())

@@ -13,17 +13,20 @@ import logging
 
 from poller.config import RetryConfig
 from poller.errors import SourceError, TerminalError
+from poller.ops.entity_metrics import TenantMetrics
 from poller.ops.logs import redact
-from poller.ops.metrics import Health, Metrics
+from poller.ops.metrics import Health
 
 log = logging.getLogger(__name__)
 
 
 class EntityBackoff:
-    def __init__(self, tenant: str, retry: RetryConfig, metrics: Metrics, health: Health) -> None:
+    def __init__(
+        self, tenant: str, retry: RetryConfig, meters: TenantMetrics, health: Health
+    ) -> None:
         self.tenant = tenant
         self.retry = retry
-        self.metrics = metrics
+        self.meters = meters
         self.health = health
         self._failures: dict[str, int] = {}
 
@@ -42,10 +45,7 @@ class EntityBackoff:
         self._failures[entity] = failures
         delay = float(min(r.max_backoff_s, r.initial_backoff_s * 2 ** (failures - 1)))
         kind = type(exc).__name__
-        labels = (self.tenant, entity)
-        self.metrics.errors.labels(*labels, kind).inc()
-        self.metrics.retries.labels(*labels).inc()
-        self.metrics.entity_failures.labels(*labels).set(failures)
+        self.meters.entity(entity).read_failed(kind, failures)
         since = self.health.stuck.get(entity, {}).get("since")
         info: dict[str, object] = {
             "error": redact(f"{kind}: {exc}"),
@@ -71,7 +71,7 @@ class EntityBackoff:
         failures = self._failures.pop(entity, 0)
         if not failures:
             return
-        self.metrics.entity_failures.labels(self.tenant, entity).set(0)
+        self.meters.entity(entity).reads_again()
         self.health.stuck = {k: v for k, v in self.health.stuck.items() if k != entity}
         log.info(
             "entity %s reads again after %d failed attempt(s)",

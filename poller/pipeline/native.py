@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from poller.avro.schemas import _field_spec
 from poller.avro.values import write_long
 from poller.config import Mode
-from poller.ops.metrics import Metrics
+from poller.ops.entity_metrics import TenantMetrics
 from poller.pipeline.stream import EntityStream
 from poller.source import native_pg
 from poller.source.reader import SourceReader
@@ -57,7 +57,7 @@ def attach(
     readers: Mapping[str, SourceReader],
     dialect: str,
     driver: str,
-    metrics: Metrics,
+    meters: TenantMetrics,
 ) -> None:
     """Give each PostgreSQL entity's reader a native reader (when the extension is installed
     and POLLER_NATIVE is not 0); otherwise say once why the Python path serves them."""
@@ -68,16 +68,7 @@ def attach(
         return
     for name, stream in streams.items():
         reader = readers[name]
-        tenant = stream.tenant
-
-        def fallback(reason: str, _name: str = name, _tenant: str = tenant) -> None:
-            metrics.native_fallbacks.labels(_tenant, _name, reason).inc()
-
+        fallback, served = meters.entity(name).native_callbacks()
         reader.native = native_pg.NativeReader(
-            native_spec(stream), f"entity {name!r}", fallback, metrics_ok(metrics, tenant, name)
+            native_spec(stream), f"entity {name!r}", fallback, served
         )
-
-
-def metrics_ok(metrics: Metrics, tenant: str, name: str) -> native_pg.Callback:
-    counter = metrics.native_batches.labels(tenant, name)
-    return lambda: counter.inc()

@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from poller.batch import Batch
 from poller.errors import HorizonNotReachedError
-from poller.source.reader import Batch
 
 log = logging.getLogger(__name__)
 

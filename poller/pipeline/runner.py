@@ -15,6 +15,7 @@ import time
 from typing import Protocol
 
 from poller.avro.schemas import EntitySchema, load_schema
+from poller.batch import Batch, Position
 from poller.config import AppConfig, EntityConfig, Mode
 from poller.errors import (
     PollerError,
@@ -27,6 +28,7 @@ from poller.errors import (
 from poller.kafka.backfill_state import load_all
 from poller.kafka.publisher import TransactionalPublisher
 from poller.kafka.topics import ensure_topics, wanted_topics
+from poller.ops.entity_metrics import TenantMetrics
 from poller.ops.metrics import Health, Metrics
 from poller.pipeline import native
 from poller.pipeline.backfill import Backfiller
@@ -42,8 +44,8 @@ from poller.pipeline.wire import EntityWire, register_entities
 from poller.source.horizon import HorizonAccess
 from poller.source.limits import SourceLimits
 from poller.source.prefetch import Prefetcher
-from poller.source.query import EntityQuery, Position
-from poller.source.reader import Batch, SourceReader, make_engine
+from poller.source.query import EntityQuery
+from poller.source.reader import SourceReader, make_engine
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +74,8 @@ class Poller:
         self.metrics = metrics or Metrics()
         self.health = health or Health()
         self.stop = stop or threading.Event()
-        self.metrics.init_labels(cfg.tenant, cfg.enabled_entities())
-        self.metrics.instance.info(
-            {"tenant": cfg.tenant, "transactional_id": cfg.transactional_id()}
-        )
+        self.meters = TenantMetrics(self.metrics, cfg.tenant, cfg.enabled_entities())
+        self.meters.running_as(cfg.transactional_id())
         self.engine = make_engine(cfg.source)
         self.limits = SourceLimits(cfg.source, self.stop)  # max_concurrent_queries, rows/s
         self.schemas: dict[str, EntitySchema] = {n: load_schema(n) for n in cfg.enabled_entities()}
@@ -106,12 +106,12 @@ class Poller:
         self._start_positions: dict[str, Position] = {}
         self._topics_ready = False
         self.wires: dict[str, EntityWire] = {}  # Confluent framing per entity, set at start
-        self.drift = DriftWatch(cfg, self.engine, self.metrics, self.schemas, self.queries)
+        self.drift = DriftWatch(cfg, self.engine, self.meters, self.schemas, self.queries)
         self._failures = 0  # consecutive transient failures, for the backoff
-        self.isolation = EntityBackoff(cfg.tenant, cfg.retry, self.metrics, self.health)
+        self.isolation = EntityBackoff(cfg.tenant, cfg.retry, self.meters, self.health)
         self._sizes = MessageLimits()  # read from the topics at start
         self.heartbeats = Heartbeats(
-            cfg.tenant, self.metrics, self.watermark_topic, cfg.source.timezone
+            cfg.tenant, self.meters, self.watermark_topic, cfg.source.timezone
         )
         self.backfill: Backfiller | None = None  # pending backfills, interleaved with batches
         self.observer: RunObserver | None = None
@@ -178,14 +178,12 @@ class Poller:
     def _drain(self, s: EntityStream) -> None:
         """Publish batches of one entity until it is caught up or has had its turn."""
         size = s.cfg.batch_size
-        fetch_hist = self.metrics.phase_seconds.labels(self.tenant, s.name, "fetch")
-        rows_read = self.metrics.rows_read.labels(self.tenant, s.name)
+        meters = self.meters.entity(s.name)
 
         def fetched(seconds: float, batch: Batch) -> None:
             # counted in the reading thread, when the database served the rows (what
             # max_rows_per_second caps), not when the loop gets round to them
-            fetch_hist.observe(seconds)
-            rows_read.inc(len(batch.rows))
+            meters.batch_fetched(len(batch.rows), seconds)
 
         prefetch = Prefetcher(
             self._fetch[s.name],
@@ -225,7 +223,7 @@ class Poller:
 
     def _commit(self, s: EntityStream, batch: Batch) -> None:
         """One Kafka transaction: the batch's rows plus its watermark, or nothing."""
-        pub = self._publisher()
+        pub, meters = self._publisher(), self.meters.entity(s.name)
         t0 = time.perf_counter()
         pub.begin()
         try:
@@ -235,56 +233,47 @@ class Poller:
                 pub.abort()
             except ProducerFailedError as abort_error:  # the first error says what happened
                 log.warning("%s", abort_error, extra={"tenant": self.tenant, "entity": s.name})
-            self.metrics.transactions.labels(self.tenant, "aborted").inc()
+            meters.batch_aborted()
             raise
         t1 = time.perf_counter()
         try:
             pub.commit()
         except PollerError:
-            self.metrics.transactions.labels(self.tenant, "aborted").inc()
+            meters.batch_aborted()
             raise
-        m, labels = self.metrics, (self.tenant, s.name)
-        m.phase_seconds.labels(*labels, "encode").observe(t1 - t0)
-        m.phase_seconds.labels(*labels, "commit").observe(time.perf_counter() - t1)
-        m.transactions.labels(self.tenant, "committed").inc()
-        m.batches.labels(*labels).inc()
-        m.rows_published.labels(*labels).inc(outcome.published)
-        if outcome.dead_lettered:
-            m.rows_dead_lettered.labels(*labels).inc(outcome.dead_lettered)
+        meters.batch_committed(
+            outcome.published, outcome.dead_lettered, t1 - t0, time.perf_counter() - t1
+        )
         s.position = outcome.position
         s.rows_total += outcome.published + outcome.dead_lettered
         self._failures = 0  # progress was made: the next outage backs off from the start
         self._kafka_ok(True)
-        self.heartbeats.committed(s)
         if self.observer is not None:
             self.observer.committed(s.name, outcome.published + outcome.dead_lettered)
         if outcome.error is not None:
-            m.errors.labels(self.tenant, s.name, "bad_row").inc()
+            meters.bad_row()
             self.health.last_batch_ok = False
             raise outcome.error
 
     def _progress(self, s: EntityStream, batch: Batch) -> None:
-        m, labels = self.metrics, (self.tenant, s.name)
         self.health.last_batch_ok = True
-        m.last_success.labels(*labels).set(time.time())
-        m.horizon_holdback.labels(*labels).set(batch.holdback_s)
-        m.horizon_active.labels(*labels).set(1 if self.readers[s.name].horizon_active else 0)
         if self.once_goal is not None:
             self.once_goal.saw(s.name, batch)
         caught_up = len(batch.rows) < s.cfg.batch_size
         if caught_up:
             self.heartbeats.read_to(s.name, batch.safe_at)
         value = cursor_number(s.position.cursor, s.tz)
-        if value is not None:
-            m.watermark_value.labels(*labels).set(value)
+        lag: float | None = None
         if caught_up:
             # Everything below the read bound is read: the lag is how far open transactions
             # hold the bound behind now - settle (0 without any).
-            m.lag_seconds.labels(*labels).set(batch.holdback_s)
+            lag = batch.holdback_s
         elif s.cfg.is_time_mode and batch.db_now is not None and value is not None:
             now = cursor_number(batch.db_now, s.tz)
             if now is not None:
-                m.lag_seconds.labels(*labels).set(max(0.0, now - value))
+                lag = max(0.0, now - value)
+        active = self.readers[s.name].horizon_active
+        self.meters.entity(s.name).batch_read(batch.holdback_s, active, value, lag)
 
     def _sleep_until_due(self) -> None:
         if self.backfill is not None:
@@ -310,13 +299,13 @@ class Poller:
         if first:
             with self.limits.query():
                 preflight(self.cfg, self.engine)  # with the Kafka ACL check (exit 5)
-                start_checks(self.cfg, self.engine, self.access, self.queries, self.metrics)
+                start_checks(self.cfg, self.engine, self.access, self.queries, self.meters)
             ensure_topics(k, wanted_topics(self.cfg))
             self._sizes = read_limits(k, list(wanted_topics(self.cfg)))
         pub = TransactionalPublisher(
             k,
             self.cfg.transactional_id(),
-            stats_cb=lambda s: self.metrics.on_stats(self.tenant, s),
+            stats_cb=self.meters.producer_stats,
             max_batch_bytes=self._sizes.batch_bytes if self._sizes.per_topic else None,
         )
         try:
@@ -373,7 +362,7 @@ class Poller:
             )
         native.attach(
             self.streams, self.readers, self.engine.dialect.name, self.engine.dialect.driver,
-            self.metrics,
+            self.meters,
         )  # fmt: skip
         self.heartbeats.start(self.streams)
         if self.observer is not None:
@@ -394,8 +383,7 @@ class Poller:
             raise TerminalError(f"giving up after {failures - 1} retries: {exc}") from exc
         delay = min(r.max_backoff_s, r.initial_backoff_s * 2 ** (failures - 1))
         kind = type(exc).__name__
-        self.metrics.errors.labels(self.tenant, "", kind).inc()
-        self.metrics.retries.labels(self.tenant, "").inc()
+        self.meters.retrying(kind)
         self.health.last_batch_ok = False
         log.warning(
             "%s: %s; retry %d in %.1fs from the last committed watermark",
@@ -426,11 +414,11 @@ class Poller:
 
     def _database_ok(self, ok: bool) -> None:
         self.health.database_ok = ok
-        self.metrics.db_up.labels(self.tenant).set(1 if ok else 0)
+        self.meters.database_up(ok)
 
     def _kafka_ok(self, ok: bool) -> None:
         self.health.kafka_ok = ok
-        self.metrics.kafka_up.labels(self.tenant).set(1 if ok else 0)
+        self.meters.kafka_up(ok)
 
     def close(self) -> None:
         self._drop_publisher()

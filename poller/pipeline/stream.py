@@ -18,6 +18,7 @@ from poller.avro.encoder import build_encoder
 from poller.avro.keys import int_text_head
 from poller.avro.schemas import EntitySchema
 from poller.avro.values import FINAL
+from poller.batch import Batch, Position
 from poller.config import AppConfig, EntityConfig, Mode
 from poller.errors import BadRowError, BadValueError
 from poller.kafka.publisher import TransactionalPublisher, classify
@@ -25,8 +26,7 @@ from poller.kafka.watermark import Watermark, check_forward, encode, key_bytes
 from poller.pipeline.sizes import NO_LIMIT, check_size, fit_dead_letter
 from poller.pipeline.wire import EntityWire
 from poller.source.deletes import deleted_matcher
-from poller.source.query import Position, RowLayout
-from poller.source.reader import Batch
+from poller.source.query import RowLayout
 
 log = logging.getLogger(__name__)
 

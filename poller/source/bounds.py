@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from poller.batch import Position
 from poller.config import EntityConfig
 from poller.source.horizon import (
     HorizonAccess,
@@ -23,7 +24,7 @@ from poller.source.horizon import (
     open_transactions,
 )
 from poller.source.horizon_writers import scope_params
-from poller.source.query import EntityQuery, Position
+from poller.source.query import EntityQuery
 
 
 @dataclass

@@ -13,8 +13,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from poller.batch import Position
 from poller.errors import PollerError
-from poller.source.query import AnySelect, EntityQuery, Position
+from poller.source.query import AnySelect, EntityQuery
 from poller.source.reader import _connection
 
 log = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.types import TypeDecorator
 
 # Dialects with a correct row-value comparison `(a, b) > (x, y)`. SQL Server has no row values;
 # Oracle has them only for equality, so both get the expanded OR form.
@@ -176,17 +177,39 @@ def _exact_form(element: ExactForm, compiler: SQLCompiler, **kw: Any) -> str:
     return _EXACT_FORMS.get(name, "{}").format(inner)
 
 
+class PaddedText(TypeDecorator[str]):
+    """The tenant bound against a CHAR(n)/NCHAR(n) column. Oracle compares a CHAR column with
+    a VARCHAR2 bind (the driver's default for a str) without blank padding, so
+    `tenant_id = :tenant` matched none of 'acme      '; bound as CHAR (NCHAR) the comparison
+    pads and keeps its index. Elsewhere a plain string: SQL Server's `=` pads whatever the
+    bind, PostgreSQL and MySQL drop CHAR(n)'s padding."""
+
+    impl = sa.String
+    cache_ok = True
+
+    def __init__(self, national: bool = False) -> None:
+        super().__init__()
+        self.national = national
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "oracle":
+            return dialect.type_descriptor(sa.NCHAR() if self.national else sa.CHAR())
+        return dialect.type_descriptor(sa.String())
+
+
 def tenant_filter(
     column: ColumnElement[Any], tenant: str, exact: str | None = "char"
 ) -> list[ColumnElement[bool]]:
     """The indexable `=` and the exact comparison, both on the one bound tenant value.
 
-    `exact`: "char" (a character column, or not known), "fixed" (CHAR(n)), None (not a
-    character column: uuid, integer... whose values have one spelling the database parses, so
-    the byte-exact form would compare the text of 'ABC-..' with the column's 'abc-..' and
-    match nothing)."""
-    bind: sa.BindParameter[str] = sa.bindparam("tenant", tenant)
+    `exact`: "char" (a character column, or not known), "fixed" (CHAR(n)), "nfixed"
+    (NCHAR(n)), None (not a character column: uuid, integer... whose values have one spelling
+    the database parses, so the byte-exact form would compare the text of 'ABC-..' with the
+    column's 'abc-..' and match nothing)."""
     if exact is None:
-        return [column == bind]
-    fixed = exact == "fixed"
+        return [column == sa.bindparam("tenant", tenant)]
+    fixed = exact in ("fixed", "nfixed")
+    bind: sa.BindParameter[str] = sa.bindparam(
+        "tenant", tenant, type_=PaddedText(exact == "nfixed") if fixed else sa.String()
+    )
     return [column == bind, ExactForm(column, fixed) == ExactForm(bind, fixed)]

@@ -45,6 +45,7 @@ from poller.source.horizon_writers import (
     statement_params,
     writers_sql,
 )
+from poller.source.innodb_cache import OWN, fresh_rows
 from poller.source.replica import replica_reason
 
 log = logging.getLogger(__name__)
@@ -82,12 +83,15 @@ _OPEN = {
     # that have not written still count (a MariaDB sequence's NEXTVAL hands out an id without
     # writing); only sessions in the polled database (or none) do (horizon_writers). The LIMIT
     # reads PROCESSLIST once (a derived table), not once per transaction.
+    # The reader's own transaction comes back as OWN: the proof that the cached list is fresh
+    # (innodb_cache).
     "mysql": (
-        "SELECT CONCAT(t.trx_id, '/', t.trx_mysql_thread_id, '/', t.trx_started) AS ident "  # noqa: S608 - constants only
-        "FROM information_schema.innodb_trx t "
+        f"SELECT CASE WHEN t.trx_mysql_thread_id = CONNECTION_ID() THEN '{OWN}' "  # noqa: S608 - constants only
+        "ELSE CONCAT(t.trx_id, '/', t.trx_mysql_thread_id, '/', t.trx_started) END AS ident, "
+        "t.trx_started AS seen FROM information_schema.innodb_trx t "
         "LEFT JOIN (SELECT ID, DB FROM information_schema.PROCESSLIST "
         "LIMIT 18446744073709551615) p ON p.ID = t.trx_mysql_thread_id "
-        "WHERE t.trx_mysql_thread_id <> CONNECTION_ID() AND t.trx_is_read_only = 0 "
+        "WHERE t.trx_mysql_thread_id = CONNECTION_ID() OR t.trx_is_read_only = 0 "
         f"AND {MYSQL_SCOPE}"
     ),
     # Transactions that have touched this database (not the instance's others).
@@ -145,8 +149,9 @@ _SLACK = {
     "oracle": dt.timedelta(seconds=1),
 }
 # A transaction list read this long after a maximum id was read covers every transaction that
-# held a smaller id at that moment (MySQL's cached innodb_trx may be 0.1 s old).
-_LIST_DELAY = {"mysql": 0.25, "mariadb": 0.25}
+# held a smaller id at that moment. None now: MySQL's cached innodb_trx is read only when it
+# shows a transaction begun after the maximum (innodb_cache).
+_LIST_DELAY: dict[str, float] = {}
 
 
 def time_horizon(engine: sa.Engine, scope: dict[str, object] | None = None) -> TimeHorizon:
@@ -324,8 +329,13 @@ def oldest_open_start(conn: sa.Connection, dialect: str) -> dt.datetime | None:
 def open_transactions(
     conn: sa.Connection, dialect: str, scope: dict[str, object] | None = None
 ) -> frozenset[str]:
+    """The identities of the open transactions that may hold ids. MySQL: from a list shown
+    fresh after this call began (StaleList if it cannot be)."""
     d = dialect_key(dialect)
-    return frozenset(str(r[0]) for r in conn.execute(open_sql(d), statement_params(d, scope)))
+    params = statement_params(d, scope)
+    if d == "mysql":
+        return frozenset(str(r[0]) for r in fresh_rows(conn, open_sql(d), params))
+    return frozenset(str(r[0]) for r in conn.execute(open_sql(d), params))
 
 
 def _naive(value: Any) -> dt.datetime:

@@ -33,6 +33,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from poller.source.innodb_cache import OWN, fresh_rows
+
 # Commands of sessions that are not running a client statement.
 _IDLE = "('Sleep', 'Daemon', 'Binlog Dump', 'Binlog Dump GTID')"
 # A local DATETIME as the earliest UTC instant it may denote: in the hour repeated at the DST
@@ -73,8 +75,11 @@ WRITERS = {
     # 9-17 ms instead of 2 ms with 500 sessions). A transaction is told apart by its start
     # (with the session): MariaDB gives a transaction that starts writing a new trx_id.
     # Recovered XA transactions (thread 0) count whatever their database.
+    # The reader's own session comes back as OWN, with its transaction's start once the cached
+    # INNODB_TRX shows it: the proof that the list is fresh (innodb_cache).
     "mysql": (
-        "SELECT CAST(p.ID AS CHAR) AS session, CAST(t.trx_started AS CHAR) AS tx, "  # noqa: S608 - constants only
+        f"SELECT CASE WHEN p.ID = CONNECTION_ID() THEN '{OWN}' ELSE CAST(p.ID AS CHAR) END "  # noqa: S608 - constants only
+        "AS session, CAST(t.trx_started AS CHAR) AS tx, "
         f"CASE WHEN p.COMMAND NOT IN {_IDLE} "
         "THEN TIMESTAMPADD(SECOND, -(p.TIME + 1), UTC_TIMESTAMP(6)) END AS running_since, "
         f"CASE WHEN t.trx_rows_modified > 0 THEN {_MY_STARTED} END AS wrote_since, "
@@ -83,7 +88,7 @@ WRITERS = {
         "LEFT JOIN (SELECT trx_mysql_thread_id, trx_started, trx_rows_modified, "
         "trx_is_read_only FROM information_schema.INNODB_TRX LIMIT 18446744073709551615) t "
         "ON t.trx_mysql_thread_id = p.ID "
-        f"WHERE p.ID <> CONNECTION_ID() AND {MYSQL_SCOPE} "
+        f"WHERE p.ID = CONNECTION_ID() OR p.ID <> CONNECTION_ID() AND {MYSQL_SCOPE} "
         "AND COALESCE(t.trx_is_read_only, 0) = 0 "
         f"AND (t.trx_rows_modified > 0 OR p.COMMAND NOT IN {_IDLE}) "
         "UNION ALL SELECT CONCAT('xa:', t.trx_id), CAST(t.trx_id AS CHAR), NULL, "
@@ -203,7 +208,11 @@ class WriterTracker:
         """The oldest stamp (naive UTC, before any slack) that another session may still
         commit; `now_utc` is the database's time read just before (naive UTC); `own`: the
         poller's read-only sessions, left out; `scope`: MySQL's scope_params."""
-        rows = conn.execute(writers_sql(self.dialect), statement_params(self.dialect, scope)).all()
+        params = statement_params(self.dialect, scope)
+        if self.dialect == "mysql":  # INNODB_TRX is a cache: read it shown fresh, or not at all
+            rows: list[Any] = fresh_rows(conn, writers_sql(self.dialect), params)
+        else:
+            rows = list(conn.execute(writers_sql(self.dialect), params).all())
         skip = own or set()
         return self.observe([tuple(r) for r in rows if str(r[0]) not in skip], now_utc)
 

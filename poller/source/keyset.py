@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql import ColumnElement
 
+from poller.batch import BEGINNING, Position
 from poller.errors import NoProgressError
 from poller.source.exact import (
     ROW_VALUE_DIALECTS,
@@ -32,21 +33,6 @@ from poller.source.exact import (
     cursor_bind_value,
     keyset_after,
 )
-
-
-@dataclass(frozen=True)
-class Position:
-    """Where an entity's stream stands: the next batch holds rows strictly after (cursor, key).
-
-    `cursor` None means from the beginning; `key` None with a cursor means "after this cursor
-    value" (a `start:` value, where no row has been read yet).
-    """
-
-    cursor: object | None = None
-    key: object | None = None  # a tuple when the tie-breaker is a composite key
-
-
-BEGINNING = Position()
 
 
 @dataclass(frozen=True)

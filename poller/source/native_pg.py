@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from poller.avro.values import FieldSpec
-from poller.source.query import Position, RowLayout
+from poller.batch import Encoded, Position
+from poller.source.query import RowLayout
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +98,6 @@ def _key_mode(key_oid: int, spec: NativeSpec) -> str:
     elif spec.key_type == "string" and key_oid in _TEXT_OIDS:
         return "avro_string"
     raise Unsupported(f"a message key of type oid {key_oid} in a {spec.key_type} key field")
-
-
-@dataclass
-class Encoded:
-    """A batch's messages, ready to produce."""
-
-    values: list[bytes]
-    keys: list[bytes]
-    stamps: list[int] | None  # message times (ms), time modes only
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from poller.batch import Batch, Position
 from poller.errors import SourceError
-from poller.source.query import Position
-from poller.source.reader import Batch
 
 _END = object()
 

@@ -131,7 +131,7 @@ def column_bind(conn: sa.Connection, entity: EntityConfig, column: str) -> Colum
 
 def tenant_exact(conn: sa.Connection, query: EntityQuery, entity: EntityConfig) -> str | None:
     """The tenant column's exact-comparison form (see exact.tenant_filter): "char", "fixed"
-    (CHAR(n), padded) or None (not a character column)."""
+    (CHAR(n), padded), "nfixed" (NCHAR(n)) or None (not a character column)."""
     column = query.source.tenant_column
     if column is None:
         return None
@@ -141,7 +141,9 @@ def tenant_exact(conn: sa.Connection, query: EntityQuery, entity: EntityConfig) 
         if not isinstance(t, sa.String):
             return None if column_kind(t) != "unknown" or isinstance(t, sa.Uuid) else "char"
         spec = t.compile(dialect=conn.dialect).upper()
-        return "fixed" if spec.startswith(("CHAR", "NCHAR", "CHARACTER(")) else "char"
+        if spec.startswith("NCHAR"):
+            return "nfixed"
+        return "fixed" if spec.startswith(("CHAR", "CHARACTER(")) else "char"
     result = conn.execute(query.probe(query.column(column)))
     desc: Any = result.cursor.description[0] if result.cursor is not None else None
     result.close()

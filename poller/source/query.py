@@ -22,18 +22,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ColumnElement, FromClause, Select
 
+from poller.batch import Position
 from poller.config import IDENTIFIER, EntityConfig, Mode, SourceConfig
 from poller.source.exact import CursorType, cursor_select, tenant_filter
-from poller.source.keyset import (
-    BEGINNING,
-    ColumnBind,
-    KeyRange,
-    Keyset,
-    Position,
-    ensure_progress,
-)
+from poller.source.keyset import ColumnBind, KeyRange, Keyset, ensure_progress
 
-__all__ = ["BEGINNING", "ColumnBind", "KeyRange", "Keyset", "Position", "ensure_progress"]
+__all__ = ["ColumnBind", "KeyRange", "Keyset", "ensure_progress"]
 
 # Statements of any number of columns (SQLAlchemy 2.1 types Select by its column types).
 AnySelect: TypeAlias = Select[*tuple[Any, ...]]
@@ -157,7 +151,8 @@ class EntityQuery:
 
     def set_column_binds(self, binds: dict[str, ColumnBind], tenant_exact: str | None) -> None:
         """How values are bound to the key columns (their own types), and the tenant column's
-        exact-comparison form ("char", "fixed" for CHAR(n), None: not a character column)."""
+        exact-comparison form ("char", "fixed"/"nfixed" for CHAR(n)/NCHAR(n), None: not a
+        character column)."""
         if binds != self.column_binds or tenant_exact != self.tenant_exact:
             self.column_binds = dict(binds)
             self.tenant_exact = tenant_exact

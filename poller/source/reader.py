@@ -12,7 +12,6 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from poller.batch import BEGINNING, Batch, Position
 from poller.config import EntityConfig, Mode, SourceConfig
 from poller.errors import (
     ConfigError,
@@ -34,13 +34,12 @@ from poller.source.cursors import open_cursor, read_all
 from poller.source.exact import CursorType
 from poller.source.horizon import HorizonAccess
 from poller.source.horizon_writers import own_sessions
-from poller.source.native_pg import Encoded, NativeReader
+from poller.source.innodb_cache import StaleList
+from poller.source.native_pg import NativeReader
 from poller.source.probe import prepare
 from poller.source.query import (
-    BEGINNING,
     AnySelect,
     EntityQuery,
-    Position,
     column_kind,
     description_kind,
     fits,
@@ -182,20 +181,6 @@ def to_zone(value: object, zone: ZoneInfo) -> dt.datetime:
 # ------------------------------------------------------------------------------ reading
 
 
-@dataclass
-class Batch:
-    rows: list[Sequence[object]]  # fields in field_names order, then cursor, then tie-breaker
-    last: Position | None  # position of the last row; None when empty
-    db_now: object | None  # the database's now (naive, source.timezone) of the upper bound
-    holdback_s: float = 0.0  # how far open transactions held the upper bound back
-    # Monotonic time up to which every committed row is at or below the read bound (less the
-    # settle delay in timestamp modes): what "caught up" means. None: not known yet.
-    safe_at: float | None = None
-    held_by: str = ""  # what held the bound back (an open transaction's start, its age)
-    # The native path's messages; `rows` then holds one empty placeholder per row.
-    encoded: Encoded | None = None
-
-
 class SourceReader:
     """Reads one entity's batches; holds no connection between batches (thread-safe as long as
     one thread fetches at a time, which the run loop's prefetcher guarantees)."""
@@ -240,20 +225,24 @@ class SourceReader:
                 self._access.recheck(conn)
                 conn.rollback()
             upper: object | None = None
-            if self._entity.is_time_mode and self._bound_reusable():
-                db_now, upper, holdback, held = self._bound[1:]
-                safe_at = self._bound[0] - holdback
-            elif self._entity.is_time_mode:
-                now_utc = self._now_utc(conn)
-                db_now = now_utc.astimezone(self._zone).replace(tzinfo=None)
-                upper, holdback, held = self._bounds.time_bound(conn, now_utc)
-                self._bound = (time.monotonic(), db_now, upper, holdback, held)
-                safe_at = self._bound[0] - holdback
-            elif self._bounds.id_bounded():
-                upper, holdback, held = self._bounds.id_bound(conn, position)
-                safe_at = self._bounds.ids.safe_at
-                if upper is None:  # no id is known to be safe yet
-                    return Batch([], None, None, holdback, safe_at, held)
+            try:
+                if self._entity.is_time_mode and self._bound_reusable():
+                    db_now, upper, holdback, held = self._bound[1:]
+                    safe_at = self._bound[0] - holdback
+                elif self._entity.is_time_mode:
+                    now_utc = self._now_utc(conn)
+                    db_now = now_utc.astimezone(self._zone).replace(tzinfo=None)
+                    upper, holdback, held = self._bounds.time_bound(conn, now_utc)
+                    self._bound = (time.monotonic(), db_now, upper, holdback, held)
+                    safe_at = self._bound[0] - holdback
+                elif self._bounds.id_bounded():
+                    upper, holdback, held = self._bounds.id_bound(conn, position)
+                    safe_at = self._bounds.ids.safe_at
+                    if upper is None:  # no id is known to be safe yet
+                        return Batch([], None, None, holdback, safe_at, held)
+            except StaleList as exc:  # nothing is known safe this turn: read nothing, say why
+                conn.rollback()
+                return Batch([], None, None, 0.0, None, str(exc))
             stmt, params = self._query.batch(position, upper)
             sql, values = self._driver_statement(stmt, params)
             dbapi_conn = conn.connection.dbapi_connection

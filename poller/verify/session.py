@@ -17,15 +17,17 @@ import fastavro
 import sqlalchemy as sa
 
 from poller.avro.schemas import load_schema
+from poller.batch import Position
 from poller.config import AppConfig
 from poller.kafka.publisher import TransactionalPublisher
 from poller.kafka.watermark import Watermark
 from poller.pipeline.stream import EntityStream
 from poller.pipeline.wire import register_entities
 from poller.source.keys import key_kinds
-from poller.source.query import EntityQuery, Position
+from poller.source.query import EntityQuery
 from poller.verify.compare import DIFFERENT, KINDS, Counts, Difference, Merge
 from poller.verify.keys import avro_body
+from poller.verify.native_source import NativePages
 from poller.verify.repair import RepairCounts, Repairer
 from poller.verify.source_side import VerifySource
 from poller.verify.topic_side import TopicSnapshot, fetch_values, open_spill
@@ -152,7 +154,9 @@ def verify_entity(
         try:
             snapshot = TopicSnapshot(topic_db, stream)
             snapshot.load(cfg.kafka, on_progress=_topic_progress(prog, name))
-            merge = Merge(stream, sink, report.counts)
+            native = NativePages.of(stream, engine.dialect.name, engine.dialect.driver,
+                                    source.composite)  # fmt: skip
+            merge = Merge(stream, sink, report.counts, native)
             prog.phase(name, "comparing with the source", snapshot.count() or None)
             merge.run(source, snapshot, source_db, prog.advance)
             if repairer is not None:

@@ -10,18 +10,20 @@ pins old row versions on the retailer's database for its whole length.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from poller.batch import Position
 from poller.config import EntityConfig, SourceConfig
 from poller.source.keyset import KeyRange, chunks
 from poller.source.probe import prepare
-from poller.source.query import AnySelect, EntityQuery, Position
+from poller.source.query import AnySelect, EntityQuery
 from poller.source.reader import source_connection
 
 PAGE_ROWS = 10_000
+T = TypeVar("T")
 PENDING_LABEL = "_pending"
 
 
@@ -82,16 +84,19 @@ class VerifySource:
             params["tenant"] = self.query.tenant
         return params
 
+    def page_query(self, last: object) -> tuple[AnySelect, dict[str, object]]:
+        """The page after key `last` (None: the first page): statement and parameters."""
+        params = self._params()
+        if last is not None:
+            values = last if isinstance(last, tuple) else (last,)
+            params.update(self.keyset.position_params(self.keyset.position_of(values)))
+        return (self._first if last is None else self._next), params
+
     def pages(self) -> Iterator[Sequence[Sequence[object]]]:
         """Every row of the tenant, by key, a page at a time."""
         last: object = None
         while True:
-            params = self._params()
-            if last is not None:
-                values = last if isinstance(last, tuple) else (last,)
-                params.update(self.keyset.position_params(self.keyset.position_of(values)))
-            stmt = self._first if last is None else self._next
-            rows = self._fetch(stmt, params)
+            rows = self.fetch(*self.page_query(last))
             if not rows:
                 return
             yield rows
@@ -99,9 +104,25 @@ class VerifySource:
                 return
             last = self.key(rows[-1])
 
-    def _fetch(self, stmt: AnySelect, params: dict[str, object]) -> list[tuple[object, ...]]:
+    def fetch(self, stmt: AnySelect, params: dict[str, object]) -> list[tuple[object, ...]]:
         """One page through the driver's own cursor: no SQLAlchemy Row per row (the same
         reason as SourceReader's); a page is small enough to be fetched whole."""
+
+        def read(dbapi_conn: Any, sql: str, values: Any) -> list[tuple[object, ...]]:
+            cur = dbapi_conn.cursor()
+            try:
+                cur.execute(sql, values)
+                return list(cur.fetchall())
+            finally:
+                cur.close()
+
+        return self.with_driver(stmt, params, read)
+
+    def with_driver(
+        self, stmt: AnySelect, params: dict[str, object], fn: Callable[[Any, str, Any], T]
+    ) -> T:
+        """fn(DB-API connection, SQL, driver parameters) on a source connection: the page
+        statement as the driver takes it (the native path reads it as COPY)."""
         compiled = self._compiled.get(stmt)
         if compiled is None:
             compiled = self._compiled[stmt] = stmt.compile(dialect=self.engine.dialect)
@@ -110,12 +131,7 @@ class VerifySource:
         with source_connection(self.engine, self.what, self.source) as conn:
             dbapi_conn = conn.connection.dbapi_connection
             assert dbapi_conn is not None  # an open Connection always has one
-            cur = dbapi_conn.cursor()
-            try:
-                cur.execute(state.statement, values)
-                return list(cur.fetchall())
-            finally:
-                cur.close()
+            return fn(dbapi_conn, state.statement, values)
 
     def rows_by_keys(self, keys: Sequence[object]) -> list[Sequence[object]]:
         """The current rows of these keys (absent keys have no row), in statements small

@@ -44,7 +44,7 @@ def test_valid_config_expands_secrets_from_env_and_file(
     cfg = parse_config(raw)
     assert cfg.source.url.endswith("crm:s3cret@db:5432/crm")
     assert "s3cret" not in cfg.source.safe_url
-    assert cfg.kafka.options["sasl.password"] == "k-pass"
+    assert cfg.kafka.producer_options()["sasl.password"] == "k-pass"
     assert cfg.transactional_id() == "poller.acme-corp"
     # Security settings reach every client; producer tuning stays with the producer.
     assert cfg.kafka.client_options() == {

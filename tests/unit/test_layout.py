@@ -4,6 +4,8 @@ and every subpackage says what lives in it and ships in the wheel."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -17,6 +19,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "redaction": 0,  # imports nothing of the poller
     "yamlfile": 0,  # imports nothing of the poller
+    "batch": 0,  # Position, Batch: plain data; imports nothing of the poller
     "config": 1,
     "avro": 2,
     "source": 3,
@@ -137,3 +140,17 @@ def test_the_wheel_lists_every_subpackage() -> None:
     present = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
     assert present <= listed, f"add to [tool.setuptools] packages: {sorted(present - listed)}"
     assert "poller.schemas" in listed
+
+
+def test_the_ground_floor_imports_nothing_heavy() -> None:
+    """Position and Batch are plain data every layer uses: importing them loads no SQLAlchemy,
+    no Kafka client, no pydantic, nothing else of the poller."""
+    code = (
+        "import sys, poller.batch; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('poller', 'sqlalchemy', 'confluent_kafka', 'pydantic', 'fastavro')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "['poller', 'poller.batch']", out.stdout

@@ -185,3 +185,43 @@ def test_no_command_shows_the_password_in_any_url_form(
     with ThreadPoolExecutor(max_workers=len(forms)) as pool:
         leaks = [leak for found in pool.map(run_form, forms) for leak in found]
     assert not leaks, "\n\n".join(leaks)
+
+
+def test_a_loaded_config_never_shows_its_secrets_in_repr_str_or_dumps(tmp_path: Path) -> None:
+    """Passwords are typed as secrets in the model: repr/str/model_dump/JSON of a configuration
+    holding the sweep's password in every URL form and every secret field show none of it."""
+    from poller.config import load_config
+
+    secret = Secret()
+    forms = url_forms("postgresql+psycopg2://127.0.0.1:5432/db", "role", secret)
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    for form, url in forms.items():
+        cfg = config(url, "127.0.0.1:9092", "sec-repr")
+        cfg["kafka"]["options"] = {
+            "security.protocol": "SASL_SSL",
+            "sasl.username": "acme",
+            "sasl.password": secret.value,
+            "ssl.key.password": secret.value,
+            "sasl.oauthbearer.client.secret": secret.value,
+        }
+        cfg["kafka"]["format"] = "confluent"
+        cfg["kafka"]["layout"] = "per_tenant"
+        cfg["schema_registry"] = {
+            "url": f"https://u:{quote(secret.value, safe='')}@sr.example:8081",
+            "basic_auth": {"user": "poller", "password": secret.value},
+            "options": {"ssl.ca.location": str(ca), "bearer.auth.token": secret.value},
+        }
+        cfg["metrics"] = {"enabled": False, "basic_auth": {"user": "p", "password": secret.value}}
+        path = tmp_path / f"{form}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        loaded = load_config(path)
+        for what, text in (
+            ("repr", repr(loaded)),
+            ("str", str(loaded)),
+            ("model_dump", str(loaded.model_dump())),
+            ("model_dump_json", loaded.model_dump_json()),
+        ):
+            assert not secret.leaks(text), f"{form}: {what} shows the password:\n{text}"
+        # ...while the clients still get the real values.
+        assert loaded.kafka.client_options()["sasl.password"] == secret.value

@@ -10,9 +10,9 @@ import uuid
 import pytest
 from confluent_kafka import Producer
 
+from poller.batch import Position
 from poller.config import KafkaConfig
 from poller.kafka import watermark
-from poller.source.query import Position
 from tests.integration.conftest import NewTopicFn
 from tests.integration.topics import read_to_end
 

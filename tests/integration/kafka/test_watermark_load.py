@@ -12,10 +12,10 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
+from poller.batch import Position
 from poller.config import AppConfig, KafkaConfig
 from poller.kafka import watermark
 from poller.kafka.topics import WATERMARK_TOPIC_CONFIG, ensure_topics, wanted_topics
-from poller.source.query import Position
 from tests.integration.conftest import NewTopicFn, unique_name
 
 pytestmark = pytest.mark.integration

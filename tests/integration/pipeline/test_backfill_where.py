@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from poller.batch import BEGINNING
 from poller.config import parse_config
 from poller.kafka import backfill_state as bf_state
 from poller.kafka.backfill_state import BackfillState, load_all
 from poller.kafka.publisher import TransactionalPublisher
 from poller.pipeline.backfill import Backfiller, new_request
-from poller.source.query import BEGINNING
 from poller.source.reader import make_engine
 from tests.integration.pipeline.helpers import (
     OTHER,

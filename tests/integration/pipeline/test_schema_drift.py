@@ -13,6 +13,7 @@ import pytest
 from poller.avro.schemas import load_schema
 from poller.config import parse_config
 from poller.errors import SchemaMismatchError
+from poller.ops.entity_metrics import TenantMetrics
 from poller.ops.metrics import Metrics
 from poller.pipeline.drift import DriftWatch
 from poller.source.query import EntityQuery
@@ -106,7 +107,8 @@ def test_periodic_check_sets_the_drift_gauge_and_names_the_column(pg_url: str) -
         ent, cfg.source, TENANT, schema.field_names, engine.dialect, name="customers"
     )
     metrics = Metrics()
-    watch = DriftWatch(cfg, engine, metrics, {"customers": schema}, {"customers": query})
+    meters = TenantMetrics(metrics, TENANT, ["customers"])
+    watch = DriftWatch(cfg, engine, meters, {"customers": schema}, {"customers": query})
 
     def gauge() -> float | None:
         return metrics.registry.get_sample_value(

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from tests.integration.secure.broker import BOOTSTRAP, SecureKafka, secure_kafka_session
+from tests.integration.secure.broker import BOOTSTRAP, Acl, SecureKafka, secure_kafka_session
 from tests.integration.secure.tenants import Tenant, make_tenant
 
 RUN_TIMEOUT = 90  # seconds for one `poller run --once`: a retry loop would exceed it
@@ -240,3 +240,109 @@ def test_no_schema_is_registered_before_kafka_accepts_the_tenant(
     with urllib.request.urlopen(f"{REGISTRY_URL}/subjects", timeout=10) as resp:
         subjects = json.loads(resp.read())
     assert not [s for s in subjects if s.startswith(t.prefix)], subjects
+
+
+def _fleet_topics(sk: SecureKafka, tmp: Path) -> tuple[Path, str, str]:
+    """An operator-run fleet's tenants and status topics on the secured broker (made by the
+    admin, as the operator would), and the worker configuration that names them."""
+    from confluent_kafka.admin import NewTopic
+
+    prefix = f"isofleet_{uuid.uuid4().hex[:8]}"
+    sk.topic_prefixes.append(f"{prefix}.")
+    tenants, status = f"{prefix}.tenants", f"{prefix}.tenant_status"
+    futures = sk.admin.create_topics(
+        [NewTopic(t, 1, 1, config={"cleanup.policy": "compact"}) for t in (tenants, status)]
+    )
+    for f in futures.values():
+        f.result(timeout=30)
+    worker = tmp / "worker.yaml"
+    worker.write_text(
+        yaml.safe_dump({"kafka": {"bootstrap_servers": BOOTSTRAP, "topic_prefix": prefix,
+                                  "options": {"sasl.username": "worker"}},
+                        "metrics": {"enabled": False}}),
+        encoding="utf-8",
+    )  # fmt: skip
+    return worker, tenants, status
+
+
+def _records(sk: SecureKafka, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    """Every record of the topic's partition 0, read as the admin."""
+    c = Consumer(
+        {"bootstrap.servers": BOOTSTRAP, **sk.options("admin", "poller-secure-admin"),
+         "group.id": f"iso-admin-{uuid.uuid4().hex}", "enable.partition.eof": True}
+    )  # fmt: skip
+    out: list[tuple[bytes | None, bytes | None]] = []
+    try:
+        c.assign([TopicPartition(topic, 0, 0)])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    return out
+                raise KafkaException(msg.error())
+            out.append((msg.key(), msg.value()))
+        pytest.fail(f"{topic}: no end of partition within 20 s")
+    finally:
+        c.close()
+
+
+def test_tenant_b_cannot_read_or_rewrite_the_fleets_tenants_and_status_topics(
+    sk: SecureKafka, tenants: tuple[Tenant, Tenant], tmp_path: Path
+) -> None:
+    """The tenants topic holds every tenant's configuration (hosts, users, secret references)
+    and the status topic every tenant's state: a tenant principal gets nothing on either."""
+    a, b = tenants
+    worker, tenants_topic, status_topic = _fleet_topics(sk, tmp_path)
+    admin = {"bootstrap.servers": BOOTSTRAP, **sk.options("admin", "poller-secure-admin")}
+    p = Producer(admin)
+    p.produce(tenants_topic, a.config.read_bytes(), a.name.encode())
+    p.produce(status_topic, b'{"state": "running"}', a.name.encode())
+    assert p.flush(20) == 0
+
+    # What `poller acl` grants B, next to the fleet's sets: nothing on the fleet's topics.
+    out = b.poller("acl", "--config", str(b.config), "--worker-config", str(worker), "--json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    mine = [r for r in rows if r["set"] == f"tenant {b.name}"]
+    assert mine and not [r for r in mine if r["resource_name"] in (tenants_topic, status_topic)], (
+        mine
+    )
+    assert {(r["resource_name"], r["operation"]) for r in rows if r["set"] == "fleet worker"} >= {
+        (tenants_topic, "READ"),
+        (status_topic, "WRITE"),
+    }
+    sk.grant(Acl.from_json(r, r["principal"]) for r in mine)
+    before = {t: _records(sk, t) for t in (tenants_topic, status_topic)}
+    as_b = _options(b)
+
+    for topic in (tenants_topic, status_topic):
+        c = Consumer({**as_b, "group.id": f"poller-tail-{b.name}"})
+        try:
+            meta = c.list_topics(topic, timeout=20).topics[topic]
+            assert meta.error is not None, f"B may describe {topic}"
+            assert meta.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, meta.error
+            c.assign([TopicPartition(topic, 0, 0)])
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                msg = c.poll(0.5)
+                assert msg is None or msg.error() is not None, f"B read a record of {topic}"
+        finally:
+            c.close()
+        # rewriting A's configuration (or its state) under A's key: refused
+        err = _produce_error(as_b, topic, a.name.encode())
+        assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
+    # B's own tools pointed at the fleet's topics: `poller acl --tenant` reads the tenants topic
+    b_worker = tmp_path / "b-worker.yaml"
+    raw = yaml.safe_load(worker.read_text(encoding="utf-8"))
+    raw["kafka"]["options"] = yaml.safe_load(b.config.read_text(encoding="utf-8"))["kafka"][
+        "options"
+    ]
+    b_worker.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    out = b.poller("acl", "--tenant", a.name, "--worker-config", str(b_worker), timeout=60)
+    assert out.returncode == 5, out.stdout + out.stderr[-3000:]
+    assert f"Kafka denied READ on TOPIC {tenants_topic!r}" in out.stderr, out.stderr[-3000:]
+    assert a.name not in out.stdout and "does not exist" not in out.stderr
+    assert {t: _records(sk, t) for t in before} == before

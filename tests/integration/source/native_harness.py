@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from poller.avro.keys import KeyField, build_key_encoder
 from poller.avro.registry import Registered
 from poller.avro.schemas import EntitySchema, schema_fingerprint
+from poller.batch import BEGINNING, Batch, Position
 from poller.config import EntityConfig, SourceConfig
 from poller.config.catalog import is_nullable as _is_nullable
 from poller.errors import BadValueError
@@ -30,8 +31,8 @@ from poller.pipeline.sizes import NO_LIMIT, check_size
 from poller.pipeline.stream import EntityStream, epoch_ms
 from poller.pipeline.wire import EntityWire
 from poller.source import native_pg
-from poller.source.query import BEGINNING, EntityQuery, Position
-from poller.source.reader import Batch, SourceReader, make_engine
+from poller.source.query import EntityQuery
+from poller.source.reader import SourceReader, make_engine
 
 TENANT = "acme"
 

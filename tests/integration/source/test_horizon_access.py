@@ -12,10 +12,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from poller.batch import BEGINNING
 from poller.config import EntityConfig, SourceConfig, parse_config
 from poller.pipeline.guards import horizon_warnings
 from poller.source.horizon import HorizonAccess
-from poller.source.query import BEGINNING, EntityQuery
+from poller.source.query import EntityQuery
 from poller.source.reader import SourceReader, make_engine
 
 pytestmark = pytest.mark.integration

@@ -29,11 +29,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from poller.batch import BEGINNING, Position
 from poller.config import EntityConfig, SourceConfig, parse_config
 from poller.pipeline.guards import horizon_warnings
 from poller.source.horizon import HorizonAccess
 from poller.source.horizon_writers import _MY_LOCAL_TO_UTC
-from poller.source.query import BEGINNING, EntityQuery, Position
+from poller.source.query import EntityQuery
 from poller.source.reader import SourceReader, make_engine
 from tests.integration import own_mariadb
 from tests.integration.own_mariadb import OwnMariaDB, own_server

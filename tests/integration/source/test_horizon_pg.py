@@ -14,10 +14,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from poller.batch import BEGINNING, Batch, Position
 from poller.config import EntityConfig, SourceConfig
 from poller.source.horizon import HorizonAccess
-from poller.source.query import BEGINNING, EntityQuery, Position
-from poller.source.reader import Batch, SourceReader, make_engine
+from poller.source.query import EntityQuery
+from poller.source.reader import SourceReader, make_engine
 from tests.integration.source.test_horizon_access import low_privilege_url
 
 pytestmark = pytest.mark.integration

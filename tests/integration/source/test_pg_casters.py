@@ -11,8 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from poller.avro.values import Unrepresentable
+from poller.batch import BEGINNING, Position
 from poller.config import EntityConfig, SourceConfig
-from poller.source.query import BEGINNING, EntityQuery, Position
+from poller.source.query import EntityQuery
 from poller.source.reader import SourceReader, make_engine
 
 pytestmark = pytest.mark.integration

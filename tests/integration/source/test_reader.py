@@ -20,10 +20,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from poller.avro.values import Unrepresentable
+from poller.batch import BEGINNING, Batch, Position
 from poller.config import EntityConfig, SourceConfig
 from poller.errors import ConfigError, SchemaMismatchError, SourceError
-from poller.source.query import BEGINNING, EntityQuery, Position
-from poller.source.reader import Batch, SourceReader, check_entity, make_engine
+from poller.source.query import EntityQuery
+from poller.source.reader import SourceReader, check_entity, make_engine
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from poller.batch import BEGINNING
 from poller.config import EntityConfig, SourceConfig
-from poller.source.query import BEGINNING, EntityQuery
+from poller.source.query import EntityQuery
 from poller.source.reader import SourceReader, make_engine
 
 pytestmark = pytest.mark.integration

@@ -126,7 +126,8 @@ def test_registry_secrets_come_from_the_environment_and_urls_are_redacted(
         "url": "https://u:${SR_PW}@sr.example:8081/apis/ccompat/v7,http://sr2:8081",
         "basic_auth": {"user": "poller", "password": "${SR_PW}"}}})  # fmt: skip
     sr = cfg.schema_registry
-    assert sr is not None and sr.basic_auth is not None and sr.basic_auth.password == "s3cr3t"
+    assert sr is not None and sr.basic_auth is not None
+    assert sr.basic_auth.password.get_secret_value() == "s3cr3t"
     assert sr.safe_url == "https://u:***@sr.example:8081/apis/ccompat/v7,http://sr2:8081"
     assert "s3cr3t" not in repr(sr.basic_auth)
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from poller.batch import Position
 from poller.cli.runlog import RunLog
 from poller.config import EntityConfig
 from poller.ops.metrics import Metrics
-from poller.source.query import Position
 
 
 class Clock:

@@ -95,7 +95,7 @@ def test_worker_config_overrides_and_problems(tmp_path, monkeypatch) -> None:  #
     )
     cfg = load_worker_config(str(path), {"kafka.bootstrap_servers": "b:2", "group": None})
     assert cfg.kafka.bootstrap_servers == "b:2" and cfg.group == "poller-workers"
-    assert cfg.kafka.options["sasl.password"] == "s3cret"
+    assert cfg.kafka.client_options()["sasl.password"] == "s3cret"
     assert cfg.tenants_topic_name() == "p.tenants" and cfg.max_tenants == 3
     assert load_worker_config(None, {"kafka.bootstrap_servers": "h:9"}).metrics.port == 9400
     path.write_text("max_tenants: 0\nprotocol: eager\nkafka: {options: {x: '${NOPE}'}}\n")

@@ -198,3 +198,30 @@ def test_group_check_waits_for_a_loading_coordinator_and_names_a_denial() -> Non
     assert loading.calls == 3
     denied = _FakeGroups([KafkaError.GROUP_AUTHORIZATION_FAILED])
     assert _group_allowed(denied, "g", timeout_s=10) is False  # type: ignore[arg-type]
+
+
+def test_poller_acl_refuses_a_tenant_topic_that_is_the_fleets_own(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tenant's template naming the fleet's tenants topic would grant the tenant's principal
+    Write/Read on every tenant's configuration."""
+    import yaml
+
+    from poller.cli.main import main
+
+    worker = tmp_path / "worker.yaml"
+    worker.write_text(yaml.safe_dump({"kafka": {"topic_prefix": "retail"}}), encoding="utf-8")
+    raw = _raw("tenants", layout="shared", topic_template="{prefix}.{tenant}")
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    assert main(["acl", "--config", str(path), "--worker-config", str(worker)]) == 2
+    err = capsys.readouterr().err
+    assert "its topic 'retail.tenants' is the fleet's own" in err, err
+    # an ordinary tenant: its set, the worker's and the operator's, none overlapping
+    raw = _raw("acme", layout="per_tenant")
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    assert main(["acl", "--config", str(path), "--worker-config", str(worker), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["set"] for r in rows} == {"tenant acme", "fleet worker", "operator"}
+    fleet = {"retail.tenants", "retail.tenant_status"}
+    assert not [r for r in rows if r["set"] == "tenant acme" and r["resource_name"] in fleet]

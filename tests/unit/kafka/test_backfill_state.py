@@ -10,9 +10,9 @@ from decimal import Decimal
 
 import fastavro
 
+from poller.batch import BEGINNING, Position
 from poller.kafka import backfill_state, watermark
 from poller.kafka.backfill_state import BackfillState
-from poller.source.query import BEGINNING, Position
 
 NOW = dt.datetime(2026, 11, 30, 7, 0, 0, 123456, tzinfo=dt.UTC)
 

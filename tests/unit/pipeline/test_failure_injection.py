@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from poller.batch import BEGINNING, Position
 from poller.config import AppConfig
 from poller.errors import PublishError, WatermarkRegressionError
 from poller.kafka import watermark
 from poller.ops.metrics import Metrics
 from poller.pipeline.runner import Poller
 from poller.pipeline.stream import make_streams
-from poller.source.query import BEGINNING, Position
 from tests.unit.pipeline.fakes import (
     FakeLog,
     FakePublisher,

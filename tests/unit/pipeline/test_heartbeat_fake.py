@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from poller.batch import Batch, Position
 from poller.kafka.watermark import Watermark
 from poller.ops.metrics import Metrics
 from poller.pipeline.runner import Poller
-from poller.source.query import Position
-from poller.source.reader import Batch, SourceReader
+from poller.source.reader import SourceReader
 from tests.unit.pipeline.fakes import (
     TENANT,
     Running,

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from poller.avro.schemas import load_all
+from poller.batch import BEGINNING
 from poller.config import parse_config
 from poller.pipeline.stream import make_streams
-from poller.source.query import BEGINNING
 
 
 def _streams(**kafka: object) -> dict[str, object]:

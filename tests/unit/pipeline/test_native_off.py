@@ -9,16 +9,21 @@ import logging
 import pytest
 
 from poller.avro.schemas import load_schema
+from poller.batch import Position
 from poller.config import EntityConfig
+from poller.ops.entity_metrics import TenantMetrics
 from poller.ops.metrics import Metrics
 from poller.pipeline import native
 from poller.pipeline.stream import EntityStream
 from poller.source import native_pg
-from poller.source.query import Position
 
 
 class _Reader:
     native: object = None
+
+
+def _meters() -> TenantMetrics:
+    return TenantMetrics(Metrics(), "acme", ["customers"])
 
 
 def _stream() -> EntityStream:
@@ -39,7 +44,7 @@ def test_poller_native_0_turns_the_path_off(
     reader = _Reader()
     with caplog.at_level(logging.INFO):
         native.attach({"customers": _stream()}, {"customers": reader}, "postgresql",  # type: ignore[dict-item]
-                      "psycopg2", Metrics())  # fmt: skip
+                      "psycopg2", _meters())  # fmt: skip
     assert reader.native is None
     assert "native PostgreSQL path is off (POLLER_NATIVE=0)" in caplog.text
 
@@ -47,7 +52,7 @@ def test_poller_native_0_turns_the_path_off(
 def test_other_databases_never_take_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("POLLER_NATIVE", raising=False)
     reader = _Reader()
-    native.attach({"customers": _stream()}, {"customers": reader}, "mysql", "pymysql", Metrics())  # type: ignore[dict-item]
+    native.attach({"customers": _stream()}, {"customers": reader}, "mysql", "pymysql", _meters())  # type: ignore[dict-item]
     assert reader.native is None
 
 

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy.dialects import mssql, oracle
 
 from poller.avro.schemas import SCHEMAS_DIR
+from poller.batch import Batch, Position
 from poller.config import EntityConfig, SourceConfig, parse_config
 from poller.errors import ConfigError, NoProgressError
 from poller.kafka import watermark
@@ -25,8 +26,7 @@ from poller.pipeline.guards import ensure_progress, fit_start, stored_mismatches
 from poller.source.engine import ORACLE_SET_ZONE
 from poller.source.exact import CursorType
 from poller.source.horizon import ACCESS, HorizonAccess, IdHorizon, oldest_sql, open_sql
-from poller.source.query import EntityQuery, Position
-from poller.source.reader import Batch
+from poller.source.query import EntityQuery
 
 ENTITY = EntityConfig(
     table="cheques",
@@ -157,14 +157,14 @@ def test_id_horizon_waits_for_the_transactions_open_after_the_max_was_read() -> 
     assert h.waiting_s(6.0) == 0.0
 
 
-def test_id_horizon_mysql_reads_the_list_late_enough() -> None:
-    """innodb_trx is a cache refreshed at most every 0.1 s: the list that settles a max must be
-    read a while after the max, or a transaction that just took a smaller id could be missing."""
+def test_id_horizon_mysql_settles_on_a_list_read_after_the_max() -> None:
+    """MySQL's list is read only once shown fresh (innodb_cache), so it settles a max at once
+    when it was read after it; a transaction it shows keeps the max pending."""
     h = IdHorizon("mysql")
-    assert h.list_delay_s == 0.25
-    assert h.update(10, [], 0.1, read_at=0.0) is None  # a list this early may be stale
-    assert h.update(10, ["t9"], 0.3, read_at=0.2) is None  # the late list shows t9 open
-    assert h.update(10, [], 0.4) == 10
+    assert h.list_delay_s == 0
+    assert h.update(10, ["t9"], 0.1, read_at=0.0) is None  # t9 may hold an id below 10
+    assert h.update(12, ["t9"], 0.3, read_at=0.2) is None
+    assert h.update(12, [], 0.4) == 12
 
 
 # --- guards -----------------------------------------------------------------------------------

@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import pytest
 
+from poller.batch import Batch
 from poller.errors import HorizonNotReachedError
 from poller.pipeline.once import OnceGoal
 from poller.source.horizon import HorizonAccess, IdHorizon, as_id
-from poller.source.reader import Batch
 
 
 def test_decimal_ids_settle_like_ints() -> None:

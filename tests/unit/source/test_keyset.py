@@ -8,11 +8,13 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import oracledb
 import pyodbc
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mssql, oracle
 
+from poller.batch import BEGINNING, Position
 from poller.config import EntityConfig, SourceConfig
 from poller.errors import ConfigError
 from poller.kafka.backfill_state import BackfillState
@@ -20,7 +22,7 @@ from poller.pipeline.backfill import BackfillQuery
 from poller.source.exact import CursorType
 from poller.source.keyset import ColumnBind, Keyset
 from poller.source.probe import _mssql_char
-from poller.source.query import BEGINNING, EntityQuery, Position
+from poller.source.query import EntityQuery
 from poller.source.where import normalize_where
 from poller.verify.source_side import VerifySource
 
@@ -210,6 +212,30 @@ def test_tenant_exact_form_only_for_character_columns_and_pad_aware_for_char_n()
         "NLSSORT(RTRIM(skus.tenant_id), 'NLS_SORT=BINARY') = NLSSORT(RTRIM(:tenant), "
         "'NLS_SORT=BINARY')"
     ) in tenant_sql(ORACLE, "fixed")
+
+
+def test_oracle_char_n_tenant_is_bound_as_char_so_the_indexed_equality_pads() -> None:
+    """Oracle compares a CHAR(n) column with a VARCHAR2 bind (python-oracledb's default for a
+    str) without blank padding: `tenant_id = :tenant` matched none of 'acme      '. The tenant
+    is bound as CHAR (NCHAR for NCHAR(n)) through setinputsizes; other dialects and other
+    columns keep a plain string bind."""
+    engine = sa.create_engine("oracle+oracledb://u:p@127.0.0.1:1/x")  # never connects
+    sizes = {}
+    for exact in ("char", "fixed", "nfixed", None):
+        q = EntityQuery(
+            SKU, SourceConfig(url="sqlite://", tenant_column="tenant_id"), "acme", ["order_id"],
+            engine.dialect,
+        )  # fmt: skip
+        q.set_column_binds({}, exact)
+        stmt, _params = q.batch(BEGINNING, None)
+        compiled: Any = stmt.compile(dialect=engine.dialect)
+        found = {b.key: t for b, t in compiled._get_set_input_sizes_lookup().items()}
+        sizes[exact] = found.get("tenant")
+    assert sizes["fixed"] is oracledb.DB_TYPE_CHAR
+    assert sizes["nfixed"] is oracledb.DB_TYPE_NCHAR
+    assert sizes["char"] is None and sizes[None] is None  # VARCHAR2 binds, as before
+    # SQL Server pads with `=` whatever the bind; a CHAR bind there would drop Unicode.
+    assert "skus.tenant_id = :tenant" in tenant_sql(MSSQL, "nfixed")
 
 
 # ----------------------------------------------------------------------------- item 11

@@ -8,10 +8,9 @@ import threading
 
 import pytest
 
+from poller.batch import Batch, Position
 from poller.errors import SourceError
 from poller.source.prefetch import Prefetcher
-from poller.source.query import Position
-from poller.source.reader import Batch
 
 
 class _StuckReader:

@@ -16,16 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql, mysql, oracle, postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
+from poller.batch import BEGINNING, Position
 from poller.config import EntityConfig, SourceConfig
 from poller.errors import PrivilegeError, SchemaMismatchError, SourceError
-from poller.source.query import (
-    BEGINNING,
-    AnySelect,
-    EntityQuery,
-    Position,
-    column_kind,
-    fits,
-)
+from poller.source.query import AnySelect, EntityQuery, column_kind, fits
 from poller.source.reader import SourceReader, make_engine, translate_error
 
 DIALECTS: dict[str, Dialect] = {

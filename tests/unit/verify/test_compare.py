@@ -13,12 +13,12 @@ import pytest
 import yaml
 
 from poller.avro.schemas import load_schema
+from poller.batch import Position
 from poller.cli.main import main
 from poller.config import DeletesConfig, parse_config
 from poller.errors import ConfigError
 from poller.pipeline.stream import EntityStream
 from poller.source.deletes import deleted_matcher
-from poller.source.query import Position
 from poller.verify.compare import (
     _DELETED,
     _PENDING,

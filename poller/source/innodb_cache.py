@@ -1,0 +1,57 @@
+"""Fresh reads of MySQL/MariaDB's INFORMATION_SCHEMA.INNODB_TRX.
+
+InnoDB serves INNODB_TRX from a buffer that it refills only when more than 0.1 s has passed
+since anyone last *read* it (MySQL reference manual, "Persistence and Consistency of InnoDB
+Transaction and Locking Information"). Clients that read it more often than that (the other
+pollers of a fleet, a monitoring agent) keep it stale for as long as they go on, and a stale
+list misses a writer that opened since: its rows would be passed over. So a list counts only
+when it shows the reader's own transaction, begun WITH CONSISTENT SNAPSHOT (which registers it
+in InnoDB at once) after everything the list must cover. The list statements mark that row
+with OWN; `fresh_rows` strips it, and raises StaleList when it never shows up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+OWN = "\x00own"  # the reader's own row in a list statement's first column
+# A pause longer than the refill interval: our own read refills the buffer unless another
+# client read it in between. About 2 s in all before the list is given up for this turn.
+_PAUSE_S = 0.11
+_TRIES = 18
+
+STALE = (
+    "the transaction list (INFORMATION_SCHEMA.INNODB_TRX) stayed stale: InnoDB refreshes it "
+    "only after 0.1 s without any reader, and other clients read it more often than that"
+)
+
+
+class StaleList(Exception):
+    """INNODB_TRX could not be shown fresh: nothing may pass the horizon this turn."""
+
+
+def fresh_rows(
+    conn: sa.Connection, stmt: sa.TextClause, params: Mapping[str, object]
+) -> list[Sequence[Any]]:
+    """The statement's rows from a buffer filled after this call began, without the OWN row
+    (whose second column is non-NULL once the buffer shows the reader's transaction).
+
+    The marker transaction is committed before returning: a batch read after the list must
+    take its snapshot after the list, not before (a writer that commits in between would be
+    neither listed nor visible)."""
+    conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+    try:
+        for attempt in range(_TRIES):
+            if attempt:
+                time.sleep(_PAUSE_S)
+            rows = [tuple(r) for r in conn.execute(stmt, dict(params))]
+            own = [r for r in rows if r[0] == OWN]
+            if own and own[0][1] is not None:
+                return [r for r in rows if r[0] != OWN]
+        raise StaleList(STALE)
+    finally:
+        conn.commit()
