@@ -17,10 +17,11 @@ from sqlalchemy.engine import make_url
 from poller.avro.keys import KeyField, build_key_encoder
 from poller.avro.registry import Registered
 from poller.avro.schemas import EntitySchema, load_schema
+from poller.batch import BEGINNING, Position
 from poller.config import EntityConfig, SourceConfig
 from poller.config.drivers import mysqlclient_installed, with_driver
 from poller.pipeline.wire import EntityWire
-from poller.source.query import BEGINNING, EntityQuery, Position
+from poller.source.query import EntityQuery
 from poller.source.reader import SourceReader, make_engine
 from tests.integration.pipeline.test_values import BERLIN, VALUE_ROWS, value_entities
 from tests.integration.source.native_harness import TwoPaths, run_sql, schema_of

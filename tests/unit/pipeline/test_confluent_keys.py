@@ -11,11 +11,10 @@ import pytest
 from poller.avro.keys import KeyField, build_key_encoder
 from poller.avro.registry import Registered
 from poller.avro.schemas import load_schema
+from poller.batch import Batch, Position
 from poller.config import EntityConfig
 from poller.pipeline.stream import EntityStream, publish_batch
 from poller.pipeline.wire import EntityWire
-from poller.source.query import Position
-from poller.source.reader import Batch
 
 INTS = [0, 1, -1, 63, 64, -64, -65, 127, 128, 2**31, -(2**31), 2**63 - 1, -(2**63), 2**64 + 5,
         10**40, -(10**40)]  # fmt: skip
