@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 NATIVE_STAMP := $(VENV)/.native-installed
+MYSQL_STAMP := $(VENV)/.mysqlclient-installed
 NATIVE_SRC := $(wildcard native/Cargo.toml native/Cargo.lock native/pyproject.toml native/src/*.rs)
 # cargo's build cache, kept between `make venv` runs (a rebuild after an edit takes seconds)
 export CARGO_TARGET_DIR ?= $(CURDIR)/native/target
@@ -36,7 +37,7 @@ help:
 	@echo "make bench-peer     only the Debezium side-by-side (bench/peer/), into bench/results/latest.json"
 	@echo "make soak           the model-based interleaving test at length: SOAK_SCHEDULES (5000) from SOAK_SEED (1000)"
 
-venv: $(STAMP) $(NATIVE_STAMP)
+venv: $(STAMP) $(NATIVE_STAMP) $(MYSQL_STAMP)
 
 $(STAMP): pyproject.toml
 	@if [ ! -x $(VENV)/bin/python ]; then \
@@ -61,6 +62,17 @@ $(NATIVE_STAMP): $(STAMP) $(NATIVE_SRC)
 
 native: $(NATIVE_STAMP)
 
+# mysqlclient (the optional C MySQL driver, the `mysql` extra) is built against libmariadb:
+# `scripts/services mysqlclient-deps` installs Debian's libmariadb-dev where apt and root exist.
+# Without it, mysql:// URLs take PyMySQL (the poller works without it).
+$(MYSQL_STAMP): $(STAMP)
+	@scripts/services mysqlclient-deps || echo "libmariadb-dev could not be installed (see above)"
+	@if $(VENV)/bin/pip install -q -e '.[mysql]'; then \
+	  touch $(MYSQL_STAMP); \
+	else \
+	  echo "mysqlclient did not build: mysql:// URLs use PyMySQL (poller works without it)"; \
+	fi
+
 # The wheels a user installs, into dist/: poller, and where cargo exists the poller_native
 # accelerator (abi3, Python >= 3.11), which `pip install dist/*.whl` puts beside it.
 wheel: venv
@@ -84,15 +96,20 @@ services-down:
 # The fallback run (extension off) first, then the whole suite (its summary closes the run).
 test: venv services-up
 	$(MAKE) test-no-native
-	@if $(VENV)/bin/python -c 'import poller_native' 2>/dev/null; then \
-	  $(VENV)/bin/pytest; \
+	@skip=""; \
+	if ! $(VENV)/bin/python -c 'import MySQLdb' 2>/dev/null; then \
+	  echo "mysqlclient is not installed: MariaDB is tested on PyMySQL only"; \
+	  skip="--ignore=tests/integration/source/test_mysql_drivers.py"; \
+	fi; \
+	if $(VENV)/bin/python -c 'import poller_native' 2>/dev/null; then \
+	  $(VENV)/bin/pytest $$skip; \
 	else \
 	  echo "poller_native is not installed (no cargo): testing the Python path (POLLER_NATIVE=0)"; \
 	  POLLER_NATIVE=0 $(VENV)/bin/pytest --ignore=tests/integration/source/test_native_differential.py \
 	    --ignore=tests/integration/pipeline/test_native_run.py \
 	    --ignore=tests/integration/verify/test_native_verify.py \
 	    --ignore=tests/integration/pipeline/test_backfill_native.py \
-	    --deselect $(NATIVE_WHEEL_TEST); \
+	    --deselect $(NATIVE_WHEEL_TEST) $$skip; \
 	fi
 
 # The fallback: PostgreSQL's Python path, which the whole suite otherwise leaves to the native

@@ -18,7 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
 GENERATOR_VERSION = "1"
-BENCH_DB = "poller_bench"
+# Its own database per bench user (POLLER_BENCH_DB), so two people benching at once on one
+# server do not rebuild each other's tables under a run.
+BENCH_DB = os.environ.get("POLLER_BENCH_DB", "poller_bench")
 TENANT = "bench-tenant"
 
 ADMIN_URLS = {

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy.engine import make_url
 
 from bench.dataset import FIELDS, TENANT, bench_url
 from bench.peer.broker import topic_bytes
@@ -35,15 +36,22 @@ def poller_config(
     batch_size: int = 10_000,
     prefix: str | None = None,
     fmt: str = "single_object",
+    driver: str | None = None,
 ) -> dict[str, Any]:
     """The poller's YAML config (as a dict) for the bench table; a fresh topic prefix and
     transactional id unless `prefix` is given. Metrics HTTP is off (no port clashes). `fmt`
-    confluent registers the schemas in the registry at REGISTRY (fresh subjects per prefix)."""
+    confluent registers the schemas in the registry at REGISTRY (fresh subjects per prefix).
+    MariaDB: a bare `mysql://` URL (the poller picks mysqlclient when installed, as a user's
+    would), or `driver` (pymysql, mysqldb) named."""
     prefix = prefix or f"bench-{uuid.uuid4().hex[:10]}"
+    url = make_url(bench_url(database))
+    if database == "mariadb":
+        url = url.set(drivername=f"mysql+{driver}" if driver else "mysql")
     registry = {"schema_registry": {"url": REGISTRY}} if fmt == "confluent" else {}
     return {
         "tenant": TENANT,
-        "source": {"url": bench_url(database), "tenant_column": "user_id", "timezone": "UTC"},
+        "source": {"url": url.render_as_string(False), "tenant_column": "user_id",
+                   "timezone": "UTC"},
         "kafka": {"bootstrap_servers": BOOTSTRAP, "topic_prefix": prefix,
                   "transactional_id_prefix": prefix, "format": fmt},
         **registry,

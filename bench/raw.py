@@ -40,15 +40,20 @@ def entity_query(cfg: AppConfig, schema: EntitySchema, engine: sa.Engine) -> Ent
     )
 
 
-def full_select(query: EntityQuery, engine: sa.Engine) -> tuple[str, dict[str, Any]]:
-    """The poller's first-batch SELECT without its LIMIT: SQL text and driver parameters."""
+def full_select(query: EntityQuery, engine: sa.Engine) -> tuple[str, Any]:
+    """The poller's first-batch SELECT without its LIMIT: SQL text and driver parameters (a
+    list for a positional paramstyle: mysqlclient's)."""
     stmt, params = query.batch(BEGINNING, None)
     compiled = stmt.limit(None).compile(dialect=engine.dialect)
-    return str(compiled), {**compiled.params, **params}
+    values = {**compiled.params, **params}
+    if compiled.positiontup is not None:
+        return str(compiled), [values[name] for name in compiled.positiontup]
+    return str(compiled), values
 
 
-def raw_fetch(url: str, sql: str, params: dict[str, Any]) -> tuple[int, float]:
-    """Stream the SELECT through the bare driver's server-side cursor: (rows, seconds)."""
+def raw_fetch(url: str, sql: str, params: Any) -> tuple[int, float]:
+    """Stream the SELECT through the bare driver's server-side cursor: (rows, seconds). The
+    URL's driver: MariaDB's `mysql://` is mysqlclient when installed, as in the poller."""
     u = make_url(url)
     kw: dict[str, Any] = {"host": u.host, "port": u.port, "user": u.username,
                           "password": u.password}  # fmt: skip
@@ -56,6 +61,11 @@ def raw_fetch(url: str, sql: str, params: dict[str, Any]) -> tuple[int, float]:
     if u.get_backend_name() == "postgresql":
         conn = psycopg2.connect(dbname=u.database, **kw)
         cur = conn.cursor(name="bench_fetch")  # named cursor = server-side
+    elif u.get_driver_name() == "mysqldb":
+        import MySQLdb.cursors  # the optional mysqlclient
+
+        conn = MySQLdb.connect(database=u.database, charset="utf8mb4", **kw)
+        cur = conn.cursor(MySQLdb.cursors.SSCursor)
     else:
         conn = pymysql.connect(database=u.database, charset="utf8mb4", **kw)
         cur = conn.cursor(pymysql.cursors.SSCursor)

@@ -42,6 +42,9 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("    peak RSS", "python.peak_rss_mb", "{:.0f} MB"),
     ("    bytes per record on the broker", "python.bytes_per_record", "{:.0f} B"),
     ("  native / Python path", "native_to_python", "{:.2f}x"),
+    ("  mysqlclient, mysql:// (copy)", "mysqlclient.end_to_end_rows_per_s", "{:,.0f} rows/s"),
+    ("  PyMySQL, mysql+pymysql (copy)", "pymysql.end_to_end_rows_per_s", "{:,.0f} rows/s"),
+    ("  mysqlclient / PyMySQL", "mysqlclient_to_pymysql", "{:.2f}x"),
     ("  native / raw COPY", "native_to_raw_copy", "{:.0%}"),
     ("end to end, Confluent wire format", "end_to_end_confluent_rows_per_s", "{:,.0f} rows/s"),
     ("  Confluent / single-object", "confluent_to_single_object", "{:.1%}"),
@@ -232,6 +235,12 @@ def check_targets(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, An
                 None if speedup is None else speedup >= 2, ">= 2.00")  # fmt: skip
             add("native >= 70% of raw COPY", db, of_copy,
                 None if of_copy is None else of_copy >= 0.7, ">= 0.70")  # fmt: skip
+        if db == "mariadb":  # issue 18: mysqlclient vs today's PyMySQL; Confluent within 5%
+            fast, conf = r.get("mysqlclient_to_pymysql"), r.get("confluent_to_single_object")
+            add("mysqlclient >= 1.5x PyMySQL", db, fast,
+                None if fast is None else fast >= 1.5, ">= 1.50")  # fmt: skip
+            add("Confluent >= 95% of single-object", db, conf,
+                None if conf is None else conf >= 0.95, ">= 0.95")  # fmt: skip
         for key in ("peak_rss_mb", "peak_rss_mb_5x"):
             v = r.get(key)
             add(f"{key} <= 300 MB", db, v, None if v is None else v <= 300, "<= 300")

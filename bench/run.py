@@ -22,10 +22,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sqlalchemy.engine import make_url
+
 from bench import baseline, dataset, e2e, raw, report, verify
 from bench.cpu import CpuMeter, per_million
 from bench.peer import compare as peer_compare
 from poller.avro.schemas import load_schema
+from poller.config.drivers import mysqlclient_installed, with_driver
 from poller.source import native_pg
 from poller.source.reader import make_engine
 
@@ -140,7 +143,8 @@ class Bench:
             engine.dispose()
         log.info("%s: table ready (%s)", db, f"generated in {secs:.0f} s" if secs else "reused")
         cfg = e2e.app_config(e2e.poller_config(db, "customers"))
-        url = dataset.bench_url(db)
+        # The poller's own driver (MariaDB: mysqlclient when installed) for the raw baselines.
+        url = with_driver(make_url(cfg.source.url)).render_as_string(False)
 
         eng = make_engine(cfg.source)
         try:
@@ -210,6 +214,10 @@ class Bench:
         if db == "postgresql" and not native:  # the native figures are part of every run
             self.errors.append(f"{db}: native path: {native_pg.why_off()}")
         python: list[e2e.E2EResult] = []
+        # MariaDB with mysqlclient installed: the default runs take it (mysql:// URLs), and
+        # PyMySQL's runs (mysql+pymysql, the fallback) alternate with them.
+        fast_mysql = db == "mariadb" and mysqlclient_installed()
+        pymysql: list[e2e.E2EResult] = []
 
         base = self.baseline
 
@@ -221,8 +229,11 @@ class Bench:
             tree = None
             if path == "baseline" and base is not None:
                 tree, env = base[0], baseline.environment(base[0])
-            raw_cfg = e2e.poller_config(db, table, batch, fmt=fmt)
-            res = e2e.run_poller(raw_cfg, env=env, measure_bytes=bool(path), tree=tree)
+            # The baseline reads MariaDB with PyMySQL, the driver releases before had.
+            driver = "pymysql" if path in ("pymysql", "baseline") else None
+            raw_cfg = e2e.poller_config(db, table, batch, fmt=fmt, driver=driver)
+            measure = path in ("native", "python", "baseline")
+            res = e2e.run_poller(raw_cfg, env=env, measure_bytes=measure, tree=tree)
             if table == "customers" and batch == 10_000 and fmt == "single_object":
                 cpu.append(per_million(self.meter.delta(before, self.meter.read()), rows))
             if res.rows != rows:
@@ -244,6 +255,8 @@ class Bench:
                 single.append(run("customers", n, 10_000, path="native" if native else ""))
                 if native:
                     python.append(run("customers", n, 10_000, path="python"))
+                if fast_mysql:
+                    pymysql.append(run("customers", n, 10_000, path="pymysql"))
                 if base is not None:
                     before.append(run("customers", n, 10_000, path="baseline"))
                 if not self.args.skip_confluent:
@@ -262,9 +275,16 @@ class Bench:
             out["native"] = _path_figures(n, runs)
         if python:
             out["python"] = _path_figures(n, python)
+        if runs and pymysql:
+            out["mysqlclient"] = _path_figures(n, runs)
+            out["pymysql"] = _path_figures(n, pymysql)
+            fast, slow = out["mysqlclient"], out["pymysql"]
+            out["mysqlclient_to_pymysql"] = (
+                fast["end_to_end_rows_per_s"] / slow["end_to_end_rows_per_s"]
+            )
         if before and base is not None:
-            # This tree's Python path (the default path where there is no native one).
-            ours = python or (runs if not native else None)
+            # The same path of this tree: Python on PostgreSQL, PyMySQL on MariaDB.
+            ours = python or pymysql or (runs if not native else None)
             out["baseline"] = {"ref": self.args.baseline, "commit": base[1],
                                **_path_figures(n, before)}  # fmt: skip
             if ours:

@@ -169,13 +169,27 @@ def _key_part(k: KeyField) -> Callable[[object], bytes]:
     return as_string if k.type == "string" else as_number
 
 
+def key_head(prefix: bytes, tenant: str) -> bytes:
+    """The bytes every key of a tenant's entity starts with: the framing, then the tenant."""
+    return prefix + _string(tenant)
+
+
+def int_text_head(prefix: bytes, tenant: str, fields: Sequence[KeyField]) -> bytes | None:
+    """For a single `string` key field: the head after which an integer key is its decimal
+    digits as an Avro string (`FINAL[len(digits) << 1] + digits`), so the batch loop can render
+    it inline as `text_key` does; None for any other key."""
+    if len(fields) == 1 and fields[0].type == "string":
+        return key_head(prefix, tenant)
+    return None
+
+
 def build_key_encoder(
     prefix: bytes, tenant: str, fields: Sequence[KeyField], key_columns: Sequence[str]
 ) -> Callable[[Any], bytes]:
     """key(k) -> prefix + Avro key record; k is the key value, or the values of the key
     columns in `key_columns` order for a composite key (the record holds them in canonical
     order). Deterministic: one row's key always gives the same bytes (compaction)."""
-    head = prefix + _string(tenant)
+    head = key_head(prefix, tenant)
     parts = [_key_part(f) for f in fields]
     if len(parts) > 1:
         at = [list(key_columns).index(f.column) for f in fields]

@@ -12,6 +12,7 @@ from poller.config.base import (
     _Model,
     check_identifier,
 )
+from poller.config.drivers import with_driver
 from poller.redaction import redact
 
 
@@ -87,7 +88,7 @@ class SourceConfig(_Model):
                 "not a valid SQLAlchemy URL (value hidden: it may hold a password)"
             ) from exc
         try:  # the dialect and its driver module, so `foo://` fails here, not in a traceback
-            url.get_dialect().import_dbapi()
+            with_driver(url).get_dialect().import_dbapi()
         except Exception as exc:  # NoSuchModuleError, ImportError; neither holds the URL
             raise ValueError(
                 f"database {url.drivername!r} cannot be used ({type(exc).__name__}: {exc}); "

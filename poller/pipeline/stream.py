@@ -15,7 +15,9 @@ from typing import Any
 from confluent_kafka import KafkaException
 
 from poller.avro.encoder import build_encoder
+from poller.avro.keys import int_text_head
 from poller.avro.schemas import EntitySchema
+from poller.avro.values import FINAL
 from poller.batch import Batch, Position
 from poller.config import AppConfig, EntityConfig, Mode
 from poller.errors import BadRowError, BadValueError
@@ -101,6 +103,13 @@ class EntityStream:
         if not self.message_headers:
             self.headers = None
         self.key_prefix = "[" + json.dumps(self.tenant, ensure_ascii=False) + ","
+        # Confluent keys of integers in a string key field are rendered inline in the batch
+        # loop, like the JSON keys (a call per row less; the bytes of wire.encode_key).
+        self.int_key_head = (
+            None
+            if self.wire is None
+            else int_text_head(self.wire.key.prefix, self.tenant, self.wire.key_fields)
+        )
         self.layout = RowLayout(
             self.n_fields,
             len(self.cfg.tiebreak_columns),
@@ -170,7 +179,7 @@ def publish_batch(
     # JSON keys of integers are formatted inline; Avro keys come from the generated encoder.
     json_keys = stream.wire is None
     key_of = stream.json_key if stream.wire is None else stream.wire.encode_key
-    prefix = stream.key_prefix
+    prefix, int_head = stream.key_prefix, stream.int_key_head
     topic, headers, tz = stream.topic, stream.headers, stream.tz
     time_mode = stream.cfg.batching.mode is not Mode.ID
     layout = stream.layout
@@ -207,7 +216,15 @@ def publish_batch(
                 dead += 1
                 continue
         k = layout.message_key(row) if composite else row[key_at]
-        kb = f"{prefix}{k}]".encode() if json_keys and type(k) is int else key_of(k)
+        if type(k) is not int:
+            kb = key_of(k)
+        elif json_keys:
+            kb = f"{prefix}{k}]".encode()
+        elif int_head is not None:  # < 4300 digits (Python's limit): one varint lookup
+            digits = b"%d" % k
+            kb = int_head + FINAL[len(digits) << 1] + digits
+        else:
+            kb = key_of(k)
         ts = epoch_ms(row[n], tz) if time_mode else 0
         try:
             produce(topic, value, kb, headers=headers, timestamp=ts)

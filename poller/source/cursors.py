@@ -17,6 +17,10 @@ def open_cursor(dbapi_conn: Any, driver: str, chunk: int) -> Any:
         cur.itersize = chunk
     elif driver == "pymysql":
         cur = dbapi_conn.cursor(pymysql.cursors.SSCursor)  # unbuffered, reads the socket
+    elif driver == "mysqldb":
+        import MySQLdb.cursors  # optional (mysqlclient): imported only when the URL uses it
+
+        cur = dbapi_conn.cursor(MySQLdb.cursors.SSCursor)  # mysql_use_result: streams too
     else:  # sqlite3, pyodbc and oracledb stream by default
         cur = dbapi_conn.cursor()
         cur.arraysize = chunk

@@ -7,15 +7,16 @@ import logging
 import math
 from typing import Any
 
-import pymysql
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from poller.config import SourceConfig
+from poller.config.drivers import with_driver
 from poller.errors import ConfigError
 from poller.source import tls
 from poller.source.horizon_writers import own_sessions
+from poller.source.mysql_values import MYSQL_ERRORS, mysqldb_args
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def make_engine(source: SourceConfig) -> sa.Engine:
     so a batch costs no extra round trips. The password is never logged: SQLAlchemy renders URLs
     with the password hidden, and `echo` stays off.
     """
-    url = make_url(source.url)
+    url = with_driver(make_url(source.url), source.require_tls)
     backend = url.get_backend_name()
     timeout_ms = max(1, int(source.statement_timeout_s * 1000))
     connect_args: dict[str, Any] = {}
@@ -62,6 +63,15 @@ def make_engine(source: SourceConfig) -> sa.Engine:
             "read_timeout": source.statement_timeout_s + 30,
             "write_timeout": source.statement_timeout_s + 30,
         }
+        if url.get_driver_name() == "mysqldb":
+            if source.require_tls:
+                raise ConfigError(
+                    [
+                        "source.url: mysql+mysqldb does not take source.require_tls here; use "
+                        "mysql+pymysql (or mysql:// and the poller picks it)"
+                    ]
+                )
+            connect_args = mysqldb_args(connect_args)
     elif backend == "sqlite":
         connect_args = {"timeout": source.connect_timeout_s}
     elif backend == "mssql":
@@ -97,7 +107,7 @@ def _session_setup(
                 try:
                     # TIMESTAMP columns and NOW() follow it (DATETIME is zone-less).
                     cur.execute("SET SESSION time_zone = %s", (zone,))
-                except pymysql.err.MySQLError as exc:  # named zones need the tz tables loaded
+                except MYSQL_ERRORS as exc:  # named zones need the tz tables loaded
                     # Reading TIMESTAMP columns in another zone would shift every cursor.
                     raise ConfigError(
                         [
