@@ -16,6 +16,7 @@ FROM python:${PYTHON_VERSION}-slim-bookworm AS builder
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential unixodbc-dev \
+       libmariadb-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 
 # Rust for native/ (PyO3 + maturin), copied from the official image rather than curl | sh.
@@ -36,7 +37,7 @@ WORKDIR /src
 COPY . .
 # hadolint ignore=DL3013
 RUN pip install --upgrade pip setuptools wheel \
-    && pip install . \
+    && pip install ".[mysql]" \
     && if [ -f native/Cargo.toml ]; then \
          pip install "maturin>=1.5,<2" \
          && maturin build --release --manifest-path native/Cargo.toml --out /tmp/native \
@@ -52,10 +53,11 @@ LABEL org.opencontainers.image.title="poller" \
       org.opencontainers.image.description="Copies retail/loyalty rows from SQL databases into Kafka as Avro, exactly once" \
       org.opencontainers.image.source="https://github.com/example/poller"
 
-# unixodbc: pyodbc's runtime; tdsodbc: the FreeTDS driver for SQL Server.
+# unixodbc: pyodbc's runtime; tdsodbc: the FreeTDS driver for SQL Server; libmariadb3:
+# mysqlclient's (the MySQL/MariaDB driver for mysql:// URLs, docs/mysql-driver.md).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends unixodbc tdsodbc \
+    && apt-get install -y --no-install-recommends unixodbc tdsodbc libmariadb3 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 poller \
     && useradd --system --uid 10001 --gid poller --home-dir /home/poller --create-home \
