@@ -73,9 +73,13 @@ class ReadBounds:
         max_id = conn.execute(self.query.max_cursor()).scalar()
         conn.commit()  # the list and the batch get fresh snapshots (MySQL: REPEATABLE READ)
         dialect = self.dialect
+        if self.horizon_active and not ids.needs_list(max_id):
+            now = time.monotonic()
+            bound = ids.update(max_id, frozenset(), now, read_at)
+            return bound, ids.waiting_s(now), self._id_held(now)
         if self.horizon_active:
             if ids.list_delay_s:
-                time.sleep(ids.list_delay_s)  # MySQL's innodb_trx is a cache, up to 0.1 s old
+                time.sleep(ids.list_delay_s)
             opened = open_transactions(conn, dialect, self.scope)
             why = blind_reason(conn, dialect)  # asked after the list: it was complete then
             conn.commit()

@@ -440,6 +440,15 @@ class IdHorizon:
         self._pending = [s for s in still if self.bound is None or s.max_id > self.bound]
         return self.bound
 
+    def needs_list(self, max_id: object) -> bool:
+        """Whether a list must be read with this max: an id newer than any seen, or a max
+        still waiting for its transactions. Otherwise the bound stands without one (every
+        id at or below it was handed out before it settled), which spares the server a read
+        (MySQL: every INNODB_TRX read keeps its cache stale for other readers 0.1 s longer)."""
+        value = as_id(max_id)
+        newest = self._pending[-1].max_id if self._pending else self.bound
+        return bool(self._pending) or (value is not None and (newest is None or value > newest))
+
     def waiting_s(self, now: float) -> float:
         """How long the oldest id not yet safe has been waiting."""
         return max(0.0, now - self._pending[0].read_at) if self._pending else 0.0

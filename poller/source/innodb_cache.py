@@ -12,6 +12,7 @@ with OWN; `fresh_rows` strips it, and raises StaleList when it never shows up.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,10 +20,11 @@ from typing import Any
 import sqlalchemy as sa
 
 OWN = "\x00own"  # the reader's own row in a list statement's first column
-# A pause longer than the refill interval: our own read refills the buffer unless another
-# client read it in between. About 2 s in all before the list is given up for this turn.
-_PAUSE_S = 0.11
-_TRIES = 18
+# Every read, fresh or not, restarts the 0.1 s, so readers that retry on a fixed beat keep the
+# buffer stale for one another (seen with four pollers on one server: stale for 30 s). A stale
+# read backs off a random 0.15-0.6 s, and the turn gives up after about 4 s.
+_PAUSE_S = (0.15, 0.6)
+_GIVE_UP_S = 4.0
 
 STALE = (
     "the transaction list (INFORMATION_SCHEMA.INNODB_TRX) stayed stale: InnoDB refreshes it "
@@ -44,14 +46,15 @@ def fresh_rows(
     take its snapshot after the list, not before (a writer that commits in between would be
     neither listed nor visible)."""
     conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+    give_up = time.monotonic() + _GIVE_UP_S
     try:
-        for attempt in range(_TRIES):
-            if attempt:
-                time.sleep(_PAUSE_S)
+        while True:
             rows = [tuple(r) for r in conn.execute(stmt, dict(params))]
             own = [r for r in rows if r[0] == OWN]
             if own and own[0][1] is not None:
                 return [r for r in rows if r[0] != OWN]
-        raise StaleList(STALE)
+            if time.monotonic() >= give_up:
+                raise StaleList(STALE)
+            time.sleep(random.uniform(*_PAUSE_S))
     finally:
         conn.commit()

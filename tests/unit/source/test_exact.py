@@ -295,3 +295,16 @@ def test_key_lists_and_settle_defaults_in_the_config() -> None:
     assert ENTITY.settle_s(True) == 1.0 and ENTITY.settle_s(False) == 30.0
     assert ENTITY.model_copy(update={"settle_delay_s": 0}).settle_s(False) == 0
     assert SourceConfig(url="sqlite://").horizon is None  # the dialect's default
+
+
+def test_id_horizon_needs_no_list_while_nothing_new_was_committed() -> None:
+    """A list is read only for a max newer than any seen or one still waiting: an idle poller
+    spares the server (MySQL: each INNODB_TRX read keeps its cache stale for others)."""
+    h = IdHorizon("postgresql")
+    assert h.needs_list(None) is False  # an empty table
+    assert h.needs_list(10) is True
+    assert h.update(10, ["t1"], 1.0) is None
+    assert h.needs_list(10) is True  # 10 still waits for t1
+    assert h.update(10, [], 2.0) == 10
+    assert h.needs_list(10) is False and h.needs_list(9) is False
+    assert h.needs_list(11) is True
