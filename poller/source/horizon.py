@@ -45,7 +45,7 @@ from poller.source.horizon_writers import (
     statement_params,
     writers_sql,
 )
-from poller.source.innodb_cache import OWN, fresh_rows
+from poller.source.innodb_cache import FRESH, OWN, fresh_rows
 from poller.source.replica import replica_reason
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,8 @@ _OPEN = {
     "mysql": (
         f"SELECT CASE WHEN t.trx_mysql_thread_id = CONNECTION_ID() THEN '{OWN}' "  # noqa: S608 - constants only
         "ELSE CONCAT(t.trx_mysql_thread_id, '/', t.trx_started) END AS ident, "
-        "t.trx_started AS seen FROM information_schema.innodb_trx t "
+        f"CASE WHEN {FRESH} THEN t.trx_started END AS seen "
+        "FROM information_schema.innodb_trx t "
         "LEFT JOIN (SELECT ID, DB FROM information_schema.PROCESSLIST "
         "LIMIT 18446744073709551615) p ON p.ID = t.trx_mysql_thread_id "
         "WHERE t.trx_mysql_thread_id = CONNECTION_ID() OR t.trx_is_read_only = 0 "

@@ -33,7 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from poller.source.innodb_cache import OWN, fresh_rows
+from poller.source.innodb_cache import FRESH, OWN, fresh_rows
 
 # Commands of sessions that are not running a client statement.
 _IDLE = "('Sleep', 'Daemon', 'Binlog Dump', 'Binlog Dump GTID')"
@@ -79,13 +79,14 @@ WRITERS = {
     # INNODB_TRX shows it: the proof that the list is fresh (innodb_cache).
     "mysql": (
         f"SELECT CASE WHEN p.ID = CONNECTION_ID() THEN '{OWN}' ELSE CAST(p.ID AS CHAR) END "  # noqa: S608 - constants only
-        "AS session, CAST(t.trx_started AS CHAR) AS tx, "
+        "AS session, CASE WHEN p.ID <> CONNECTION_ID() OR "
+        f"{FRESH} THEN CAST(t.trx_started AS CHAR) END AS tx, "
         f"CASE WHEN p.COMMAND NOT IN {_IDLE} "
         "THEN TIMESTAMPADD(SECOND, -(p.TIME + 1), UTC_TIMESTAMP(6)) END AS running_since, "
         f"CASE WHEN t.trx_rows_modified > 0 THEN {_MY_STARTED} END AS wrote_since, "
         "NULL AS local_now, NULL AS utc_now "
         "FROM information_schema.PROCESSLIST p "
-        "LEFT JOIN (SELECT trx_mysql_thread_id, trx_started, trx_rows_modified, "
+        "LEFT JOIN (SELECT trx_mysql_thread_id, trx_started, trx_rows_modified, trx_query, "
         "trx_is_read_only FROM information_schema.INNODB_TRX LIMIT 18446744073709551615) t "
         "ON t.trx_mysql_thread_id = p.ID "
         f"WHERE p.ID = CONNECTION_ID() OR p.ID <> CONNECTION_ID() AND {MYSQL_SCOPE} "
@@ -147,7 +148,9 @@ def writers_sql(dialect: str) -> sa.TextClause:
 
 def statement_params(dialect: str, scope: dict[str, object] | None) -> dict[str, object]:
     """The binds of a list statement: MySQL's scope (everything when not given)."""
-    return dict(scope or ANY_SCOPE) if dialect in ("mysql", "mariadb") else {}
+    if dialect not in ("mysql", "mariadb"):
+        return {}
+    return {**(scope or ANY_SCOPE), "marker": "-"}  # innodb_cache.fresh_rows sets its own
 
 
 # The poller's own MySQL sessions, per engine: they run `SET SESSION TRANSACTION READ ONLY`

@@ -13,13 +13,19 @@ with OWN; `fresh_rows` strips it, and raises StaleList when it never shows up.
 from __future__ import annotations
 
 import random
+import secrets
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-OWN = "\x00own"  # the reader's own row in a list statement's first column
+OWN = "own"  # the reader's own row in a list statement's first column (others: ids, digits)
+# The reader's own row shows the statement being read only when the buffer was filled while it
+# ran: its text carries the call's marker (a random token, bound; the drivers here send binds
+# inside the statement's text). A stale buffer shows an earlier statement of the same session,
+# or an earlier marker transaction of it: one second's trx_started cannot tell them apart.
+FRESH = "t.trx_query LIKE CONCAT('%', :marker, '%')"
 # Every read, fresh or not, restarts the 0.1 s, so readers that retry on a fixed beat keep the
 # buffer stale for one another (seen with four pollers on one server: stale for 30 s). A stale
 # read backs off a random 0.15-0.6 s, and the turn gives up after about 4 s.
@@ -46,6 +52,7 @@ def fresh_rows(
     take its snapshot after the list, not before (a writer that commits in between would be
     neither listed nor visible)."""
     conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+    params = {**params, "marker": f"poller-marker-{secrets.token_hex(12)}"}
     give_up = time.monotonic() + _GIVE_UP_S
     try:
         while True:
