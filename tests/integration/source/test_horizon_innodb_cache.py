@@ -33,15 +33,23 @@ class CacheKeeper:
     def __init__(self, url: str) -> None:
         self.engine = sa.create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
         self.stop = threading.Event()
+        self.reading = threading.Event()
+        self.reading.set()
         self.reads = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         with self.engine.connect() as conn:
             while not self.stop.is_set():
-                conn.execute(sa.text("SELECT COUNT(*) FROM information_schema.INNODB_TRX"))
-                self.reads += 1
+                if self.reading.wait(0.05):
+                    conn.execute(sa.text("SELECT COUNT(*) FROM information_schema.INNODB_TRX"))
+                    self.reads += 1
                 time.sleep(0.02)
+
+    def quiet(self) -> None:
+        """Stop reading for a while: the next reader gets a fresh buffer."""
+        self.reading.clear()
+        time.sleep(0.2)
 
     def __enter__(self) -> CacheKeeper:
         self.thread.start()
@@ -116,5 +124,34 @@ def test_a_transaction_that_starts_writing_keeps_its_identity(
             app.execute(sa.text("COMMIT"))
         _settle(turns)
         assert sorted(turns.published) == [3, 5]
+    finally:
+        turns.close()
+
+
+def test_an_earlier_marker_in_a_stale_list_is_not_taken_for_this_one(
+    db: sa.Engine, mariadb_url: str
+) -> None:
+    """The reader proves a list fresh by finding its own transaction in it. The buffer filled
+    during its previous read shows an earlier marker transaction of the same session, and
+    trx_started (whole seconds) cannot tell them apart: the second soak lost rows so. The own
+    row must show this read's statement (trx_query), not an earlier one."""
+    turns = Turns(mariadb_url, "id")
+    try:
+        with db.connect() as conn:
+            _insert(conn, 1)
+        with CacheKeeper(mariadb_url) as keeper, db.connect() as writer:
+            keeper.quiet()
+            assert turns.turn() == [1]  # the buffer refills during this read, marker and all
+            keeper.reading.set()  # and stays so: it shows that read's marker from now on
+            time.sleep(0.1)
+            writer.execute(sa.text("BEGIN"))
+            _insert(writer, 3)
+            with db.connect() as other:
+                _insert(other, 5)
+            got = turns.turn()
+            assert got == [], f"a list holding an earlier marker let id(s) {got} past a writer"
+            writer.execute(sa.text("COMMIT"))
+        _settle(turns)
+        assert sorted(turns.published) == [1, 3, 5]
     finally:
         turns.close()
