@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from tests.integration.source.test_horizon_mariadb import STAMP, TABLE_T, Turns, _settle
+from tests.integration.source.test_horizon_mariadb import Turns, _insert, _settle
+from tests.integration.source.test_horizon_mariadb import db as db  # the fixture: table t
 
 pytestmark = pytest.mark.integration
 
@@ -60,21 +60,6 @@ class CacheKeeper:
         self.stop.set()
         self.thread.join(5)
         self.engine.dispose()
-
-
-@pytest.fixture
-def db(mariadb_url: str) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(mariadb_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(TABLE_T))
-    yield engine
-    engine.dispose()
-
-
-def _insert(conn: sa.Connection, row_id: int) -> None:
-    conn.execute(
-        sa.text(f"INSERT INTO t (id, name, updated_at) SELECT :id, 'w', {STAMP}"), {"id": row_id}
-    )
 
 
 @pytest.mark.parametrize("mode", ["id", "timestamp"])
