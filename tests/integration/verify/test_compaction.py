@@ -1,6 +1,7 @@
 """A soft-deleted row's tombstone really removes the key once Kafka compacts the topic: the
-topic is made with tiny segments and cleaning thresholds, and the test waits for the broker's
-log cleaner (it wakes every 15 s by default) to drop every record of the key."""
+topic is made with tiny segments and cleaning thresholds but a one-hour compaction lag, so the
+value and its tombstone are both seen first; then the lag drops to zero and the test waits for
+the broker's log cleaner (it wakes every 15 s by default) to drop every record of the key."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import uuid
 
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin._resource import ResourceType
 
 from tests.integration.faults.harness import Scenario, SourceDB, customers_entity, wait_for
 from tests.integration.verify.test_verify import key_of, latest, verify
@@ -18,7 +22,9 @@ FAST_COMPACTION = {
     "cleanup.policy": "compact",
     "segment.ms": "300",  # roll the active segment at the next append after 0.3 s
     "min.cleanable.dirty.ratio": "0.001",
-    "min.compaction.lag.ms": "0",
+    # Held off until both records are seen; without it the cleaner may already have dropped the
+    # value (superseded by the tombstone) when the test reads the topic.
+    "min.compaction.lag.ms": "3600000",
     "delete.retention.ms": "300",  # keep tombstones only briefly after their segment is cleaned
 }
 
@@ -38,6 +44,15 @@ def test_compaction_removes_a_tombstoned_key(scenario: Scenario, pg: SourceDB) -
     gone, kept = key_of(scenario, 7), key_of(scenario, 8)
     records = scenario.records("customers")
     assert [r.value is None for r in records if r.key == gone] == [False, True], records
+
+    # Now let the cleaner at it.
+    lag = ConfigEntry("min.compaction.lag.ms", "0", incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource(
+        ResourceType.TOPIC, scenario.topic("customers"), incremental_configs=[lag]
+    )
+    admin = AdminClient({"bootstrap.servers": scenario.bootstrap})
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(30)
 
     # Appends of another tenant's key roll segments and give the cleaner dirty data to clean.
     topic = scenario.topic("customers")
