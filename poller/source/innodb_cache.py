@@ -40,11 +40,11 @@ _REFILL_S = 0.11
 _PAUSE_S = (0.15, 0.6)
 _GIVE_UP_S = 4.0
 TURN = "poller.innodb_trx"  # the named lock: per server, as the buffer is
-# The marker rides in the statement's text (a bound literal, as FRESH's): a fill made while
-# this reader waits for its turn shows it in the reader's trx_query.
 # Read-only: another poller's lists leave it out (trx_is_read_only), so pollers waiting for
 # their turns do not hold one another's horizons back.
 _BEGIN = "START TRANSACTION READ ONLY, WITH CONSISTENT SNAPSHOT"
+# The marker rides in the statement's text (a bound literal, as FRESH's): a fill made while
+# this reader waits for its turn shows it in the reader's trx_query.
 _TAKE_TURN = sa.text("SELECT GET_LOCK(:turn, :wait_s), :marker")
 _END_TURN = sa.text("SELECT RELEASE_LOCK(:turn)")
 

@@ -46,16 +46,14 @@ def test_compaction_removes_a_tombstoned_key(scenario: Scenario, pg: SourceDB) -
     assert [r.value is None for r in records if r.key == gone] == [False, True], records
 
     # Now let the cleaner at it.
+    topic = scenario.topic("customers")
     lag = ConfigEntry("min.compaction.lag.ms", "0", incremental_operation=AlterConfigOpType.SET)
-    resource = ConfigResource(
-        ResourceType.TOPIC, scenario.topic("customers"), incremental_configs=[lag]
-    )
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[lag])
     admin = AdminClient({"bootstrap.servers": scenario.bootstrap})
     for future in admin.incremental_alter_configs([resource]).values():
         future.result(30)
 
     # Appends of another tenant's key roll segments and give the cleaner dirty data to clean.
-    topic = scenario.topic("customers")
     producer = Producer({"bootstrap.servers": scenario.bootstrap})
     filler = f'["filler-{uuid.uuid4().hex[:6]}",1]'.encode()
 
