@@ -17,6 +17,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,18 @@ appender.stdout.layout.pattern=[%d] %p %m (%c)%n
 rootLogger.level=WARN
 rootLogger.appenderRef.stdout.ref=STDOUT
 """
+
+
+def kafka_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A cluster id as Kafka's `Uuid.randomUuid()` makes one: url-safe base64 of 16 random bytes.
+
+    Like Kafka, draw again when the text starts with "-": argparse reads `-t -Xy...` as an
+    option, so one id in 64 used to fail the storage format (CI, 2026-12-05).
+    """
+    while True:
+        text = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 class DedicatedKafka:
@@ -106,13 +119,12 @@ class DedicatedKafka:
         ]
 
     def _format(self) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         argv = self._java(
             "kafka.tools.StorageTool",
             "format",
             "--standalone",
-            "-t",
-            cluster_id,
+            # The `=` form: the id is a value even if it began with "-".
+            f"--cluster-id={kafka_cluster_id()}",
             "-c",
             str(self.config),
         )
