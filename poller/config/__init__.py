@@ -35,12 +35,14 @@ from poller.config.kafka import (
     SchemaRegistryConfig,
 )
 from poller.config.loading import (
+    KAFKA_FILE_OPTIONS,
     _expand,
     _format_pydantic,
     _known_keys,
     _schema_problems,
     format_problems,
     load_config,
+    option_file_problems,
     parse_config,
     resolve_references,
 )
@@ -57,6 +59,7 @@ from poller.config.source import (
 
 __all__ = [
     "IDENTIFIER",
+    "KAFKA_FILE_OPTIONS",
     "PER_TENANT_TEMPLATES",
     "SETTLE_FALLBACK_S",
     "SETTLE_WITH_HORIZON_S",
@@ -86,6 +89,7 @@ __all__ = [
     "check_identifier",
     "format_problems",
     "load_config",
+    "option_file_problems",
     "parse_config",
     "resolve_references",
 ]

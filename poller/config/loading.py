@@ -7,7 +7,7 @@ import difflib
 import os
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,39 +130,62 @@ def _schema_problems(raw: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-# schema_registry.options naming files the HTTP client reads (confluent-kafka's names).
+# Options naming files a client reads: confluent-kafka's registry client, and librdkafka's.
 REGISTRY_FILE_OPTIONS = ("ssl.ca.location", "ssl.certificate.location", "ssl.key.location")
+KAFKA_FILE_OPTIONS = (
+    *REGISTRY_FILE_OPTIONS,
+    "ssl.crl.location",
+    "ssl.keystore.location",
+    "sasl.kerberos.keytab",
+)
+_NOT_A_PATH = {"probe"}  # librdkafka's ssl.ca.location: probe searches the system's CA paths
 
 
-def _file_problems(raw: Mapping[str, Any]) -> list[str]:
-    """The registry's CA, client certificate and key files: each must exist and be readable,
-    checked at load so a wrong path is named with the other problems (not a traceback later)."""
-    registry = raw.get("schema_registry")
-    options = registry.get("options") if isinstance(registry, dict) else None
+def option_file_problems(where: str, options: Any, keys: Sequence[str]) -> list[str]:
+    """The files named by `options` (a client's extra options, at `where`): each must exist and
+    be readable, checked at load so a wrong path is named with the other problems (not a
+    client's traceback later). A CA may be a directory (capath)."""
     if not isinstance(options, dict):
         return []
     problems: list[str] = []
-    for key in REGISTRY_FILE_OPTIONS:
+    for key in keys:
         value = options.get(key)
-        if not isinstance(value, str) or not value:
-            continue  # ssl.ca.location: false turns verification off; pydantic checks types
-        where, path = f"schema_registry.options.{key}", Path(value)
+        if not isinstance(value, str) or not value or value in _NOT_A_PATH:
+            continue  # registry ssl.ca.location: false turns verification off
+        at, path = f"{where}.{key}", Path(value)
         if not path.exists():
-            problems.append(f"{where}: no such file {value!r}")
-        elif path.is_dir() and key != "ssl.ca.location":  # a CA may be a directory (capath)
-            problems.append(f"{where}: {value!r} is a directory, not a PEM file")
+            problems.append(f"{at}: no such file {value!r}")
+        elif path.is_dir() and key != "ssl.ca.location":
+            problems.append(f"{at}: {value!r} is a directory, not a file")
         elif path.is_file():
             try:
                 with path.open("rb") as f:
                     f.read(1)
             except OSError as exc:
-                problems.append(f"{where}: cannot read {value!r}: {exc.strerror}")
-    if options.get("ssl.key.location") and not options.get("ssl.certificate.location"):
+                problems.append(f"{at}: cannot read {value!r}: {exc.strerror}")
+    certificate = options.get("ssl.certificate.location") or options.get("ssl.certificate.pem")
+    if options.get("ssl.key.location") and not certificate:
         problems.append(
-            "schema_registry.options.ssl.key.location: set ssl.certificate.location too "
+            f"{where}.ssl.key.location: set ssl.certificate.location too "
             "(the client certificate of that key)"
         )
     return problems
+
+
+def _file_problems(raw: Mapping[str, Any]) -> list[str]:
+    registry, kafka = raw.get("schema_registry"), raw.get("kafka")
+    return [
+        *option_file_problems(
+            "kafka.options",
+            kafka.get("options") if isinstance(kafka, dict) else None,
+            KAFKA_FILE_OPTIONS,
+        ),
+        *option_file_problems(
+            "schema_registry.options",
+            registry.get("options") if isinstance(registry, dict) else None,
+            REGISTRY_FILE_OPTIONS,
+        ),
+    ]
 
 
 def parse_config(raw: Any, source: str = "configuration", *, check_files: bool = True) -> AppConfig:

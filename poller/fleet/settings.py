@@ -19,11 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy.engine import make_url
 
 from poller.config import (
+    KAFKA_FILE_OPTIONS,
     AppConfig,
     KafkaConfig,
     LoggingConfig,
     MetricsConfig,
     format_problems,
+    option_file_problems,
     parse_config,
     resolve_references,
 )
@@ -163,12 +165,15 @@ def load_worker_config(path: str | None, overrides: dict[str, Any]) -> WorkerCon
         node[last] = value
     problems: list[str] = []
     expanded = resolve_references(raw, problems)
+    cfg: WorkerConfig | None = None
     try:
         cfg = WorkerConfig.model_validate(expanded)
     except ValidationError as err:
         problems.extend(format_problems(err, WorkerConfig))
-        raise ConfigError(problems, source) from None
-    if problems:
+    kafka = expanded.get("kafka") if isinstance(expanded, dict) else None
+    options = kafka.get("options") if isinstance(kafka, dict) else None
+    problems.extend(option_file_problems("kafka.options", options, KAFKA_FILE_OPTIONS))
+    if problems or cfg is None:
         raise ConfigError(problems, source)
     return cfg
 

@@ -25,6 +25,7 @@ from confluent_kafka import KafkaError, Producer
 
 from poller.errors import TerminalError
 from poller.fleet.settings import WorkerConfig
+from poller.kafka.clients import create
 from poller.kafka.tail import read_topic
 from poller.kafka.topics import KAFKA_LOGGER
 
@@ -57,8 +58,9 @@ class StatusWriter:
     def __init__(self, cfg: WorkerConfig, worker: str) -> None:
         self.topic = cfg.status_topic_name()
         self.worker = worker
-        self._producer = Producer(
-            {**cfg.kafka.client_options(), "enable.idempotence": True, "logger": KAFKA_LOGGER}
+        self._producer = create(
+            Producer,
+            {**cfg.kafka.client_options(), "enable.idempotence": True, "logger": KAFKA_LOGGER},
         )
         self._warned = False
 

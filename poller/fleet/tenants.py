@@ -23,6 +23,7 @@ from poller.errors import BrokerUnavailableError, ConfigError, KafkaFatalError
 from poller.fleet.settings import WorkerConfig
 from poller.kafka.access import denied
 from poller.kafka.acls import AclEntry
+from poller.kafka.clients import create
 from poller.kafka.tail import read_topic
 from poller.kafka.topics import KAFKA_LOGGER
 
@@ -70,7 +71,7 @@ class TenantRecord:
 
 
 def _admin(cfg: WorkerConfig) -> AdminClient:
-    return AdminClient(dict(cfg.kafka.client_options()), logger=KAFKA_LOGGER)
+    return create(AdminClient, {**cfg.kafka.client_options(), "logger": KAFKA_LOGGER})
 
 
 def tenants_partitions(
@@ -148,8 +149,9 @@ def read_tenants(cfg: WorkerConfig, timeout_s: float = 10.0) -> dict[str, Tenant
 def _produce(cfg: WorkerConfig, tenant: str, value: bytes | None, timeout_s: float = 30.0) -> int:
     partitions = tenants_partitions(cfg, create=True)
     partition = partition_for(tenant, partitions)
-    producer = Producer(
-        {**cfg.kafka.client_options(), "enable.idempotence": True, "logger": KAFKA_LOGGER}
+    producer = create(
+        Producer,
+        {**cfg.kafka.client_options(), "enable.idempotence": True, "logger": KAFKA_LOGGER},
     )
     errors: list[KafkaError] = []
 

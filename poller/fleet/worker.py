@@ -33,6 +33,7 @@ from poller.fleet.settings import WorkerConfig, parse_tenant_text
 from poller.fleet.status import StatusWriter
 from poller.fleet.supervisor import Supervisor
 from poller.fleet.tenants import partition_for, tenants_partitions
+from poller.kafka.clients import create
 from poller.kafka.topics import KAFKA_LOGGER
 from poller.ops.http import CachedProbes, serve_endpoints
 
@@ -218,7 +219,7 @@ class Worker:
         tenants_partitions(self.cfg, create=True, topic=self.cfg.status_topic_name(), partitions=1)
         status = StatusWriter(self.cfg, self.name)
         self.sup.status = status
-        consumer = Consumer(self.consumer_config())
+        consumer = create(Consumer, self.consumer_config())
         consumer.subscribe(
             [self.topic],
             on_assign=self._on_assign,
@@ -269,7 +270,7 @@ class Worker:
 
     def serve(self) -> ThreadingHTTPServer:
         expo = Exposition(self.metrics)
-        admin = AdminClient(dict(self.cfg.kafka.client_options()), logger=KAFKA_LOGGER)
+        admin = create(AdminClient, {**self.cfg.kafka.client_options(), "logger": KAFKA_LOGGER})
 
         def kafka() -> bool:
             admin.list_topics(topic=self.topic, timeout=3)

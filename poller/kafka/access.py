@@ -24,6 +24,7 @@ from poller.errors import (
     KafkaAuthorizationError,
 )
 from poller.kafka.acls import AclEntry, principal_of, tenant_acls
+from poller.kafka.clients import create
 from poller.kafka.topics import KAFKA_LOGGER
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def denied(kafka: KafkaConfig, acl: AclEntry, detail: str = "") -> KafkaAuthoriz
 def watched_admin(kafka: KafkaConfig) -> tuple[AdminClient, ConnectWatch]:
     watch = ConnectWatch()
     conf: dict[str, Any] = {**kafka.client_options(), "error_cb": watch}
-    admin = AdminClient(conf, logger=KAFKA_LOGGER)
+    admin = create(AdminClient, {**conf, "logger": KAFKA_LOGGER})
     return admin, watch
 
 

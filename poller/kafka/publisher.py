@@ -18,7 +18,6 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from poller.config import KafkaConfig
 from poller.errors import (
     BrokerUnavailableError,
-    ConfigError,
     FencedError,
     KafkaFatalError,
     PollerError,
@@ -26,6 +25,7 @@ from poller.errors import (
     PublishError,
 )
 from poller.kafka.acls import AclEntry, principal_of
+from poller.kafka.clients import create
 from poller.kafka.topics import KAFKA_LOGGER
 
 log = logging.getLogger(__name__)
@@ -133,10 +133,7 @@ class TransactionalPublisher:
         self.transactional_id = transactional_id
         self._kafka = kafka
         self._timeout = op_timeout_s
-        try:
-            self._producer = Producer(conf)
-        except KafkaException as exc:  # an unknown or invalid librdkafka option
-            raise ConfigError([f"kafka.options: {exc.args[0].str()}"]) from None
+        self._producer = create(Producer, conf)  # an invalid option: ConfigError
         # The raw produce() for the hot loop; a full queue (BufferError) goes through send().
         self.produce_fast = self._producer.produce
         self._in_txn = False

@@ -15,6 +15,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from poller.config import AppConfig, KafkaConfig
 from poller.errors import BrokerUnavailableError, ConfigError, KafkaAuthorizationError
+from poller.kafka.clients import create
 
 # librdkafka logs through this logger (its own thread), so they get the JSON format and redaction.
 KAFKA_LOGGER = logging.getLogger("poller.kafka")
@@ -68,7 +69,7 @@ def wanted_topics(cfg: AppConfig) -> dict[str, tuple[int, dict[str, str]]]:
 
 
 def admin_client(kafka: KafkaConfig) -> AdminClient:
-    return AdminClient(dict(kafka.client_options()), logger=KAFKA_LOGGER)
+    return create(AdminClient, {**kafka.client_options(), "logger": KAFKA_LOGGER})
 
 
 def committed_consumer(
@@ -77,7 +78,8 @@ def committed_consumer(
     """A consumer that sees only committed transactions and reports each partition's end;
     it never commits offsets (readers assign partitions and start from the beginning).
     `extra`: further librdkafka settings (e.g. a smaller prefetch queue)."""
-    return Consumer(
+    return create(
+        Consumer,
         {
             **kafka.client_options(),
             **(extra or {}),
@@ -86,7 +88,7 @@ def committed_consumer(
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
             "logger": KAFKA_LOGGER,
-        }
+        },
     )
 
 

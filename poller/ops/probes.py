@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from confluent_kafka.admin import AdminClient
 
 from poller.config import AppConfig
+from poller.kafka.clients import create
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def probes(
 ) -> dict[str, Callable[[], bool]]:
     """`slot`: the source's query slot (source.max_concurrent_queries); the probe's query counts
     against the cap like any other."""
-    admin = AdminClient(dict(cfg.kafka.client_options()), logger=_DebugLog())
+    admin = create(AdminClient, {**cfg.kafka.client_options(), "logger": _DebugLog()})
 
     def database() -> bool:
         with slot(), engine.connect() as conn:
