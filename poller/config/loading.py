@@ -172,9 +172,36 @@ def option_file_problems(where: str, options: Any, keys: Sequence[str]) -> list[
     return problems
 
 
+_SOURCE_TLS_FILES = ("tls_ca_file", "tls_cert_file", "tls_key_file")
+
+
+def _source_tls_problems(raw: Mapping[str, Any]) -> list[str]:
+    """The source's TLS files are read only under `require_tls`: given without it they would be
+    ignored without a word (libpq's `prefer` does not even read a CA), so say so."""
+    source = raw.get("source")
+    if not isinstance(source, dict):
+        return []
+    given = [k for k in _SOURCE_TLS_FILES if source.get(k)]
+    problems = []
+    if given and source.get("require_tls") is not True:
+        problems += [
+            f"source.{k}: read only with source.require_tls: true (which also verifies the "
+            "server's certificate and host name); set it, or remove this"
+            for k in given
+        ]
+    if source.get("tls_key_file") and not source.get("tls_cert_file"):
+        problems.append("source.tls_key_file: set source.tls_cert_file too (its certificate)")
+    return problems
+
+
 def _file_problems(raw: Mapping[str, Any]) -> list[str]:
-    registry, kafka = raw.get("schema_registry"), raw.get("kafka")
+    registry, kafka, source = raw.get("schema_registry"), raw.get("kafka"), raw.get("source")
     return [
+        *option_file_problems(
+            "source",
+            source if isinstance(source, dict) else None,
+            _SOURCE_TLS_FILES,
+        ),
         *option_file_problems(
             "kafka.options",
             kafka.get("options") if isinstance(kafka, dict) else None,
@@ -201,6 +228,7 @@ def parse_config(raw: Any, source: str = "configuration", *, check_files: bool =
     except ValidationError as err:
         problems.extend(_format_pydantic(err, AppConfig))
     problems.extend(_schema_problems(expanded))
+    problems.extend(_source_tls_problems(expanded))
     if check_files:
         problems.extend(_file_problems(expanded))
     if problems or cfg is None:

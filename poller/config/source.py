@@ -64,12 +64,13 @@ class SourceConfig(_Model):
     tls_ca_file: str | None = Field(
         None,
         description="PEM file of the CA(s) that signed the database's certificate; default: "
-        "the system's trusted CAs",
+        "the system's trusted CAs. Read only with require_tls (refused without it)",
         examples=["/etc/poller/db-ca.pem"],
     )
     tls_cert_file: str | None = Field(
         None,
-        description="client certificate (PEM) for databases that require one",
+        description="client certificate (PEM) for databases that require one; with "
+        "require_tls",
         examples=["/etc/poller/db-client.pem"],
     )
     tls_key_file: str | None = Field(

@@ -1,6 +1,7 @@
-"""librdkafka's options checked before any client exists: the files they name at load, and a
-client librdkafka refuses named as a configuration problem (never a traceback), for the poller
-and for the worker alike."""
+"""TLS settings checked before any connection: the files that Kafka's options and the source name
+(at load, each named with its field), a client librdkafka refuses (a configuration problem,
+never a traceback, for the poller and the worker alike), and source TLS files that would be
+ignored without `require_tls`."""
 
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ from poller.fleet.settings import load_worker_config
 from poller.kafka.clients import create
 
 
-def app(options: dict[str, Any]) -> dict[str, Any]:
+def app(options: dict[str, Any], source: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "tenant": "acme-corp",
-        "source": {"url": "sqlite:///x.db"},
+        "source": source or {"url": "sqlite:///x.db"},
         "kafka": {"format": "single_object", "options": options},
         "entities": {"customers": {"table": "people", "key": "id",
                                    "fields": {"local_id": "id", "first_name": "f_name"},
@@ -118,3 +119,36 @@ def test_poller_run_with_an_unreadable_kafka_ca_exits_2_without_a_traceback(
     assert "Traceback" not in proc.stderr
     assert "kafka.options: Failed to create" in proc.stderr
     assert "ssl.ca.location failed" in proc.stderr
+
+
+PG = "postgresql+psycopg2://poller@db.example/crm"
+
+
+def test_source_tls_files_without_require_tls_are_refused_not_ignored(tmp_path: Path) -> None:
+    ca, cert, key = (tmp_path / n for n in ("ca.pem", "client.pem", "client.key"))
+    for f in (ca, cert, key):
+        f.write_text("-----BEGIN-----\n")
+    files = {"tls_ca_file": str(ca), "tls_cert_file": str(cert), "tls_key_file": str(key)}
+    with pytest.raises(ConfigError) as info:
+        parse_config(app({}, {"url": PG, **files}))
+    assert [p.split(":")[0] for p in info.value.problems] == [
+        "source.tls_ca_file", "source.tls_cert_file", "source.tls_key_file",
+    ]  # fmt: skip
+    assert all("read only with source.require_tls: true" in p for p in info.value.problems)
+    assert parse_config(app({}, {"url": PG, "require_tls": True, **files})).source.require_tls
+
+
+def test_source_tls_files_are_checked_at_load(tmp_path: Path) -> None:
+    source = {
+        "url": PG,
+        "require_tls": True,
+        "tls_ca_file": str(tmp_path),  # a directory: libpq and PyMySQL read a PEM file
+        "tls_key_file": str(tmp_path / "no.key"),
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(app({}, source))
+    assert info.value.problems == [
+        "source.tls_key_file: set source.tls_cert_file too (its certificate)",
+        f"source.tls_ca_file: '{tmp_path}' is a directory, not a file",
+        f"source.tls_key_file: no such file '{tmp_path}/no.key'",
+    ]
