@@ -13,6 +13,18 @@ from poller.config.base import (
     plain_options,
 )
 
+# librdkafka settings the poller sets itself; given in `options` they would be overridden
+# without a word (or, for transactional.id, break one-writer-per-tenant fencing).
+_OWNED_OPTIONS = {
+    "bootstrap.servers": "use kafka.bootstrap_servers",
+    "metadata.broker.list": "use kafka.bootstrap_servers",
+    "transactional.id": "<transactional_id_prefix>.<tenant>, one writer per tenant",
+    "enable.idempotence": "always on (transactions need it)",
+    "transaction.timeout.ms": "use kafka.transaction_timeout_s",
+}
+
+_BROKER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]\s/]+)(?::(\d+))?")
+
 # librdkafka settings that every client needs to reach the cluster at all.
 _CLIENT_OPTION_PREFIXES = (
     "security.",
@@ -100,6 +112,29 @@ class KafkaConfig(_Model):
                     "(every topic of a tenant under its own prefix)"
                 )
         return self
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, v: str) -> str:
+        # librdkafka takes host, host:port, [v6]:port, each with an optional PROTOCOL:// prefix;
+        # a bad port would only show as "not reachable" after the whole startup wait.
+        for entry in (e.strip() for e in v.split(",")):
+            m = _BROKER.fullmatch(entry.rpartition("://")[2])
+            if m is None:
+                raise ValueError(f"{entry!r}: expected host:port (comma-separated)")
+            if m[2] is not None and not 0 < int(m[2]) < 65536:
+                raise ValueError(f"{entry!r}: the port is not in 1..65535")
+        return v
+
+    @field_validator("options")
+    @classmethod
+    def _owned(cls, v: dict[str, Any]) -> dict[str, Any]:
+        owned = sorted(set(v) & set(_OWNED_OPTIONS))
+        if owned:
+            raise ValueError(
+                "; ".join(f"{k} is set by the poller: {_OWNED_OPTIONS[k]}" for k in owned)
+            )
+        return v
 
     @field_validator("topic_template", "watermark_topic", "dead_letter_topic")
     @classmethod

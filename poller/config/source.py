@@ -69,8 +69,7 @@ class SourceConfig(_Model):
     )
     tls_cert_file: str | None = Field(
         None,
-        description="client certificate (PEM) for databases that require one; with "
-        "require_tls",
+        description="client certificate (PEM) for databases that require one; with require_tls",
         examples=["/etc/poller/db-client.pem"],
     )
     tls_key_file: str | None = Field(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hmac
 import json
 import logging
@@ -23,7 +24,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from poller.config import MetricsConfig
-from poller.errors import ConfigError
+from poller.errors import ConfigError, StartupError
 from poller.ops.metrics import Health, Metrics
 
 log = logging.getLogger(__name__)
@@ -117,8 +118,15 @@ def serve_endpoints(
         def log_message(self, format: str, *args: object) -> None:
             return  # scrapes every few seconds would drown the real log lines
 
-    server = _Server((web.host, web.port), Handler)
-    server.tls = _tls_context(web) if web.tls is not None else None
+    tls = _tls_context(web) if web.tls is not None else None  # before the port is taken
+    try:
+        server = _Server((web.host, web.port), Handler)
+    except OSError as exc:  # gaierror, EACCES, EADDRNOTAVAIL: the settings; EADDRINUSE: for now
+        where = f"metrics: cannot listen on {web.host}:{web.port}: {exc.strerror or exc}"
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(f"{where} (taken by another process; restart when free)") from None
+        raise ConfigError([f"{where}; set metrics.host and metrics.port"]) from None
+    server.tls = tls
     threading.Thread(target=server.serve_forever, daemon=True, name="http").start()
     return server
 
