@@ -218,7 +218,8 @@ EXIT_CODES: dict[int, tuple[str, str]] = {
     ),
     EXIT_UNREACHABLE: (
         "unreachable at start: the database, Kafka or the schema registry did not answer "
-        "within `retry.startup_timeout_s` (nothing written)",
+        "within `retry.startup_timeout_s`, or another process holds the metrics port "
+        "(nothing written)",
         "check the network, the URLs and credentials; restart",
     ),
     EXIT_SCHEMA: (
