@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from poller.config.app import (
     AppConfig,
@@ -183,7 +183,11 @@ def _source_tls_problems(raw: Mapping[str, Any]) -> list[str]:
         return []
     given = [k for k in _SOURCE_TLS_FILES if source.get(k)]
     problems = []
-    if given and source.get("require_tls") is not True:
+    try:  # as pydantic reads it: "true" from a ${REF} counts
+        required = TypeAdapter(bool).validate_python(source.get("require_tls", False))
+    except ValidationError:
+        required = True  # not a boolean: pydantic names that; do not pile on
+    if given and not required:
         problems += [
             f"source.{k}: read only with source.require_tls: true (which also verifies the "
             "server's certificate and host name); set it, or remove this"

@@ -135,7 +135,12 @@ def test_source_tls_files_without_require_tls_are_refused_not_ignored(tmp_path: 
         "source.tls_ca_file", "source.tls_cert_file", "source.tls_key_file",
     ]  # fmt: skip
     assert all("read only with source.require_tls: true" in p for p in info.value.problems)
-    assert parse_config(app({}, {"url": PG, "require_tls": True, **files})).source.require_tls
+    for required in (True, "true", "yes"):  # also as a ${REF} resolves: a string
+        cfg = parse_config(app({}, {"url": PG, "require_tls": required, **files}))
+        assert cfg.source.require_tls is True
+    with pytest.raises(ConfigError) as info:
+        parse_config(app({}, {"url": PG, "require_tls": "false", "tls_ca_file": str(ca)}))
+    assert [p.split(":")[0] for p in info.value.problems] == ["source.tls_ca_file"]
 
 
 def test_source_tls_files_are_checked_at_load(tmp_path: Path) -> None:
