@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy.engine import make_url
 
 from poller.config import (
+    _CLIENT_OPTION_PREFIXES,
     KAFKA_FILE_OPTIONS,
     AppConfig,
     KafkaConfig,
@@ -173,6 +174,15 @@ def load_worker_config(path: str | None, overrides: dict[str, Any]) -> WorkerCon
     kafka = expanded.get("kafka") if isinstance(expanded, dict) else None
     options = kafka.get("options") if isinstance(kafka, dict) else None
     problems.extend(option_file_problems("kafka.options", options, KAFKA_FILE_OPTIONS))
+    # The worker's clients take only the connection and security options; any other would be
+    # dropped without a word (tenants' producer options belong in their own configurations).
+    problems.extend(
+        f"kafka.options.{k}: not used by the worker, whose clients take only connection and "
+        f"security options ({', '.join(p + '*' for p in _CLIENT_OPTION_PREFIXES)}); a tenant's "
+        "producer options go in its own configuration"
+        for k in (options if isinstance(options, dict) else {})
+        if not str(k).startswith(_CLIENT_OPTION_PREFIXES)
+    )
     if problems or cfg is None:
         raise ConfigError(problems, source)
     return cfg

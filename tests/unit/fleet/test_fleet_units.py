@@ -98,10 +98,25 @@ def test_worker_config_overrides_and_problems(tmp_path, monkeypatch) -> None:  #
     assert cfg.kafka.client_options()["sasl.password"] == "s3cret"
     assert cfg.tenants_topic_name() == "p.tenants" and cfg.max_tenants == 3
     assert load_worker_config(None, {"kafka.bootstrap_servers": "h:9"}).metrics.port == 9400
-    path.write_text("max_tenants: 0\nprotocol: eager\nkafka: {options: {x: '${NOPE}'}}\n")
+    path.write_text(
+        "max_tenants: 0\nprotocol: eager\nkafka: {options: {sasl.username: '${NOPE}'}}\n"
+    )
     with pytest.raises(ConfigError) as err:
         load_worker_config(str(path), {})
     assert len(err.value.problems) == 3, err.value.problems
+
+
+def test_worker_options_its_clients_would_drop_are_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "w.yaml"
+    path.write_text(
+        "kafka: {options: {linger.ms: 5, sasl.username: w, security.protocol: SASL_SSL}}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_worker_config(str(path), {})
+    (problem,) = err.value.problems
+    assert problem.startswith("kafka.options.linger.ms: not used by the worker, whose clients ")
+    path.write_text("kafka: {options: {sasl.username: w, security.protocol: SASL_SSL}}\n")
+    assert load_worker_config(str(path), {}).kafka.options["sasl.username"] == "w"
 
 
 def test_instance_id_defaults_to_the_pod_name_only_in_kubernetes(monkeypatch) -> None:  # type: ignore[no-untyped-def]
