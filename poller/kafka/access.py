@@ -78,8 +78,9 @@ def denied(kafka: KafkaConfig, acl: AclEntry, detail: str = "") -> KafkaAuthoriz
 
 def watched_admin(kafka: KafkaConfig) -> tuple[AdminClient, ConnectWatch]:
     watch = ConnectWatch()
-    conf: dict[str, Any] = {**kafka.client_options(), "error_cb": watch}
-    admin = create(AdminClient, {**conf, "logger": KAFKA_LOGGER})
+    admin = create(
+        AdminClient, {**kafka.client_options(), "error_cb": watch, "logger": KAFKA_LOGGER}
+    )
     return admin, watch
 
 

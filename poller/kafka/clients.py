@@ -19,11 +19,11 @@ from poller.errors import ConfigError
 _Client = TypeVar("_Client", AdminClient, Consumer, Producer)
 
 
-def create(kind: type[_Client], conf: Mapping[str, Any], field: str = "kafka.options") -> _Client:
-    """`kind(conf)`; a refusal becomes a ConfigError naming `field` and librdkafka's reason."""
+def create(kind: type[_Client], conf: Mapping[str, Any]) -> _Client:
+    """`kind(conf)`; a refusal is a ConfigError on kafka.options with librdkafka's reason."""
     try:
         return kind(dict(conf))
     except KafkaException as exc:
         err = exc.args[0] if exc.args else None
         reason = err.str() if isinstance(err, KafkaError) else str(exc)
-        raise ConfigError([f"{field}: {reason}"]) from None
+        raise ConfigError([f"kafka.options: {reason}"]) from None
