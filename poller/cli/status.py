@@ -149,7 +149,9 @@ def entity_rows(cfg: AppConfig) -> tuple[list[dict[str, Any]], Liveness, str | N
     import zoneinfo
 
     topic = cfg.kafka.watermark_topic_name(cfg.tenant)
-    stored = load_all(cfg.kafka, topic, cfg.tenant, timeout_s=15, missing_ok=True)
+    stored = load_all(
+        cfg.kafka, topic, cfg.tenant, timeout_s=15, missing_ok=True, wait_for=watermark.live_key
+    )
     running = poller_running(cfg, [w.updated_at for w in stored.watermarks.values()])
     zone = zoneinfo.ZoneInfo(cfg.source.timezone)
     probe = SourceProbe(cfg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -116,15 +117,33 @@ class Stored:
 
     watermarks: dict[str, Watermark]
     backfills: dict[str, BackfillState]
+    # Entities whose backfill state has a newer record the read did not wait for (an open
+    # backfill transaction, perhaps abandoned): whoever fences the backfill transactional.id
+    # reads them again (Backfiller.connect).
+    unsettled_backfills: frozenset[str] = frozenset()
+
+
+def backfill_key(key: tuple[str, ...]) -> bool:
+    """A backfill state's key, `[tenant, entity, "backfill"]`."""
+    return len(key) == 3 and key[2] == BACKFILL
 
 
 def load_all(
-    kafka: KafkaConfig, topic: str, tenant: str, timeout_s: float = 60.0, missing_ok: bool = False
+    kafka: KafkaConfig,
+    topic: str,
+    tenant: str,
+    timeout_s: float = 60.0,
+    missing_ok: bool = False,
+    wait_for: Callable[[tuple[str, ...]], bool] | None = None,
 ) -> Stored:
-    """The live watermarks and the backfill states, from one read of the topic."""
-    records = watermark.read_records(kafka, topic, tenant, timeout_s, missing_ok)
-    marks = {key[1]: watermark.decode(v) for key, v in records.items() if len(key) == 2}
-    backfills = {
-        key[1]: decode(v) for key, v in records.items() if len(key) == 3 and key[2] == BACKFILL
-    }
-    return Stored(marks, backfills)
+    """The live watermarks and the backfill states, from one read of the topic; it waits for
+    the newest committed record of every key `wait_for` accepts (all, by default; see
+    watermark.read_records)."""
+    got = watermark.read_records(
+        kafka, topic, tenant, timeout_s, missing_ok, wait_for or (lambda _key: True)
+    )
+    records = got.records
+    marks = {key[1]: watermark.decode(v) for key, v in records.items() if watermark.live_key(key)}
+    backfills = {key[1]: decode(v) for key, v in records.items() if backfill_key(key)}
+    unsettled = frozenset(key[1] for key in got.unsettled if backfill_key(key))
+    return Stored(marks, backfills, unsettled)

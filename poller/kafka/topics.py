@@ -73,11 +73,15 @@ def admin_client(kafka: KafkaConfig) -> AdminClient:
 
 
 def committed_consumer(
-    kafka: KafkaConfig, group_id: str, extra: Mapping[str, object] | None = None
+    kafka: KafkaConfig,
+    group_id: str,
+    extra: Mapping[str, object] | None = None,
+    isolation: str = "read_committed",
 ) -> Consumer:
     """A consumer that sees only committed transactions and reports each partition's end;
     it never commits offsets (readers assign partitions and start from the beginning).
-    `extra`: further librdkafka settings (e.g. a smaller prefetch queue)."""
+    `extra`: further librdkafka settings (e.g. a smaller prefetch queue). `isolation`
+    read_uncommitted is for asking where a partition really ends (see topic_end.py)."""
     return create(
         Consumer,
         {
@@ -85,7 +89,7 @@ def committed_consumer(
             **(extra or {}),
             "group.id": group_id,
             "enable.auto.commit": False,
-            "isolation.level": "read_committed",
+            "isolation.level": isolation,
             "enable.partition.eof": True,
             "logger": KAFKA_LOGGER,
         },

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -26,6 +27,7 @@ from poller.batch import Position
 from poller.config import KafkaConfig
 from poller.errors import BrokerUnavailableError, SchemaMismatchError, WatermarkRegressionError
 from poller.kafka.acls import AclEntry, watermark_group
+from poller.kafka.topic_end import end_offset, needed_ends
 from poller.kafka.topics import committed_consumer
 
 log = logging.getLogger(__name__)
@@ -209,27 +211,67 @@ def check_forward(old: Position, new: Position, where: str) -> None:
         )
 
 
+def live_key(key: tuple[str, ...]) -> bool:
+    """A live watermark's key, `[tenant, entity]` (the others are backfill states)."""
+    return len(key) == 2
+
+
 def load(
     kafka: KafkaConfig, topic: str, tenant: str, timeout_s: float = 60.0, missing_ok: bool = False
 ) -> dict[str, Watermark]:
     """Read the watermark topic to its end; return this tenant's latest watermark per entity."""
-    records = read_records(kafka, topic, tenant, timeout_s, missing_ok)
-    return {key[1]: decode(value) for key, value in records.items() if len(key) == 2}
+    records = read_records(kafka, topic, tenant, timeout_s, missing_ok, live_key).records
+    return {key[1]: decode(value) for key, value in records.items() if live_key(key)}
+
+
+@dataclass(frozen=True)
+class Records:
+    """A tenant's part of the watermark topic: the latest committed value per key, and the
+    keys whose newest records the read did not wait for (written by transactions that were
+    open, or whose commit markers were on their way, when the read began)."""
+
+    records: dict[tuple[str, ...], bytes]
+    unsettled: frozenset[tuple[str, ...]]
+
+
+def _any_key(key: tuple[str, ...]) -> bool:
+    return True
 
 
 def read_records(
-    kafka: KafkaConfig, topic: str, tenant: str, timeout_s: float = 60.0, missing_ok: bool = False
-) -> dict[tuple[str, ...], bytes]:
+    kafka: KafkaConfig,
+    topic: str,
+    tenant: str,
+    timeout_s: float = 60.0,
+    missing_ok: bool = False,
+    wait_for: Callable[[tuple[str, ...]], bool] = _any_key,
+) -> Records:
     """This tenant's latest value per key of the watermark topic, read to its end: key
     `[tenant, entity]` is a live watermark, `[tenant, entity, "backfill"]` a backfill's state.
     A tombstone removes its key.
 
-    Reads up to the high watermark taken at the start (not just to the first EOF): another
-    tenant's open transaction holds the last stable offset back, and stopping there could miss
-    our own newer, committed watermark.
+    "Its end" is where every committed record of the tenant's keys that match `wait_for` has
+    been read (topic_end.py): records of those keys written beyond the last stable offset
+    (behind another tenant's open transaction, or behind commit markers still on their way)
+    are waited for until their transactions end. Other keys' newest records there are not
+    waited for (an abandoned backfill transaction of this tenant would hold the read until
+    it times out); they are named in `unsettled`, for a caller that must look again once it
+    has fenced their writer.
     """
     consumer = committed_consumer(kafka, watermark_group(tenant))
     found: dict[tuple[str, ...], bytes] = {}
+    unsettled: frozenset[tuple[str, ...]] = frozenset()
+    mine = f"[{json.dumps(tenant, ensure_ascii=False)},".encode()  # see key_bytes
+
+    def ours(raw: bytes | None) -> tuple[str, ...] | None:
+        if raw is None or not raw.startswith(mine):
+            return None
+        return tuple(str(p) for p in json.loads(raw))
+
+    def needed(raw: bytes | None) -> bool:
+        key = ours(raw)
+        return key is not None and wait_for(key)
+
     try:
         try:
             meta = consumer.list_topics(topic, timeout=timeout_s)
@@ -245,24 +287,24 @@ def read_records(
         # Only a reader may take "no topic" as "nothing stored": the run loop creates the topic
         # first, and reading a missing one as empty would restart every entity from the start.
         if missing and missing_ok:
-            return found
+            return Records(found, unsettled)
         if tmeta is not None and tmeta.error is not None:
             _raise_denied(kafka, tmeta.error, topic, tenant)
         if tmeta is None or tmeta.error is not None:
             raise BrokerUnavailableError(
                 f"watermark topic {topic} not available: {tmeta and tmeta.error}"
             )
-        ends: dict[int, int] = {}
-        for p in tmeta.partitions:
-            high = _high_watermark(consumer, topic, p, timeout_s)
-            if high > 0:
-                ends[p] = high
+        stable = {p: end_offset(consumer, topic, p, timeout_s) for p in tmeta.partitions}
+        targets, tail = needed_ends(
+            kafka, topic, stable, watermark_group(tenant), timeout_s, needed
+        )
+        unsettled = frozenset(k for raw in tail if (k := ours(raw)) is not None)
+        ends = {p: end for p, end in targets.items() if end > 0}
         if not ends:
-            return found
+            return Records(found, unsettled)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
         pending = dict(ends)
         at = {p: -1 for p in ends}
-        mine = f"[{json.dumps(tenant, ensure_ascii=False)},".encode()  # see key_bytes
         # The deadline is for a read that stopped moving (an open transaction holds the last
         # stable offset back), not for a long one: every step forward extends it, so a large
         # fleet's topic is read whole however long that takes.
@@ -274,14 +316,13 @@ def read_records(
                         _raise_denied(kafka, err, topic, tenant)
                         raise BrokerUnavailableError(f"reading {topic}: {err.str()}")
                     continue
-                key = msg.key()
-                if key is not None and key.startswith(mine):
-                    parts = tuple(str(p) for p in json.loads(key))
+                key = ours(msg.key())
+                if key is not None:
                     value = msg.value()
                     if value is None:
-                        found.pop(parts, None)
+                        found.pop(key, None)
                     else:
-                        found[parts] = value
+                        found[key] = value
             for tp in consumer.position([TopicPartition(topic, p) for p in list(pending)]):
                 if tp.offset > at[tp.partition]:
                     at[tp.partition] = tp.offset
@@ -291,12 +332,12 @@ def read_records(
             if pending and time.monotonic() > deadline:
                 raise BrokerUnavailableError(
                     f"reading {topic} to its end made no progress for {timeout_s:.0f}s "
-                    f"(partitions {sorted(pending)}); an open transaction may be holding it; "
-                    "retry after transaction.timeout.ms"
+                    f"(partitions {sorted(pending)}); an open transaction holds back a "
+                    "watermark of this tenant; retry after transaction.timeout.ms"
                 )
     finally:
         consumer.close()
-    return found
+    return Records(found, unsettled)
 
 
 def _raise_denied(kafka: KafkaConfig, err: KafkaError, topic: str, tenant: str) -> None:
@@ -308,41 +349,3 @@ def _raise_denied(kafka: KafkaConfig, err: KafkaError, topic: str, tenant: str) 
     if err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
         group = AclEntry("run", "GROUP", watermark_group(tenant), "LITERAL", "DESCRIBE")
         raise denied(kafka, group, err.str())
-
-
-# librdkafka does not always flag these retriable, yet they pass once the leader is known.
-_LEADER_MOVING = frozenset(
-    {
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._TRANSPORT,
-    }
-)
-
-
-def _high_watermark(consumer: Any, topic: str, partition: int, timeout_s: float) -> int:
-    """The partition's end offset. A retriable error (NOT_LEADER right after the topic was
-    created, a leader election) is asked again until the timeout, then raised as transient."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=max(0.5, deadline - time.monotonic())
-            )
-            return int(high)
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-                from poller.errors import KafkaAuthorizationError
-
-                raise KafkaAuthorizationError(
-                    f"Kafka denied READ on TOPIC {topic!r} (LITERAL): {err.str()}. Grant it "
-                    "(see `poller acl --config ...`)."
-                ) from exc
-            retriable = isinstance(err, KafkaError) and (
-                err.retriable() or err.code() in _LEADER_MOVING
-            )
-            if not retriable or time.monotonic() > deadline:
-                raise BrokerUnavailableError(f"offsets of {topic}[{partition}]: {exc}") from exc
-            time.sleep(0.2)

@@ -137,7 +137,9 @@ class Backfiller:
         )
         try:
             pub.start()
-            stored = backfill_state.load_all(self.cfg.kafka, topic, self.cfg.tenant)
+            stored = backfill_state.load_all(
+                self.cfg.kafka, topic, self.cfg.tenant, wait_for=backfill_state.backfill_key
+            )
         except BaseException:
             pub.close()
             raise

@@ -28,6 +28,7 @@ from poller.errors import (
 from poller.kafka.backfill_state import load_all
 from poller.kafka.publisher import TransactionalPublisher
 from poller.kafka.topics import ensure_topics, wanted_topics
+from poller.kafka.watermark import live_key
 from poller.ops.entity_metrics import TenantMetrics
 from poller.ops.metrics import Health, Metrics
 from poller.pipeline import native
@@ -317,7 +318,9 @@ class Poller:
                         self.cfg, self.schemas, self.engine, self.queries
                     )
                 self._topics_ready = True
-            everything = load_all(k, self.watermark_topic, self.tenant)
+            # Waits for this tenant's live watermarks only: a backfill's state is read again
+            # by the Backfiller once it has fenced the backfill transactional.id.
+            everything = load_all(k, self.watermark_topic, self.tenant, wait_for=live_key)
         except BaseException:
             pub.close()
             raise
@@ -326,8 +329,9 @@ class Poller:
         stored = everything.watermarks
         stored_mismatches(self.cfg, stored, self.config_path)
         enabled = self.cfg.enabled_entities()
-        if self.backfill is None and any(
-            not b.done and name in enabled for name, b in everything.backfills.items()
+        if self.backfill is None and (
+            any(not b.done and name in enabled for name, b in everything.backfills.items())
+            or any(name in enabled for name in everything.unsettled_backfills)
         ):
             self.backfill = Backfiller(
                 self.cfg,

@@ -22,6 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 from poller.config import KafkaConfig
 from poller.errors import BrokerUnavailableError, TerminalError
 from poller.kafka.acls import verify_group
+from poller.kafka.topic_end import high_watermarks
 from poller.kafka.topics import committed_consumer
 from poller.pipeline.stream import EntityStream
 from poller.verify.keys import KeyReader, key_text
@@ -76,11 +77,19 @@ class TopicSnapshot:
         on_progress: Callable[[int, int], None] | None = None,
         stop: Callable[[], bool] | None = None,
     ) -> None:
-        """Read the topic to the end offsets it has now; `on_progress(done, total)`; `stop()`
-        true ends the reading early (a stopping poller)."""
+        """Read the topic to the end offsets it has now (every transaction written below them
+        has ended); `on_progress(done, total)`; `stop()` true ends the reading early (a
+        stopping poller)."""
         consumer = committed_consumer(kafka, verify_group(self.tenant), extra=_CONSUMER_LIMITS)
         try:
             ends = self._end_offsets(consumer, timeout_s)
+            # To the high watermark, not the last stable offset this read_committed consumer
+            # is told: rows committed behind another tenant's open transaction, or whose commit
+            # markers are still on their way, would be reported missing (and repaired twice).
+            highs = high_watermarks(
+                kafka, self.topic, list(ends), verify_group(self.tenant), timeout_s
+            )
+            ends = {p: (low, max(high, highs[p])) for p, (low, high) in ends.items()}
             total = sum(high - low for low, high in ends.values())
             if on_progress is not None:
                 on_progress(0, total)

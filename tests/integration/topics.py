@@ -31,6 +31,27 @@ def new_consumer(
     )
 
 
+def high_watermarks(bootstrap: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+    """The end of every partition of `topics`: its high watermark, which a read_committed
+    reader reaches once every transaction below it has ended. Asked by a read_uncommitted
+    client: a read_committed one is answered with the last stable offset, which right after a
+    commit can still be below the committed records (the commit markers are written a moment
+    later), so a partition could be taken as empty or ended early (CI, session 4)."""
+    probe = new_consumer(bootstrap, "read_uncommitted", "test-ends")
+    ends: dict[tuple[str, int], int] = {}
+    try:
+        for topic in topics:
+            meta = probe.list_topics(topic, timeout=15).topics.get(topic)
+            if meta is None or meta.error is not None or not meta.partitions:
+                pytest.fail(f"topic {topic} is not available ({meta and meta.error})")
+            for p in meta.partitions:
+                tp = TopicPartition(topic, p)
+                ends[(topic, p)] = probe.get_watermark_offsets(tp, timeout=15)[1]
+    finally:
+        probe.close()
+    return ends
+
+
 def read_to_end(
     bootstrap: str,
     topics: Iterable[str],
@@ -44,16 +65,10 @@ def read_to_end(
     reached (no message for `idle_timeout_s`), fails the test.
     """
     names = list(topics)
+    ends = high_watermarks(bootstrap, names)
     c = new_consumer(bootstrap, isolation, group)
     out: dict[str, list[Message]] = {t: [] for t in names}
     try:
-        ends: dict[tuple[str, int], int] = {}
-        for topic in names:
-            meta = c.list_topics(topic, timeout=15).topics.get(topic)
-            if meta is None or meta.error is not None or not meta.partitions:
-                pytest.fail(f"topic {topic} is not available ({meta and meta.error})")
-            for p in meta.partitions:
-                ends[(topic, p)] = c.get_watermark_offsets(TopicPartition(topic, p), timeout=15)[1]
         pending = {tp for tp, high in ends.items() if high > 0}  # an empty one has no end event
         if pending:
             c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in sorted(pending)])

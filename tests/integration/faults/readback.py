@@ -26,8 +26,10 @@ class Record:
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int] | None:
-    """High watermark per partition, or None if the topic does not exist."""
-    consumer = new_consumer(bootstrap, group="fault-verify")
+    """High watermark per partition (anything written, committed or not), or None if the topic
+    does not exist. Asked read_uncommitted: a read_committed client gets the last stable
+    offset instead, which an open or just-committed transaction holds back."""
+    consumer = new_consumer(bootstrap, "read_uncommitted", group="fault-verify")
     try:
         meta = consumer.list_topics(topic, timeout=15).topics.get(topic)
         if meta is None or meta.error is not None:

@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from poller.errors import BrokerUnavailableError, KafkaAuthorizationError
-from poller.kafka.watermark import _high_watermark
+from poller.kafka.topic_end import end_offset as _high_watermark
 
 
 class FlakyConsumer:
