@@ -134,14 +134,12 @@ def load_all(
     tenant: str,
     timeout_s: float = 60.0,
     missing_ok: bool = False,
-    wait_for: Callable[[tuple[str, ...]], bool] | None = None,
+    wait_for: Callable[[tuple[str, ...]], bool] = watermark.every_key,
 ) -> Stored:
     """The live watermarks and the backfill states, from one read of the topic; it waits for
     the newest committed record of every key `wait_for` accepts (all, by default; see
     watermark.read_records)."""
-    got = watermark.read_records(
-        kafka, topic, tenant, timeout_s, missing_ok, wait_for or (lambda _key: True)
-    )
+    got = watermark.read_records(kafka, topic, tenant, timeout_s, missing_ok, wait_for)
     records = got.records
     marks = {key[1]: watermark.decode(v) for key, v in records.items() if watermark.live_key(key)}
     backfills = {key[1]: decode(v) for key, v in records.items() if backfill_key(key)}

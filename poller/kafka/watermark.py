@@ -234,7 +234,8 @@ class Records:
     unsettled: frozenset[tuple[str, ...]]
 
 
-def _any_key(key: tuple[str, ...]) -> bool:
+def every_key(key: tuple[str, ...]) -> bool:
+    """Wait for the newest committed record of every key of the tenant."""
     return True
 
 
@@ -244,7 +245,7 @@ def read_records(
     tenant: str,
     timeout_s: float = 60.0,
     missing_ok: bool = False,
-    wait_for: Callable[[tuple[str, ...]], bool] = _any_key,
+    wait_for: Callable[[tuple[str, ...]], bool] = every_key,
 ) -> Records:
     """This tenant's latest value per key of the watermark topic, read to its end: key
     `[tenant, entity]` is a live watermark, `[tenant, entity, "backfill"]` a backfill's state.

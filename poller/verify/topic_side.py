@@ -89,7 +89,7 @@ class TopicSnapshot:
             highs = high_watermarks(
                 kafka, self.topic, list(ends), verify_group(self.tenant), timeout_s
             )
-            ends = {p: (low, max(high, highs[p])) for p, (low, high) in ends.items()}
+            ends = {p: (low, highs[p]) for p, (low, _stable) in ends.items()}
             total = sum(high - low for low, high in ends.values())
             if on_progress is not None:
                 on_progress(0, total)
