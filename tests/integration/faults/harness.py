@@ -18,7 +18,7 @@ import yaml
 
 from poller.config import KafkaConfig
 from poller.errors import PollerError
-from poller.kafka.watermark import Watermark
+from poller.kafka.watermark import Watermark, decode, live_key, read_records
 from poller.kafka.watermark import load as load_watermarks
 from tests.integration.conftest import REPO_ROOT
 from tests.integration.faults.readback import (
@@ -66,6 +66,11 @@ PollerProcess = LoggedProcess
 
 
 # -------------------------------------------------------------------------------- scenario
+
+
+def _nothing(key: tuple[str, ...]) -> bool:
+    """Waits for no key beyond the last stable offset (see Scenario.stored)."""
+    return False
 
 
 class Scenario:
@@ -176,12 +181,20 @@ class Scenario:
             {"bootstrap_servers": self.bootstrap, "topic_prefix": self.prefix}
         )
 
-    def stored(self, entity: str) -> Watermark | None:
-        """The committed watermark, read in-process (cheap enough to poll)."""
+    def stored(self, entity: str, after_kill: bool = False) -> Watermark | None:
+        """The committed watermark, read in-process (cheap enough to poll). Right after a
+        SIGKILL the killed poller's transaction may be open with a newer watermark that is
+        never committed: `after_kill` reads to the last stable offset without waiting for it."""
         try:
-            found = load_watermarks(
-                self.kafka_config(), self.watermark_topic, self.tenant, timeout_s=10
-            )
+            if after_kill:
+                got = read_records(
+                    self.kafka_config(), self.watermark_topic, self.tenant, 10, False, _nothing
+                )
+                found = {k[1]: decode(v) for k, v in got.records.items() if live_key(k)}
+            else:
+                found = load_watermarks(
+                    self.kafka_config(), self.watermark_topic, self.tenant, timeout_s=10
+                )
         except PollerError:  # topic not there yet
             return None
         return found.get(entity)

@@ -53,7 +53,7 @@ def kill_at(scenario: Scenario, proc: PollerProcess, moment: str) -> str:
 
 
 def copied(scenario: Scenario) -> int:
-    wm = scenario.stored("customers")
+    wm = scenario.stored("customers", after_kill=True)
     return 0 if wm is None else int(wm.position.cursor)
 
 

@@ -19,6 +19,7 @@ import yaml
 from poller.cli.main import main
 from poller.config import parse_config
 from poller.kafka.backfill_state import BackfillState, load_all
+from poller.kafka.watermark import every_key, live_key
 from tests.integration.pipeline.helpers import (
     OTHER,
     PEOPLE_DDL,
@@ -68,9 +69,21 @@ def in_process(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
-def backfill_state(cfg: dict[str, Any], entity: str) -> BackfillState | None:
+def backfill_state(
+    cfg: dict[str, Any], entity: str, *, after_kill: bool = False
+) -> BackfillState | None:
+    """The stored backfill state. Right after a SIGKILL the killed backfill's transaction may
+    still be open with a newer state in it, which is never committed: `after_kill` reads the
+    committed state without waiting for it (the read would time out), as `run` and `status`
+    do; otherwise every record of the tenant is waited for."""
     app = parse_config(cfg)
-    stored = load_all(app.kafka, app.kafka.watermark_topic_name(TENANT), TENANT, timeout_s=15)
+    stored = load_all(
+        app.kafka,
+        app.kafka.watermark_topic_name(TENANT),
+        TENANT,
+        timeout_s=15,
+        wait_for=live_key if after_kill else every_key,
+    )
     return stored.backfills.get(entity)
 
 
@@ -116,7 +129,7 @@ def test_sigkill_mid_backfill_resumes_exactly_once(
         proc.kill()
         proc.wait(timeout=10)
         log.close()
-    killed_at = backfill_state(small, "customers")
+    killed_at = backfill_state(small, "customers", after_kill=True)
     assert killed_at is not None and not killed_at.done, (
         f"the backfill finished before the kill ({state}); nothing was tested"
     )
