@@ -100,6 +100,11 @@ class BrokerUnavailableError(TransientError):
     """Kafka did not answer in time."""
 
 
+class OpenTransactionError(BrokerUnavailableError):
+    """A read waited in vain for a record written by a transaction that has not ended (a
+    writer killed mid-commit leaves one open until it is fenced or times out)."""
+
+
 class FencedError(TerminalError):
     """Another poller with the same transactional.id (same tenant) took over."""
 

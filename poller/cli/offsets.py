@@ -9,10 +9,11 @@ import json
 import sys
 
 from poller.batch import Position
-from poller.cli.common import load
+from poller.cli.common import load, unsettled_note
 from poller.config import AppConfig
 from poller.errors import ConfigError, UsageError
 from poller.kafka import watermark
+from poller.kafka.backfill_state import observe
 from poller.kafka.publisher import TransactionalPublisher
 from poller.kafka.topics import ensure_topics, wanted_topics
 from poller.ops.running import poller_running
@@ -21,10 +22,12 @@ from poller.pipeline.runner import parse_cursor
 
 def show(cfg: AppConfig, as_json: bool = False) -> None:
     topic = cfg.kafka.watermark_topic_name(cfg.tenant)
-    stored = watermark.load(cfg.kafka, topic, cfg.tenant, missing_ok=True)
+    observed = observe(cfg.kafka, topic, cfg.tenant)
+    stored = observed.watermarks
     rows = [
         {
             "entity": name,
+            "unsettled": name in observed.unsettled_watermarks,
             "mode": wm.mode if wm else None,
             "cursor": None if wm is None else wm.position.cursor,
             "key": None if wm is None else wm.position.key,
@@ -34,11 +37,14 @@ def show(cfg: AppConfig, as_json: bool = False) -> None:
         for name in cfg.entities
         for wm in [stored.get(name)]
     ]
+    if observed.unsettled_watermarks:  # on stderr: --json's stdout stays one array
+        print(unsettled_note(cfg, sorted(observed.unsettled_watermarks)), file=sys.stderr)
     if as_json:
         print(json.dumps(rows, default=str, ensure_ascii=False))
         return
     for r in rows:
         where = "earliest (nothing stored)" if r["mode"] is None else f"{r['cursor']} / {r['key']}"
+        where += " *" if r["unsettled"] else ""
         print(f"{r['entity']:<20} {where:<45} rows={r['rows_total']}")
 
 

@@ -13,11 +13,11 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
-from poller.cli.common import load
+from poller.cli.common import load, unsettled_note
 from poller.config import AppConfig, EntityConfig, Mode
 from poller.errors import PollerError
 from poller.kafka import watermark
-from poller.kafka.backfill_state import BackfillState, load_all
+from poller.kafka.backfill_state import BackfillState, observe
 from poller.ops.running import Liveness, poller_running
 from poller.source.horizon import HorizonAccess
 
@@ -149,9 +149,7 @@ def entity_rows(cfg: AppConfig) -> tuple[list[dict[str, Any]], Liveness, str | N
     import zoneinfo
 
     topic = cfg.kafka.watermark_topic_name(cfg.tenant)
-    stored = load_all(
-        cfg.kafka, topic, cfg.tenant, timeout_s=15, missing_ok=True, wait_for=watermark.live_key
-    )
+    stored = observe(cfg.kafka, topic, cfg.tenant)
     running = poller_running(cfg, [w.updated_at for w in stored.watermarks.values()])
     zone = zoneinfo.ZoneInfo(cfg.source.timezone)
     probe = SourceProbe(cfg)
@@ -167,6 +165,8 @@ def entity_rows(cfg: AppConfig) -> tuple[list[dict[str, Any]], Liveness, str | N
                     "enabled": ent.enabled,
                     "mode": ent.batching.mode.value,
                     "cursor": None if wm is None else wm.position.cursor,
+                    # A newer watermark lies in a transaction that has not ended (see observe).
+                    "watermark_unsettled": name in stored.unsettled_watermarks,
                     "key": None if wm is None else wm.position.key,
                     "rows_total": wm.rows_total if wm else 0,
                     "last_commit": iso(wm.updated_at) if wm else None,
@@ -269,6 +269,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         table.add_column(col, justify="right" if col == "ROWS" else "left", no_wrap=True)
     for r in rows:
         mark = "earliest (nothing stored)" if r["last_commit"] is None else _position(r)
+        mark += " *" if r["watermark_unsettled"] else ""
         table.add_row(
             r["entity"],
             r["mode"],
@@ -280,6 +281,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             backfill_text(r["backfill"]),
         )
     console.print(table, highlight=False)
+    unsettled = [r["entity"] for r in rows if r["watermark_unsettled"]]
+    if unsettled:
+        console.print(unsettled_note(cfg, unsettled), style="yellow", highlight=False)
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from poller.batch import Position
 from poller.config import KafkaConfig
+from poller.errors import OpenTransactionError
 from poller.kafka import watermark
 from poller.kafka.watermark import Watermark, _typed, _untyped
 
@@ -121,6 +122,8 @@ class Stored:
     # backfill transaction, perhaps abandoned): whoever fences the backfill transactional.id
     # reads them again (Backfiller.connect).
     unsettled_backfills: frozenset[str] = frozenset()
+    # Entities whose live watermark has a newer record the read did not wait for (observe).
+    unsettled_watermarks: frozenset[str] = frozenset()
 
 
 def backfill_key(key: tuple[str, ...]) -> bool:
@@ -135,13 +138,33 @@ def load_all(
     timeout_s: float = 60.0,
     missing_ok: bool = False,
     wait_for: Callable[[tuple[str, ...]], bool] = watermark.every_key,
+    settle_s: float | None = None,
 ) -> Stored:
     """The live watermarks and the backfill states, from one read of the topic; it waits for
     the newest committed record of every key `wait_for` accepts (all, by default; see
     watermark.read_records)."""
-    got = watermark.read_records(kafka, topic, tenant, timeout_s, missing_ok, wait_for)
+    got = watermark.read_records(kafka, topic, tenant, timeout_s, missing_ok, wait_for, settle_s)
     records = got.records
     marks = {key[1]: watermark.decode(v) for key, v in records.items() if watermark.live_key(key)}
     backfills = {key[1]: decode(v) for key, v in records.items() if backfill_key(key)}
-    unsettled = frozenset(key[1] for key in got.unsettled if backfill_key(key))
-    return Stored(marks, backfills, unsettled)
+    return Stored(
+        marks,
+        backfills,
+        frozenset(key[1] for key in got.unsettled if backfill_key(key)),
+        frozenset(key[1] for key in got.unsettled if watermark.live_key(key)),
+    )
+
+
+def observe(kafka: KafkaConfig, topic: str, tenant: str, settle_s: float = 5.0) -> Stored:
+    """What `status` and `watermarks show` report. Like the run, they wait for the newest
+    committed live watermarks, but only `settle_s`: a poller killed mid-commit leaves its
+    transaction open until a poller of the tenant starts again (or transaction.timeout.ms
+    ends it), and that is when an operator looks. Then the committed state is shown, with the
+    entities whose newer record lies in the open transaction named in `unsettled_watermarks`.
+    A missing topic reads as nothing stored (an observer creates nothing)."""
+    try:
+        return load_all(
+            kafka, topic, tenant, 15.0, True, wait_for=watermark.live_key, settle_s=settle_s
+        )
+    except OpenTransactionError:
+        return load_all(kafka, topic, tenant, 15.0, True, wait_for=watermark.no_key)

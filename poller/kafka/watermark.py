@@ -25,7 +25,12 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 from poller.avro.schemas import SCHEMAS_DIR
 from poller.batch import Position
 from poller.config import KafkaConfig
-from poller.errors import BrokerUnavailableError, SchemaMismatchError, WatermarkRegressionError
+from poller.errors import (
+    BrokerUnavailableError,
+    OpenTransactionError,
+    SchemaMismatchError,
+    WatermarkRegressionError,
+)
 from poller.kafka.acls import AclEntry, watermark_group
 from poller.kafka.topic_end import end_offset, needed_ends
 from poller.kafka.topics import committed_consumer
@@ -239,6 +244,12 @@ def every_key(key: tuple[str, ...]) -> bool:
     return True
 
 
+def no_key(key: tuple[str, ...]) -> bool:
+    """Wait for no key: the state as committed before the oldest open transaction, with the
+    keys written beyond it named unsettled."""
+    return False
+
+
 def read_records(
     kafka: KafkaConfig,
     topic: str,
@@ -246,6 +257,7 @@ def read_records(
     timeout_s: float = 60.0,
     missing_ok: bool = False,
     wait_for: Callable[[tuple[str, ...]], bool] = every_key,
+    settle_s: float | None = None,
 ) -> Records:
     """This tenant's latest value per key of the watermark topic, read to its end: key
     `[tenant, entity]` is a live watermark, `[tenant, entity, "backfill"]` a backfill's state.
@@ -257,7 +269,8 @@ def read_records(
     are waited for until their transactions end. Other keys' newest records there are not
     waited for (an abandoned backfill transaction of this tenant would hold the read until
     it times out); they are named in `unsettled`, for a caller that must look again once it
-    has fenced their writer.
+    has fenced their writer. A read that waited `settle_s` (default `timeout_s`) without
+    progress raises OpenTransactionError.
     """
     consumer = committed_consumer(kafka, watermark_group(tenant))
     found: dict[tuple[str, ...], bytes] = {}
@@ -309,7 +322,8 @@ def read_records(
         # The deadline is for a read that stopped moving (an open transaction holds the last
         # stable offset back), not for a long one: every step forward extends it, so a large
         # fleet's topic is read whole however long that takes.
-        deadline = time.monotonic() + timeout_s
+        settle = timeout_s if settle_s is None else settle_s
+        deadline = time.monotonic() + settle
         while pending:
             for msg in consumer.consume(num_messages=_READ_BATCH, timeout=0.5):
                 if (err := msg.error()) is not None:
@@ -327,12 +341,12 @@ def read_records(
             for tp in consumer.position([TopicPartition(topic, p) for p in list(pending)]):
                 if tp.offset > at[tp.partition]:
                     at[tp.partition] = tp.offset
-                    deadline = time.monotonic() + timeout_s
+                    deadline = time.monotonic() + settle
                 if tp.offset >= 0 and tp.offset >= pending[tp.partition]:
                     del pending[tp.partition]
             if pending and time.monotonic() > deadline:
-                raise BrokerUnavailableError(
-                    f"reading {topic} to its end made no progress for {timeout_s:.0f}s "
+                raise OpenTransactionError(
+                    f"reading {topic} to its end made no progress for {settle:.0f}s "
                     f"(partitions {sorted(pending)}); an open transaction holds back a "
                     "watermark of this tenant; retry after transaction.timeout.ms"
                 )

@@ -18,7 +18,7 @@ import yaml
 
 from poller.config import KafkaConfig
 from poller.errors import PollerError
-from poller.kafka.watermark import Watermark, decode, live_key, read_records
+from poller.kafka.watermark import Watermark, decode, live_key, no_key, read_records
 from poller.kafka.watermark import load as load_watermarks
 from tests.integration.conftest import REPO_ROOT
 from tests.integration.faults.readback import (
@@ -66,11 +66,6 @@ PollerProcess = LoggedProcess
 
 
 # -------------------------------------------------------------------------------- scenario
-
-
-def _nothing(key: tuple[str, ...]) -> bool:
-    """Waits for no key beyond the last stable offset (see Scenario.stored)."""
-    return False
 
 
 class Scenario:
@@ -188,7 +183,7 @@ class Scenario:
         try:
             if after_kill:
                 got = read_records(
-                    self.kafka_config(), self.watermark_topic, self.tenant, 10, False, _nothing
+                    self.kafka_config(), self.watermark_topic, self.tenant, 10, False, no_key
                 )
                 found = {k[1]: decode(v) for k, v in got.records.items() if live_key(k)}
             else:
