@@ -61,15 +61,16 @@ def reset(cfg: AppConfig, entity: str, to: str, yes: bool = False) -> None:
     )
     topic = cfg.kafka.watermark_topic_name(cfg.tenant)
     ensure_topics(cfg.kafka, {topic: wanted_topics(cfg)[topic]})
-    stored = watermark.load(cfg.kafka, topic, cfg.tenant)
-    old = stored.get(entity)
+    # Committed state only, not waiting for a killed poller's open transaction: the reset's
+    # own start fences that transaction, and the watermark is read again after it.
+    seen = observe(cfg.kafka, topic, cfg.tenant).watermarks
     after = "the beginning" if to == "earliest" else to
     print(
         f"warning: consumers of {entity} will see the rows after {after} again: the poller "
         "publishes them anew from the reset watermark",
         file=sys.stderr,
     )
-    running = poller_running(cfg, [w.updated_at for w in stored.values()])
+    running = poller_running(cfg, [w.updated_at for w in seen.values()])
     if running.running and not yes:
         raise UsageError(
             f"a poller of tenant {cfg.tenant} is running ({'; '.join(running.evidence)}); "
@@ -77,7 +78,8 @@ def reset(cfg: AppConfig, entity: str, to: str, yes: bool = False) -> None:
         )
     pub = TransactionalPublisher(cfg.kafka, cfg.transactional_id())
     try:
-        pub.start()
+        pub.start()  # fences a poller of the tenant and aborts what it left open
+        old = watermark.load(cfg.kafka, topic, cfg.tenant).get(entity)
         pub.begin()
         wm = watermark.Watermark(
             cfg.tenant,

@@ -46,6 +46,22 @@ def prefix(kafka_bootstrap: str) -> Iterator[str]:
         yield p
 
 
+def ran_once(pg_url: str, prefix: str, kafka_bootstrap: str, tmp_path: Path) -> dict[str, Any]:
+    """60 customers of the tenant copied by a `run --once`; the config at tmp_path/c.yaml."""
+    execute(
+        pg_url,
+        *PEOPLE_DDL,
+        "INSERT INTO people SELECT g, :t, 'F' || g, NULL, "
+        "timestamp '2024-02-01' + g * interval '1 minute' FROM generate_series(1, 60) g",
+        params={"t": TENANT},
+    )
+    cfg = config(pg_url, TENANT, kafka_bootstrap, prefix,
+                 {"customers": people_entity("id", 50)}, tenant_column="user_id")  # fmt: skip
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    run_once(cfg)
+    return cfg
+
+
 def _killed_mid_commit(cfg: dict[str, Any], newer: watermark.Watermark) -> Producer:
     """The state a poller killed between its watermark record and its commit leaves: a
     transaction of the tenant's transactional.id, open, with the newer watermark in it."""
@@ -70,17 +86,7 @@ def _killed_mid_commit(cfg: dict[str, Any], newer: watermark.Watermark) -> Produ
 def test_status_and_watermarks_show_name_a_watermark_in_a_killed_commit(
     pg_url: str, prefix: str, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    execute(
-        pg_url,
-        *PEOPLE_DDL,
-        "INSERT INTO people SELECT g, :t, 'F' || g, NULL, "
-        "timestamp '2024-02-01' + g * interval '1 minute' FROM generate_series(1, 60) g",
-        params={"t": TENANT},
-    )
-    cfg = config(pg_url, TENANT, kafka_bootstrap, prefix,
-                 {"customers": people_entity("id", 50)}, tenant_column="user_id")  # fmt: skip
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    run_once(cfg)
+    cfg = ran_once(pg_url, prefix, kafka_bootstrap, tmp_path)
     committed = stored_watermarks(kafka_bootstrap, prefix, TENANT)["customers"]
     assert committed.position.cursor == 60
 
@@ -112,3 +118,22 @@ def test_status_and_watermarks_show_name_a_watermark_in_a_killed_commit(
     assert after.returncode == 0, after.stdout + after.stderr
     (row,) = json.loads(after.stdout)["entities"]
     assert (row["cursor"], row["watermark_unsettled"]) == (60, False), row
+
+
+def test_watermarks_reset_right_after_a_killed_commit(
+    pg_url: str, prefix: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The reset fences the killed poller's transaction before it reads the watermark it
+    replaces; it used to read first, and waited for that transaction until it failed."""
+    cfg = ran_once(pg_url, prefix, kafka_bootstrap, tmp_path)
+    committed = stored_watermarks(kafka_bootstrap, prefix, TENANT)["customers"]
+    open_txn = _killed_mid_commit(cfg, dataclasses.replace(committed, position=Position(999, 999)))
+    try:
+        done = inproc(tmp_path, "watermarks", "reset", "--config", "c.yaml",
+                      "--entity", "customers", "--to", "30", "--yes")  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        with contextlib.suppress(KafkaException):
+            open_txn.abort_transaction(10)
+    wm = stored_watermarks(kafka_bootstrap, prefix, TENANT)["customers"]
+    assert (wm.position.cursor, wm.rows_total) == (30, 60), wm
