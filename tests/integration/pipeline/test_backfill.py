@@ -107,6 +107,9 @@ def test_sigkill_mid_backfill_resumes_exactly_once(
     # inside one.
     small = copy.deepcopy(live)
     small["entities"]["customers"]["batch_size"] = 300
+    # Paced, so that however fast the machine, the kill at 1,500 rows comes long before the
+    # 27,000th: the range takes at least 5.4 s.
+    small["source"]["max_rows_per_second"] = 5_000
     path = write_config(small, tmp_path / "backfill.yaml")
     low, high = 1_001, 31_000
     wanted = {i for i in mine if low <= i <= high}
