@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from sqlalchemy.engine import make_url
 
 from poller.config.app import (
     AppConfig,
@@ -216,7 +217,26 @@ def _file_problems(raw: Mapping[str, Any]) -> list[str]:
             registry.get("options") if isinstance(registry, dict) else None,
             REGISTRY_FILE_OPTIONS,
         ),
+        *_sqlite_problems(source.get("url") if isinstance(source, dict) else None),
     ]
+
+
+def _sqlite_problems(url: object) -> list[str]:
+    """A SQLite file in a directory that does not exist cannot be opened (SQLite creates the
+    file, not its directory): named at load, not after retry.startup_timeout_s."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else None
+    except Exception:  # reported by SourceConfig's validator, without the URL
+        return []
+    if parsed is None or not parsed.drivername.startswith("sqlite"):
+        return []
+    db = parsed.database
+    if not db or db == ":memory:" or db.startswith("file:") or parsed.query.get("uri"):
+        return []  # in memory, or a URI filename SQLite parses itself
+    parent = Path(db).expanduser().parent
+    if parent.is_dir():
+        return []
+    return [f"source.url: the SQLite file {db!r} is in a directory that does not exist ({parent})"]
 
 
 def parse_config(raw: Any, source: str = "configuration", *, check_files: bool = True) -> AppConfig:

@@ -94,6 +94,9 @@ class SourceConfig(_Model):
                 f"database {url.drivername!r} cannot be used ({type(exc).__name__}: {exc}); "
                 "e.g. postgresql+psycopg2, mysql+pymysql, mssql+pyodbc, oracle+oracledb, sqlite"
             ) from None
+        # Named at load, not after retry.startup_timeout_s of "cannot connect".
+        if url.port is not None and not 1 <= url.port <= 65535:
+            raise ValueError(f"port {url.port} is not a TCP port (1-65535)")
         return v
 
     @field_validator("tenant_column")

@@ -116,3 +116,38 @@ def test_a_bad_url_is_reported_without_its_password(monkeypatch: pytest.MonkeyPa
     text = "\n".join(problems(raw))
     assert "source.url: not a valid SQLAlchemy URL" in text
     assert "hunter2" not in text
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("postgresql+psycopg2://crm:pw@db:70000/crm", "port 70000 is not a TCP port (1-65535)"),
+        ("postgresql+psycopg2://crm:pw@db:0/crm", "port 0 is not a TCP port (1-65535)"),
+        (
+            "sqlite:////no/such/dir/crm.db",
+            "the SQLite file '/no/such/dir/crm.db' is in a directory",
+        ),
+    ],
+)
+def test_a_url_that_cannot_connect_is_named_at_load(url: str, said: str) -> None:
+    """Not after retry.startup_timeout_s of connection attempts."""
+    raw = base()
+    raw["source"]["url"] = url
+    text = "\n".join(problems(raw))
+    assert f"source.url: {said}" in text
+    assert "pw@" not in text
+
+
+def test_sqlite_files_that_can_be_opened_pass(tmp_path: Path) -> None:
+    for url in (f"sqlite:///{tmp_path}/new.db", "sqlite://", "sqlite:///:memory:",
+                "sqlite:///file:crm?mode=memory&uri=true"):  # fmt: skip
+        raw = base()
+        raw["source"]["url"] = url
+        assert parse_config(raw).source.url == url
+
+
+def test_a_missing_sqlite_directory_is_not_checked_where_the_config_is_only_inspected() -> None:
+    """`tenants put` and `poller acl` check a config that runs on another host."""
+    raw = base()
+    raw["source"]["url"] = "sqlite:////no/such/dir/crm.db"
+    assert parse_config(raw, check_files=False).source.url == raw["source"]["url"]
