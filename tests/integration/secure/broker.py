@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -76,6 +77,18 @@ class Acl:
             AclPermissionType.ALLOW,
         )
 
+    def filter(self) -> AclBindingFilter:
+        """Matches exactly this ACL."""
+        return AclBindingFilter(
+            ResourceType[self.resource_type],
+            self.name,
+            ResourcePatternType[self.pattern],
+            self.principal,
+            "*",
+            AclOperation[self.operation],
+            AclPermissionType.ALLOW,
+        )
+
 
 @dataclass
 class SecureKafka:
@@ -105,24 +118,30 @@ class SecureKafka:
         for fut in self.admin.create_acls([a.binding() for a in todo], request_timeout=30).values():
             fut.result(timeout=30)
         self.acls.extend(todo)
+        self._applied(todo, present=True)
 
     def revoke(self, acls: Iterable[Acl]) -> None:
         acls = list(dict.fromkeys(acls))
-        filters = [
-            AclBindingFilter(
-                ResourceType[a.resource_type],
-                a.name,
-                ResourcePatternType[a.pattern],
-                a.principal,
-                "*",
-                AclOperation[a.operation],
-                AclPermissionType.ALLOW,
-            )
-            for a in acls
-        ]
-        if filters:
+        if acls:
+            filters = [a.filter() for a in acls]
             for fut in self.admin.delete_acls(filters, request_timeout=30).values():
                 fut.result(timeout=30)
+            self._applied(acls, present=False)
+
+    def _applied(self, acls: list[Acl], present: bool) -> None:
+        """Waits until the broker's authorizer shows the change. The controller answers once
+        the ACL record is committed; the broker applies it a moment later, and DescribeAcls is
+        answered from that same authorizer state (a fixed sleep was a guess)."""
+        deadline = time.monotonic() + 30
+        for a in acls:
+            while (
+                bool(self.admin.describe_acls(a.filter(), request_timeout=30).result(30)) != present
+            ):
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"{a} still {'absent' if present else 'present'} after 30 s"
+                    )
+                time.sleep(0.02)
 
     def options(self, user: str, password: str) -> dict[str, str]:
         return client_options(user, password)
