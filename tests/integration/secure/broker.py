@@ -66,8 +66,8 @@ class Acl:
             d["resource_type"], d["resource_name"], d["pattern_type"], d["operation"], principal
         )
 
-    def binding(self) -> AclBinding:
-        return AclBinding(
+    def _spec(self) -> tuple[Any, ...]:
+        return (
             ResourceType[self.resource_type],
             self.name,
             ResourcePatternType[self.pattern],
@@ -77,17 +77,12 @@ class Acl:
             AclPermissionType.ALLOW,
         )
 
+    def binding(self) -> AclBinding:
+        return AclBinding(*self._spec())
+
     def filter(self) -> AclBindingFilter:
         """Matches exactly this ACL."""
-        return AclBindingFilter(
-            ResourceType[self.resource_type],
-            self.name,
-            ResourcePatternType[self.pattern],
-            self.principal,
-            "*",
-            AclOperation[self.operation],
-            AclPermissionType.ALLOW,
-        )
+        return AclBindingFilter(*self._spec())
 
 
 @dataclass
