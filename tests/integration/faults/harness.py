@@ -7,13 +7,16 @@ import contextlib
 import json
 import os
 import random
+import signal
 import subprocess
+import time
 import urllib.request
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from poller.config import KafkaConfig
@@ -228,6 +231,38 @@ class Scenario:
             interval=0.05,
             watch=watch,
         )
+
+    def kill_in_transaction(
+        self,
+        proc: PollerProcess,
+        topic: str,
+        timeout: float,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> bool:
+        """SIGKILL `proc` while a transaction of its own has rows on `topic` and is open; False
+        when it ended first. A transaction has rows on the broker for milliseconds, and a probe
+        that saw one and then killed raced the commit. So each look is taken with `proc` frozen
+        (SIGSTOP stops librdkafka's threads too): nothing it sees can end meanwhile except an
+        EndTxn sent just before the freeze, which a second look after a pause rules out. Rows
+        written before the call (an earlier process's abandoned transaction, which `proc`
+        aborts when it fences it) do not count: the high watermark must have grown."""
+        before = self.ends.high(topic)
+        deadline = time.monotonic() + timeout
+        while proc.alive():
+            if time.monotonic() > deadline:
+                pytest.fail(f"no open transaction on {topic} in {timeout:.0f}s:\n{proc.describe()}")
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                if ready() and self.ends.high(topic) > before and self.ends.in_flight(topic):
+                    time.sleep(0.5)
+                    if self.ends.in_flight(topic):
+                        proc.kill()
+                        return True
+            finally:
+                if proc.alive():
+                    os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(0.002)  # it runs on between two looks
+        return False
 
     def records(self, entity: str) -> list[Record]:
         return read_committed(self.bootstrap, self.topic(entity))

@@ -101,8 +101,12 @@ class TopicEnds:
     def committed(self, topic: str) -> int:
         return self._end(self._committed, topic)
 
+    def high(self, topic: str) -> int:
+        """The high watermark: every record written, committed or not."""
+        return self._end(self._uncommitted, topic)
+
     def in_flight(self, topic: str) -> bool:
-        return self._end(self._uncommitted, topic) > self._end(self._committed, topic)
+        return self.high(topic) > self._end(self._committed, topic)
 
     def close(self) -> None:
         self._committed.close()

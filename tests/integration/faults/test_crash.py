@@ -15,7 +15,6 @@ from tests.integration.faults.harness import (
     SourceDB,
     customers_entity,
     read_committed,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -41,14 +40,11 @@ def kill_at(scenario: Scenario, proc: PollerProcess, moment: str) -> str:
         time.sleep(jitter)
         when = f"{k} commit(s) + {jitter:.2f}s"
     else:  # a transaction has rows on the broker and has not committed yet
-        topic = scenario.topic("customers")
-        wait_for(lambda: scenario.ends.in_flight(topic), 90, "rows of an open transaction",
-                 interval=0.001, watch=[proc])  # fmt: skip
-        when = "rows of an open transaction on the broker"
+        caught = scenario.kill_in_transaction(proc, scenario.topic("customers"), 90)
+        assert caught, f"the poller ended by itself:\n{proc.describe()}"
+        return "rows of an open transaction on the broker (left open: confirmed)"
     assert proc.alive(), f"the poller died by itself before the kill:\n{proc.describe()}"
     proc.kill()
-    if moment == "rows in flight" and scenario.ends.in_flight(scenario.topic("customers")):
-        when += " (left open: confirmed)"
     return when
 
 

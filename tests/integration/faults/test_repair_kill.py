@@ -5,7 +5,6 @@ ends with exactly one committed tombstone, and the live poller is neither fenced
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -29,20 +28,17 @@ ATTEMPTS = 4
 
 
 def kill_mid_transaction(scenario: Scenario, config: Path, attempt: int) -> bool:
-    """Run a repair and SIGKILL it while one of its transactions has rows on the broker; False
-    when it finished before such a moment was seen."""
+    """Run a repair and SIGKILL it while one of its transactions (after a first committed
+    one) has rows on the broker; False when it finished before such a moment was seen."""
     topic = scenario.topic("customers")
     argv = poller_argv("verify", "--config", str(config), "--repair", "--rows-per-s", "4000")
     repair = PollerProcess(argv, scenario.dir / f"repair-{attempt}.log", f"repair-{attempt}")
     scenario.procs.append(repair)
     start = scenario.ends.committed(topic)
-    deadline = time.monotonic() + 120
-    while repair.alive() and time.monotonic() < deadline:
-        # After a first committed chunk, the next transaction with rows on the broker.
-        if scenario.ends.committed(topic) > start and scenario.ends.in_flight(topic):
-            repair.kill()
-            return scenario.ends.in_flight(topic)
-    assert not repair.alive(), f"the repair hung:\n{repair.describe()}"
+    if scenario.kill_in_transaction(
+        repair, topic, 120, lambda: scenario.ends.committed(topic) > start
+    ):
+        return True
     assert repair.returncode == 0, repair.describe()
     return False
 
