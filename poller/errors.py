@@ -17,7 +17,10 @@ class PollerError(Exception):
 
 
 class TransientError(PollerError):
-    """Worth retrying: a database or broker went away, a transaction was aborted."""
+    """Worth retrying: a database or broker went away, a transaction was aborted. `run`
+    retries these; a one-shot command (`status`, `verify`, ...) that meets one exits 7."""
+
+    exit_code = 7  # EXIT_UNREACHABLE, not 1: no bug, and running it again can help
 
 
 class TerminalError(PollerError):
@@ -222,10 +225,11 @@ EXIT_CODES: dict[int, tuple[str, str]] = {
         "`poller watermarks reset`",
     ),
     EXIT_UNREACHABLE: (
-        "unreachable at start: the database, Kafka or the schema registry did not answer "
-        "within `retry.startup_timeout_s`, or another process holds the metrics port "
-        "(nothing written)",
-        "check the network, the URLs and credentials; restart",
+        "unreachable: the database, Kafka or the schema registry did not answer within "
+        "`retry.startup_timeout_s` at start (nothing written), or in time for a one-shot "
+        "command such as `status` or `verify` (also: an open Kafka transaction held its read "
+        "back), or another process holds the metrics port",
+        "check the network, the URLs and credentials; run it again",
     ),
     EXIT_SCHEMA: (
         "schema or drift: the mapping does not fit the source (a column missing or of the "

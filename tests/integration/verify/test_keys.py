@@ -224,7 +224,7 @@ def test_verify_checks_the_framing_a_consumer_needs(
 ) -> None:
     """Item 10b, on PostgreSQL and MariaDB: a right body re-published under a schema id that
     does not exist, or under another subject's id, fails every stock consumer: verify reports
-    both keys as different (exit 1) and `--repair` republishes them."""
+    both keys as different (exit 10) and `--repair` republishes them."""
     db.create_customers()
     db.seed_customers(50)
     entity = customers_entity("timestamp", batch_size=100, settle_delay_s=0)

@@ -102,5 +102,10 @@ def test_exit_codes_are_distinct() -> None:
     assert errors.IncompatibleSchemaError.exit_code == errors.EXIT_SCHEMA
     assert errors.ConfigError.exit_code == errors.EXIT_CONFIG
     assert errors.PollerError.exit_code == errors.EXIT_CRASHED
+    # A transient error that ends a one-shot command is no crash: running it again can help.
+    transient = (errors.BrokerUnavailableError, errors.OpenTransactionError, errors.SourceError)
+    for error in transient:
+        assert error("x").exit_code == errors.EXIT_UNREACHABLE
+    assert errors.restart_helps(errors.EXIT_UNREACHABLE)
     codes = [getattr(errors, n) for n in dir(errors) if n.startswith("EXIT_") and n != "EXIT_CODES"]
     assert sorted(codes) == sorted(errors.EXIT_CODES)

@@ -199,7 +199,7 @@ def test_a_transient_exit_is_restarted_and_says_why(sup: Supervisor) -> None:
     assert status.log[-1] == (
         "a",
         "RESTARTING",
-        "exited 7 (unreachable at start)",
+        "exited 7 (unreachable)",
         "database not reachable",
     )
     time.sleep(0.25)
