@@ -175,6 +175,9 @@ def test_restart_resumes_without_duplicate_or_gap(
                  {"customers": people_entity("id", 1_000, poll_interval_s=0.5)},
                  tenant_column="user_id")  # fmt: skip
     cfg["logging"] = {"format": "text", "level": "INFO"}
+    # Paced, so that however fast the machine, SIGTERM after 3 batches comes long before the
+    # 26th: the table takes at least 1.2 s.
+    cfg["source"]["max_rows_per_second"] = 20_000
     watermark_topic = f"{prefix}.watermarks"
 
     first = PollerProcess(cfg, tmp_path, "continuous")
