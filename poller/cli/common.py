@@ -15,9 +15,12 @@ def load(args: argparse.Namespace) -> AppConfig:
 
 
 def unsettled_note(cfg: AppConfig, entities: list[str]) -> str:
+    """Why a watermark is marked `*` (backfill_state.observe)."""
     return (
-        f"* {', '.join(entities)}: the last committed watermark is shown; a newer one is in a "
-        f"transaction that has not ended. A poller of {cfg.tenant} killed mid-commit leaves "
-        "it open until a poller of the tenant starts (which aborts it) or "
-        f"kafka.transaction_timeout_s ({cfg.kafka.transaction_timeout_s:g}s) passes."
+        f"* {', '.join(entities)}: the last committed watermark is shown; a newer record lies "
+        "behind a Kafka transaction that has not ended. A poller of "
+        f"{cfg.tenant} killed mid-commit leaves its transaction open until a poller of the "
+        "tenant starts (which aborts it) or kafka.transaction_timeout_s "
+        f"({cfg.kafka.transaction_timeout_s:g}s) passes; on a shared watermark topic another "
+        "tenant's open transaction can hold it back too."
     )

@@ -105,7 +105,7 @@ def test_status_and_watermarks_show_name_a_watermark_in_a_killed_commit(
         assert shown.returncode == 0, shown.stdout + shown.stderr
         (mark,) = json.loads(shown.stdout)
         assert (mark["cursor"], mark["unsettled"]) == (60, True), mark
-        assert "a newer one is in a transaction that has not ended" in shown.stderr
+        assert "a newer record lies behind a Kafka transaction" in shown.stderr
 
         # The next run fences the transactional.id, which aborts the killed commit: its
         # watermark is never taken, and the state is settled again.
