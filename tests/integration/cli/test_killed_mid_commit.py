@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +31,9 @@ from tests.integration.pipeline.helpers import (
     people_entity,
     run_once,
     stored_watermarks,
-    topics_deleted_after,
-    unique_prefix,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def prefix(kafka_bootstrap: str) -> Iterator[str]:
-    p = unique_prefix()
-    with topics_deleted_after(kafka_bootstrap, p):
-        yield p
 
 
 def ran_once(pg_url: str, prefix: str, kafka_bootstrap: str, tmp_path: Path) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,6 @@ from tests.integration.pipeline.helpers import (
     execute,
     people_entity,
     run_once,
-    topics_deleted_after,
-    unique_prefix,
     wait_until,
 )
 
@@ -48,14 +45,6 @@ def categories_entity() -> dict[str, Any]:
         "batching": {"mode": "id", "column": "id"},
         "batch_size": 50,
     }
-
-
-@pytest.fixture
-def prefix(kafka_bootstrap: str) -> Iterator[str]:
-    """A unique topic prefix (also the transactional id prefix); its topics are deleted after."""
-    p = unique_prefix()
-    with topics_deleted_after(kafka_bootstrap, p):
-        yield p
 
 
 @pytest.fixture

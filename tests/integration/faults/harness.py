@@ -21,8 +21,8 @@ import yaml
 
 from poller.config import KafkaConfig
 from poller.errors import PollerError
-from poller.kafka.watermark import Watermark, decode, live_key, no_key, read_records
-from poller.kafka.watermark import load as load_watermarks
+from poller.kafka.backfill_state import load_all
+from poller.kafka.watermark import Watermark, live_key, no_key
 from tests.integration.conftest import REPO_ROOT
 from tests.integration.faults.readback import (
     Delivery,
@@ -183,19 +183,13 @@ class Scenario:
         """The committed watermark, read in-process (cheap enough to poll). Right after a
         SIGKILL the killed poller's transaction may be open with a newer watermark that is
         never committed: `after_kill` reads to the last stable offset without waiting for it."""
+        wait_for = no_key if after_kill else live_key
         try:
-            if after_kill:
-                got = read_records(
-                    self.kafka_config(), self.watermark_topic, self.tenant, 10, False, no_key
-                )
-                found = {k[1]: decode(v) for k, v in got.records.items() if live_key(k)}
-            else:
-                found = load_watermarks(
-                    self.kafka_config(), self.watermark_topic, self.tenant, timeout_s=10
-                )
+            stored = load_all(self.kafka_config(), self.watermark_topic, self.tenant, 10,
+                              wait_for=wait_for)  # fmt: skip
         except PollerError:  # topic not there yet
             return None
-        return found.get(entity)
+        return stored.watermarks.get(entity)
 
     def wait_for_cursor(
         self, entity: str, cursor: object, timeout: float, watch: Sequence[PollerProcess] = ()
